@@ -1,0 +1,35 @@
+# The README's two commands: `make run` and `make test`. Both set everything up themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= etc/memproxyd.toml
+PYTEST_ARGS ?=
+
+.PHONY: install run test check bench install-service clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/memproxyd --config $(CONFIG)
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+check: install
+	$(BIN)/memproxyd --check --config $(CONFIG)
+
+bench: install
+	$(BIN)/python scripts/bench_overhead.py
+
+install-service: install
+	$(BIN)/python scripts/install_service.py $(SERVICE_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

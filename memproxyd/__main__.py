@@ -1,0 +1,5 @@
+import sys
+
+from memproxyd.daemon import main
+
+sys.exit(main())

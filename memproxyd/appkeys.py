@@ -1,0 +1,11 @@
+"""Typed application keys, declared in one place."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from memproxyd.state import RuntimeState
+
+STATE = web.AppKey("state", RuntimeState)
+SESSIONS = web.AppKey("sessions", object)    # sessions.SessionManager
+MEMORY = web.AppKey("memory", object)        # memory.service.MemoryService | NoMemory
+LISTENERS = web.AppKey("listeners", object)  # listeners.Listeners

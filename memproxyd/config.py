@@ -1,0 +1,264 @@
+"""Configuration: one TOML file parsed once into frozen attrs classes.
+
+The schema is the attrs classes below; ``parse`` walks the TOML document against them, so a
+typo or a wrong type fails with the file, the dotted key and what was expected::
+
+    >>> load_config(Path("etc/memproxyd.toml")).server.port
+    8764
+
+Secrets may be written as ``os.environ/NAME``; they are resolved lazily by ``resolve_secret``
+(a missing model key disables that model only, see ``deployments.py``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import typing
+from pathlib import Path
+
+import attrs
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_SYSTEM_CONFIG = Path("/etc/memproxyd/memproxyd.toml")
+PACKAGED_CONFIG = Path(__file__).with_name("default.toml")
+ENV_PREFIX = "os.environ/"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names file, key and expectation."""
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8764
+    state_dir: str = "~/.local/state/memproxyd"
+    registry: str = ""                      # default: <state_dir>/projects.json
+    project_ports: tuple[int, ...] = (8800, 8899)  # inclusive range for add-project
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_sessions: int = 256
+    session_idle_ttl: float = 900.0         # seconds
+    shutdown_timeout: float = 10.0          # seconds to drain in-flight requests
+    log_format: str = "json"                # json | text
+    log_level: str = "INFO"
+    admin_key: str = ""                     # admin API from non-loopback peers
+
+
+@attrs.frozen
+class AuthConfig:
+    keys: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class HeaderPattern:
+    header: str
+    pattern: str
+    user_id: str
+
+
+@attrs.frozen
+class IdentityConfig:
+    header: str = "x-memory-user-id"
+    default_user_id: str = "default"
+    header_patterns: tuple[HeaderPattern, ...] = ()
+
+
+@attrs.frozen
+class LitellmParams:
+    """LiteLLM's vocabulary for one deployment. Credentials never come from a request."""
+
+    model: str
+    api_base: str = ""
+    api_key: str = ""
+    api_version: str = ""
+    organization: str = ""
+    timeout: float = 600.0
+    stream_timeout: float = 0.0             # 0: same as timeout
+    num_retries: int = 0
+    mock_response: str = ""                 # answer offline (the `demo` model)
+    extra_headers: dict[str, str] = attrs.field(factory=dict)
+    aws_region_name: str = ""
+    aws_access_key_id: str = ""
+    aws_secret_access_key: str = ""
+    vertex_project: str = ""
+    vertex_location: str = ""
+
+
+@attrs.frozen
+class ModelEntry:
+    model_name: str
+    litellm_params: LitellmParams
+    # Route through Supermemory's Memory Router: add x-sm-user-id and the key, skip own recall.
+    supermemory_router: bool = False
+    # Send the client's x-api-key / Authorization upstream instead of a configured key.
+    forward_client_credentials: bool = False
+    # The upstream's wire protocol; "" = derived from the model prefix (openai/, anthropic/).
+    wire: str = ""
+
+
+@attrs.frozen
+class MemoryConfig:
+    backend: str = "sqlite"                 # sqlite | supermemory | off
+    top_k: int = 5
+    min_score: float = 0.0
+    recall_timeout_ms: int = 250
+    max_block_chars: int = 4000
+    query_strategy: str = "last_user"       # last_user | last_user_plus_previous | all_user
+    max_query_chars: int = 2000
+    embedding_model: str = ""               # a model_name from model_list; "" = lexical only
+    redact_secrets: bool = True
+    max_content_chars: int = 32000
+    include_models: tuple[str, ...] = ()    # opt-in list; empty = every model
+    exclude_models: tuple[str, ...] = ()    # opt-out list
+    skip_small_max_tokens: int = 0          # Anthropic housekeeping: max_tokens <= this skips
+    skip_system_patterns: tuple[str, ...] = ()
+    store_thinking: bool = False
+    outbox_retry_max_seconds: float = 300.0
+
+
+@attrs.frozen
+class SupermemoryConfig:
+    api_key: str = "os.environ/SUPERMEMORY_API_KEY"
+    base_url: str = "https://api.supermemory.ai"
+    search_mode: str = "hybrid"
+    threshold: float = 0.0
+    timeout: float = 10.0
+    namespace_prefix: str = "memproxyd"
+
+
+@attrs.frozen
+class Config:
+    path: str = ""
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    identity: IdentityConfig = IdentityConfig()
+    model_list: tuple[ModelEntry, ...] = ()
+    memory: MemoryConfig = MemoryConfig()
+    supermemory: SupermemoryConfig = SupermemoryConfig()
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(os.path.expanduser(self.server.state_dir))
+
+    @property
+    def registry_path(self) -> Path:
+        if self.server.registry:
+            return Path(os.path.expanduser(self.server.registry))
+        return self.state_dir / "projects.json"
+
+
+def find_config_path(explicit: str | None = None) -> Path:
+    """``--config``, else ``$MEMPROXYD_CONFIG``, else /etc/memproxyd, else the packaged default."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("MEMPROXYD_CONFIG")
+    if env:
+        return Path(env)
+    if DEFAULT_SYSTEM_CONFIG.exists():
+        return DEFAULT_SYSTEM_CONFIG
+    return PACKAGED_CONFIG
+
+
+def load_config(path: Path) -> Config:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    config = _build(Config, {**data, "path": str(path)}, str(path), "")
+    _validate(config, str(path))
+    return config
+
+
+def resolve_secret(value: str) -> str | None:
+    """``os.environ/NAME`` → the variable's value (None when unset); anything else as is."""
+    if value.startswith(ENV_PREFIX):
+        return os.environ.get(value[len(ENV_PREFIX):]) or None
+    return value
+
+
+# -- the schema walker -------------------------------------------------------------------
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _build(cls: type, data: object, file: str, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: [{prefix or 'root'}] expected a table, got {_kind(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in attrs.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"{file}: unknown key '{key}' (expected one of: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, field in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], file, key)
+        elif field.default is attrs.NOTHING:
+            raise ConfigError(f"{file}: missing required key '{key}'")
+    return cls(**kwargs)
+
+
+def _convert(hint, value, file: str, key: str):
+    origin = typing.get_origin(hint)
+    if attrs.has(hint):
+        return _build(hint, value, file, key)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{file}: '{key}' expected a list, got {_kind(value)}")
+        return tuple(_convert(item, v, file, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{file}: '{key}' expected a table of strings, got {_kind(value)}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not hint:
+        raise ConfigError(f"{file}: '{key}' expected {_TYPE_NAMES[hint]}, got {_kind(value)}")
+    return value
+
+
+def _kind(value) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a table"}
+    return f"{names.get(type(value), type(value).__name__)} ({value!r:.40})"
+
+
+_CHOICES = {
+    "server.log_format": ("json", "text"),
+    "memory.backend": ("sqlite", "supermemory", "off"),
+    "memory.query_strategy": ("last_user", "last_user_plus_previous", "all_user"),
+}
+
+
+def _validate(config: Config, file: str) -> None:
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in choices:
+            raise ConfigError(f"{file}: '{key}' expected one of {', '.join(choices)}, got {value!r}")
+    if not 0 <= config.server.port <= 65535:
+        raise ConfigError(f"{file}: 'server.port' expected 0-65535, got {config.server.port}")
+    ports = config.server.project_ports
+    if len(ports) != 2 or not 1024 <= ports[0] <= ports[1] <= 65535:
+        raise ConfigError(f"{file}: 'server.project_ports' expected [low, high] within 1024-65535")
+    names = [m.model_name for m in config.model_list]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{file}: 'model_list' has duplicate model_name {dupes[0]!r}")
+    for i, entry in enumerate(config.model_list):
+        if entry.wire not in ("", "openai", "anthropic", "litellm"):
+            raise ConfigError(f"{file}: 'model_list[{i}].wire' expected openai, anthropic or litellm")
+    if config.memory.embedding_model and config.memory.embedding_model not in names:
+        raise ConfigError(f"{file}: 'memory.embedding_model' names no model in model_list: "
+                          f"{config.memory.embedding_model!r}")

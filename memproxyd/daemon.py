@@ -1,0 +1,164 @@
+"""The ``memproxyd`` entry point and the daemon's one lifecycle.
+
+``serve(config, shutdown)`` runs until the ``shutdown`` awaitable completes (injected, so
+tests never send signals); ``main`` wires it to SIGTERM/SIGINT (a second one forces exit) and
+SIGHUP (reload). Shutdown is bounded and ordered: stop accepting, drain in-flight requests for
+``shutdown_timeout`` seconds, then close memory (outbox flush) and sessions.
+
+Exit codes: 0 clean stop, 2 invalid config or a port that cannot be bound.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Awaitable
+
+from aiohttp import web
+
+from memproxyd import __version__, appkeys, logs
+from memproxyd.app import create_app
+from memproxyd.config import Config, ConfigError, find_config_path, load_config, resolve_secret
+
+log = logging.getLogger("memproxyd")
+EXIT_OK, EXIT_CONFIG = 0, 2
+
+
+class StartupError(Exception):
+    """The daemon cannot start (port taken, unsafe bind); the message says why."""
+
+
+def sd_notify(message: str) -> None:
+    """systemd's readiness protocol (Type=notify); a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(message.encode(), address)
+        except OSError as exc:
+            log.warning("sd_notify failed error=%s", exc)
+
+
+def check_bind_safety(config: Config) -> None:
+    host = config.server.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    keys = [k for k in (resolve_secret(k) for k in config.auth.keys) if k]
+    if not loopback and not keys:
+        raise StartupError(f"refusing to bind {host}: no [auth] keys are configured; "
+                           "set keys or bind 127.0.0.1")
+
+
+async def serve(config: Config, shutdown: Awaitable, *, on_ready=None) -> int:
+    check_bind_safety(config)
+    started = time.perf_counter()
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=config.server.shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {config.server.host}:{config.server.port}: "
+                               f"{exc.strerror or exc}") from None
+        state = app[appkeys.STATE]
+        state.gateway_ports.update(s.getsockname()[1] for s in site._server.sockets)
+        listeners = app.get(appkeys.LISTENERS)
+        if listeners is not None:
+            await listeners.start(runner)
+        log.info("memproxyd ready version=%s address=%s:%s seconds=%.3f", __version__,
+                 config.server.host, sorted(state.gateway_ports)[0],
+                 time.perf_counter() - started)
+        sd_notify("READY=1")
+        if on_ready is not None:
+            on_ready(app)
+        await shutdown
+        sd_notify("STOPPING=1")
+        log.info("memproxyd stopping")
+    finally:
+        await runner.cleanup()
+    log.info("memproxyd stopped")
+    return EXIT_OK
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="memproxyd", description="memory gateway daemon")
+    parser.add_argument("--config", help="config file (default: $MEMPROXYD_CONFIG, "
+                        "/etc/memproxyd/memproxyd.toml, the packaged default)")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-format", choices=("json", "text"))
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    path = find_config_path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"memproxyd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        print(f"memproxyd: {path}: ok ({len(config.model_list)} models)")
+        return EXIT_OK
+    logs.configure(args.log_format or config.server.log_format,
+                   args.log_level or config.server.log_level)
+    log.info("config loaded path=%s", path)
+    try:
+        return asyncio.run(_run(config, path))
+    except StartupError as exc:
+        log.error("%s", exc)
+        print(f"memproxyd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+async def _run(config: Config, path) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    app_ref: list[web.Application] = []
+
+    def on_stop_signal() -> None:
+        if stop.is_set():
+            log.warning("second stop signal: exiting now")
+            os._exit(1)
+        stop.set()
+
+    def on_hup() -> None:
+        if app_ref:
+            asyncio.ensure_future(reload(app_ref[0], path))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop_signal)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    return await serve(config, stop.wait(), on_ready=app_ref.append)
+
+
+async def reload(app: web.Application, path) -> dict:
+    """Re-read the config and the registry; a bad config is reported and changes nothing."""
+    state = app[appkeys.STATE]
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        log.error("reload refused: %s", exc)
+        return {"reloaded": False, "error": str(exc)}
+    state.apply(config)
+    listeners = app.get(appkeys.LISTENERS)
+    if listeners is not None:
+        await listeners.reconcile()
+    log.info("config reloaded path=%s", path)
+    return {"reloaded": True}

@@ -1,0 +1,65 @@
+"""Errors in the client's own wire protocol, rendered in one place.
+
+OpenAI clients get ``{"error": {"message", "type", "code", "param"}}``; Anthropic clients
+(``/v1/messages...``) get ``{"type": "error", "error": {"type", "message"}}``. The protocol is
+chosen by route, so a 404 for an unknown model reads naturally in either SDK.
+"""
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+
+# status → (OpenAI type, Anthropic type)
+_TYPES = {
+    400: ("invalid_request_error", "invalid_request_error"),
+    401: ("authentication_error", "authentication_error"),
+    403: ("permission_error", "permission_error"),
+    404: ("invalid_request_error", "not_found_error"),
+    405: ("invalid_request_error", "invalid_request_error"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_error"),
+    502: ("api_error", "api_error"),
+    503: ("api_error", "overloaded_error"),
+    504: ("timeout_error", "api_error"),
+    529: ("api_error", "overloaded_error"),
+}
+
+
+class ApiError(Exception):
+    """A failure the client should see with ``status``; ``code`` is OpenAI's machine code."""
+
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+def protocol_of(path: str) -> str:
+    return ANTHROPIC if path.startswith("/v1/messages") else OPENAI
+
+
+def error_body(protocol: str, status: int, message: str, code: str | None = None) -> dict:
+    openai_type, anthropic_type = _TYPES.get(status, ("api_error", "api_error"))
+    if protocol == ANTHROPIC:
+        return {"type": "error", "error": {"type": anthropic_type, "message": message}}
+    return {"error": {"message": message, "type": openai_type, "param": None,
+                      "code": code or openai_type}}
+
+
+def error_response(protocol: str, status: int, message: str, code: str | None = None,
+                   headers: dict | None = None) -> web.Response:
+    return web.json_response(error_body(protocol, status, message, code), status=status,
+                             headers=headers)
+
+
+def sse_error_event(protocol: str, status: int, message: str) -> bytes:
+    """The last event of a stream whose upstream failed after the headers were sent."""
+    body = json.dumps(error_body(protocol, status, message))
+    if protocol == ANTHROPIC:
+        return f"event: error\ndata: {body}\n\n".encode()
+    return f"data: {body}\n\n".encode()

@@ -1,0 +1,145 @@
+"""OpenAI-compatible routes: chat completions, models, embeddings, health.
+
+Handlers are thin: parse, build a ``Call``, let memory prepare the outgoing body, forward
+natively (OpenAI-wire deployments) or through litellm (everything else).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from memproxyd import appkeys, llm, upstream
+from memproxyd.deployments import Deployment
+from memproxyd.errors import OPENAI, ApiError
+from memproxyd.middleware import USER_ID
+from memproxyd.pipeline import Call
+from memproxyd.sessions import UserSession
+
+# Client headers that are protocol options, never credentials, and so may go upstream.
+FORWARDED_HEADERS = ("accept", "openai-beta", "anthropic-version", "anthropic-beta",
+                     "idempotency-key")
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+SUPERMEMORY_KEY_HEADER = "x-supermemory-api-key"
+# Body fields that would name a provider, endpoint or credential: dropped on every path, so a
+# client can never redirect a deployment or smuggle a key (litellm would honour them).
+CREDENTIAL_FIELDS = frozenset({
+    "api_key", "api_base", "base_url", "api_version", "extra_headers", "headers",
+    "organization", "custom_llm_provider", "litellm_params", "aws_access_key_id",
+    "aws_secret_access_key", "aws_session_token", "vertex_credentials", "vertex_project",
+})
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "could not parse the request body as JSON", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", "invalid_json")
+    return body
+
+
+def upstream_headers(request: web.Request, dep: Deployment, user_id: str,
+                     supermemory_key: str | None = None) -> dict[str, str]:
+    """Headers for a native call: protocol options from the client, credentials and extra
+    headers from the deployment only (or the client's own, where the deployment says so)."""
+    headers = {"content-type": "application/json"}
+    for name in FORWARDED_HEADERS:
+        value = request.headers.get(name)
+        if value is not None:
+            headers[name] = value
+    if dep.entry.forward_client_credentials:
+        for name in CREDENTIAL_HEADERS:
+            if name in request.headers:
+                headers[name] = request.headers[name]
+    else:
+        key = dep.api_key()
+        if key:
+            if dep.wire == "anthropic":
+                headers["x-api-key"] = key
+            else:
+                headers["authorization"] = f"Bearer {key}"
+    if dep.wire == "anthropic":
+        headers.setdefault("anthropic-version", "2023-06-01")
+    headers.update(dep.params.extra_headers)
+    if dep.entry.supermemory_router:
+        headers["x-sm-user-id"] = user_id
+        if supermemory_key:
+            headers[SUPERMEMORY_KEY_HEADER] = supermemory_key
+    return headers
+
+
+def new_call(request: web.Request, body: dict, protocol: str) -> Call:
+    dep = request.app[appkeys.STATE].deployments.lookup(body.get("model"))
+    dep.api_key()  # an unavailable model fails here, before any work
+    if not CREDENTIAL_FIELDS.isdisjoint(body):
+        body = {k: v for k, v in body.items() if k not in CREDENTIAL_FIELDS}
+    return Call(request=request, protocol=protocol, user_id=request[USER_ID],
+                deployment=dep, body=body)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' is required and must be a non-empty array",
+                       "missing_messages")
+    call = new_call(request, body, OPENAI)
+    app = request.app
+    async with app[appkeys.SESSIONS].lease(call.user_id) as session:
+        outgoing, tap = await app[appkeys.MEMORY].prepare(call, session)
+        if call.deployment.wire == "openai":
+            return await forward_openai(call, session, outgoing, tap)
+        return await llm.chat(call, session, outgoing, tap)
+
+
+async def forward_openai(call: Call, session: UserSession, body: dict, tap) -> web.StreamResponse:
+    dep = call.deployment
+    payload = {**body, "model": dep.upstream_model}
+    headers = upstream_headers(call.request, dep, call.user_id,
+                               call.request.app[appkeys.MEMORY].router_key())
+    return await upstream.forward(call, session, f"{dep.api_base}/chat/completions",
+                                  headers, payload, tap)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    if "input" not in body:
+        raise ApiError(400, "'input' is required", "missing_input")
+    call = new_call(request, body, OPENAI)
+    dep = call.deployment
+    async with request.app[appkeys.SESSIONS].lease(call.user_id) as session:
+        if dep.wire == "openai":
+            headers = upstream_headers(request, dep, call.user_id)
+            return await upstream.forward(call, session, f"{dep.api_base}/embeddings", headers,
+                                          {**call.body, "model": dep.upstream_model})
+        result = await llm.embed(dep, session, call.body)
+    return web.json_response(result, headers=call.headers())
+
+
+async def models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list",
+                              "data": request.app[appkeys.STATE].deployments.listing()})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readiness(request: web.Request) -> web.Response:
+    memory = request.app[appkeys.MEMORY].status()
+    return web.json_response({"status": "ready", "memory": memory})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/models", models)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/embeddings", embeddings)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/readiness", readiness)

@@ -1,0 +1,161 @@
+"""The one module that talks to litellm: translation for deployments whose wire protocol is
+not the client's (Gemini, Bedrock, Anthropic behind an OpenAI client, mock responses).
+
+litellm is imported on first use (it costs ~5 s and ~210 MB), with the bundled cost map so it
+never reaches for the network. Each call gets the caller's own clients: ``client=`` an
+``AsyncOpenAI`` on the user's httpx client for OpenAI-style providers, ``shared_session=`` the
+user's aiohttp session for the rest. ``litellm.aclient_session`` is never assigned.
+
+Only the OpenAI chat parameters below are taken from a request; credentials, ``api_base`` and
+headers come from the deployment alone.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+
+from memproxyd.deployments import Deployment
+from memproxyd.errors import ApiError, sse_error_event
+from memproxyd.pipeline import Call
+from memproxyd.sessions import UserSession
+
+log = logging.getLogger(__name__)
+
+CHAT_PARAMS = frozenset({
+    "messages", "temperature", "top_p", "n", "stream", "stream_options", "stop",
+    "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
+    "logit_bias", "user", "response_format", "seed", "tools", "tool_choice",
+    "parallel_tool_calls", "logprobs", "top_logprobs", "reasoning_effort", "modalities",
+    "audio", "prediction", "service_tier", "functions", "function_call", "thinking",
+    "verbosity", "web_search_options",
+})
+EMBEDDING_PARAMS = frozenset({"input", "dimensions", "encoding_format", "user"})
+_DEPLOYMENT_PARAMS = ("api_version", "organization", "aws_region_name", "aws_access_key_id",
+                      "aws_secret_access_key", "vertex_project", "vertex_location")
+_OPENAI_STYLE = ("openai/", "azure/", "hosted_vllm/", "openrouter/", "deepseek/", "groq/")
+
+_litellm = None
+
+
+def litellm():
+    """Import litellm once, offline (``LITELLM_LOCAL_MODEL_COST_MAP``)."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        started = time.perf_counter()
+        import litellm as module
+        module.telemetry = False
+        module.suppress_debug_info = True
+        _litellm = module
+        log.info("litellm imported seconds=%.2f", time.perf_counter() - started)
+    return _litellm
+
+
+def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool) -> dict[str, Any]:
+    """Provider arguments from the deployment alone, plus the user's own clients."""
+    params = dep.params
+    kwargs: dict[str, Any] = {"model": params.model, "timeout": dep.timeout(stream),
+                              "num_retries": params.num_retries}
+    key = dep.api_key()
+    if key:
+        kwargs["api_key"] = key
+    if params.api_base:
+        kwargs["api_base"] = params.api_base
+    if params.mock_response:
+        kwargs["mock_response"] = params.mock_response
+    if params.extra_headers:
+        kwargs["extra_headers"] = dict(params.extra_headers)
+    for name in _DEPLOYMENT_PARAMS:
+        value = getattr(params, name)
+        if value:
+            kwargs[name] = value
+    if params.model.startswith(_OPENAI_STYLE) and not params.mock_response:
+        kwargs["client"] = openai_client(session, key, params.api_base, dep.timeout(stream))
+    else:
+        kwargs["shared_session"] = session.http
+    return kwargs
+
+
+def openai_client(session: UserSession, key: str | None, base: str, timeout: float):
+    from openai import AsyncOpenAI
+    return AsyncOpenAI(api_key=key or "none", base_url=base or None, timeout=timeout,
+                       http_client=session.httpx, max_retries=0)
+
+
+async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.StreamResponse:
+    """``/v1/chat/completions`` through ``litellm.acompletion``."""
+    args = {k: v for k, v in body.items() if k in CHAT_PARAMS}
+    args.update(deployment_kwargs(call.deployment, session, call.stream))
+    sent = time.perf_counter()
+    try:
+        result = await litellm().acompletion(**args)
+    except Exception as exc:  # litellm raises its own hierarchy; map by status
+        raise as_api_error(exc) from None
+    call.upstream_s += time.perf_counter() - sent
+    if not call.stream:
+        payload = json.dumps(result.model_dump(exclude_none=True)).encode()
+        if tap is not None:
+            tap.feed(payload)
+            await tap.finish(call, True)
+        return web.Response(body=payload, content_type="application/json",
+                            headers=call.headers())
+    return await _stream(call, result, tap)
+
+
+async def _stream(call: Call, chunks, tap) -> web.StreamResponse:
+    response = web.StreamResponse(headers={**call.headers(), "content-type": "text/event-stream",
+                                           "cache-control": "no-cache"})
+    await response.prepare(call.request)
+    ok = True
+    try:
+        async for chunk in chunks:
+            data = f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n".encode()
+            if tap is not None:
+                tap.feed(data)
+            await response.write(data)
+        await response.write(b"data: [DONE]\n\n")
+    except ConnectionResetError:
+        raise   # the client left: nothing to tell it, nothing complete to remember
+    except Exception as exc:  # mid-stream failure: end with an error event, never hang
+        ok = False
+        error = as_api_error(exc)
+        log.warning("litellm stream failed user_id=%s model=%s status=%s",
+                    call.user_id, call.deployment.name, error.status)
+        await response.write(sse_error_event(call.protocol, error.status, error.message))
+    if tap is not None:
+        await tap.finish(call, ok)
+    await response.write_eof()
+    return response
+
+
+async def embed(dep: Deployment, session: UserSession, body: dict) -> dict:
+    """``/v1/embeddings`` through ``litellm.aembedding``; returns OpenAI's JSON."""
+    args = {k: v for k, v in body.items() if k in EMBEDDING_PARAMS}
+    args.update(deployment_kwargs(dep, session, False))
+    args.pop("num_retries", None)
+    try:
+        result = await litellm().aembedding(**args)
+    except Exception as exc:
+        raise as_api_error(exc) from None
+    return result.model_dump(exclude_none=True)
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    if "Timeout" in name:
+        return ApiError(504, f"upstream timed out: {_message(exc)}", "upstream_timeout")
+    if "APIConnectionError" in name or not isinstance(status, int):
+        return ApiError(502, f"upstream unreachable: {_message(exc)}", "upstream_unreachable")
+    return ApiError(status, _message(exc), getattr(exc, "code", None) or None)
+
+
+def _message(exc: Exception) -> str:
+    return str(getattr(exc, "message", None) or exc)[:500]

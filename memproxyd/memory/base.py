@@ -1,0 +1,107 @@
+"""The one interface every memory backend implements.
+
+Every call names the user id whose memory it touches; a backend keeps users apart by
+construction (the sqlite store binds ``user_id`` in one query builder, the supermemory store
+maps it to its own namespace), never by a filter applied afterwards.
+
+``session`` is the caller's ``sessions.UserSession`` (cookie jar + connection pool) or None;
+backends that talk HTTP use it so cookies stay per user.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from typing import Any
+
+import attrs
+
+
+class MemoryError_(Exception):
+    """A backend failed (unreachable, rejected, corrupt). Callers skip memory, never fail."""
+
+
+class NotSupported(MemoryError_):
+    """The backend cannot do this operation (e.g. list on a search-only service)."""
+
+
+class RetryLater(MemoryError_):
+    """A transient failure (429, 503, outage); ``retry_after`` seconds when the backend said."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@attrs.frozen
+class NewMemory:
+    content: str
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    # Stable id for idempotent delivery (outbox); None = the backend makes one.
+    key: str | None = None
+
+
+@attrs.frozen
+class Memory:
+    id: str
+    user_id: str
+    content: str
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    created_at: float = attrs.field(factory=time.time)   # unix seconds
+    score: float = 0.0
+
+    def to_json(self, with_score: bool = False) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "user_id": self.user_id,
+            "content": self.content,
+            "metadata": self.metadata,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_at)),
+        }
+        if with_score:
+            out["score"] = round(self.score, 6)
+        return out
+
+
+class MemoryStore(abc.ABC):
+    """Per-user long-term memory. All methods are coroutines and safe to call concurrently."""
+
+    name: str = "abstract"
+
+    async def open(self) -> None:
+        """Acquire resources (files, schema migrations). Called once before use."""
+
+    async def close(self) -> None:
+        """Release resources. Called once at shutdown."""
+
+    @abc.abstractmethod
+    async def add_many(self, user_id: str, items: list[NewMemory], session=None) -> list[Memory]:
+        """Store memories; an item whose ``key`` was stored before is not stored twice."""
+
+    async def add(self, user_id: str, content: str, metadata: dict | None = None,
+                  session=None) -> Memory:
+        return (await self.add_many(user_id, [NewMemory(content, metadata or {})], session))[0]
+
+    @abc.abstractmethod
+    async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
+        """Best first; ``score`` set, higher is better."""
+
+    @abc.abstractmethod
+    async def list(self, user_id: str, limit: int, cursor: str | None = None,
+                   session=None) -> tuple[list[Memory], str | None]:
+        """Newest first, paged: returns (page, next cursor or None)."""
+
+    @abc.abstractmethod
+    async def get(self, user_id: str, memory_id: str, session=None) -> Memory | None:
+        """The memory, or None when it does not exist for this user."""
+
+    @abc.abstractmethod
+    async def delete(self, user_id: str, memory_id: str, session=None) -> bool:
+        """True when a memory of this user was deleted."""
+
+    @abc.abstractmethod
+    async def forget_all(self, user_id: str, session=None) -> int:
+        """Delete every memory of the user; returns how many."""
+
+    def status(self) -> dict[str, Any]:
+        """A small JSON-able description for /admin/status."""
+        return {"backend": self.name}

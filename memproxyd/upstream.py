@@ -1,0 +1,108 @@
+"""Native passthrough: the client's protocol equals the deployment's wire protocol.
+
+The body goes upstream as the client sent it (re-encoded JSON, ``model`` and the memory block
+being the only changes), over the caller's own aiohttp session. The reply is relayed as it
+arrives: SSE chunk by chunk, status passed through, hop-by-hop, length, encoding and
+``set-cookie`` headers dropped (upstream cookies belong to the user's session, not the client).
+
+A ``tap`` (see ``memory.service``) sees every byte of a successful reply and is finished
+before the response ends, which is where the exchange is durably remembered.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+
+from memproxyd.errors import ApiError, sse_error_event
+from memproxyd.pipeline import Call
+from memproxyd.sessions import UserSession
+
+log = logging.getLogger(__name__)
+
+DROP_RESPONSE_HEADERS = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length",
+    "content-encoding", "set-cookie", "server", "date",
+})
+
+
+class Tap(Protocol):
+    def feed(self, chunk: bytes) -> None: ...
+    async def finish(self, call: Call, ok: bool) -> None: ...
+
+
+def relay_headers(upstream: aiohttp.ClientResponse, call: Call) -> dict[str, str]:
+    headers = {k: v for k, v in upstream.headers.items()
+               if k.lower() not in DROP_RESPONSE_HEADERS}
+    headers.update(call.headers())
+    return headers
+
+
+async def forward(call: Call, session: UserSession, url: str, headers: dict[str, str],
+                  payload: dict, tap: Tap | None = None) -> web.StreamResponse:
+    """POST ``payload`` to ``url`` and relay the reply to the client of ``call``."""
+    timeout = call.deployment.timeout(call.stream)
+    sent = time.perf_counter()
+    try:
+        upstream = await session.http.post(
+            url, data=json.dumps(payload).encode(), headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 30.0),
+                                          sock_read=timeout))
+    except asyncio.TimeoutError:
+        raise ApiError(504, f"upstream timed out after {timeout:g}s", "upstream_timeout") from None
+    except aiohttp.ClientError as exc:
+        raise ApiError(502, f"upstream unreachable: {type(exc).__name__}",
+                       "upstream_unreachable") from None
+    call.upstream_s += time.perf_counter() - sent
+    try:
+        ctype = upstream.headers.get("content-type", "")
+        if upstream.status == 200 and ctype.startswith("text/event-stream"):
+            return await _relay_stream(call, upstream, tap)
+        return await _relay_body(call, upstream, tap)
+    finally:
+        upstream.release()
+
+
+async def _relay_body(call: Call, upstream: aiohttp.ClientResponse,
+                      tap: Tap | None) -> web.Response:
+    waited = time.perf_counter()
+    try:
+        body = await upstream.read()
+    except asyncio.TimeoutError:
+        raise ApiError(504, "upstream timed out while sending its reply", "upstream_timeout") from None
+    except aiohttp.ClientError as exc:
+        raise ApiError(502, f"upstream failed while sending its reply: {type(exc).__name__}",
+                       "upstream_unreachable") from None
+    call.upstream_s += time.perf_counter() - waited
+    if tap is not None and upstream.status == 200:
+        tap.feed(body)
+        await tap.finish(call, True)
+    return web.Response(body=body, status=upstream.status, headers=relay_headers(upstream, call))
+
+
+async def _relay_stream(call: Call, upstream: aiohttp.ClientResponse,
+                        tap: Tap | None) -> web.StreamResponse:
+    response = web.StreamResponse(status=upstream.status, headers=relay_headers(upstream, call))
+    await response.prepare(call.request)
+    ok = True
+    try:
+        async for chunk in upstream.content.iter_any():
+            if tap is not None:
+                tap.feed(chunk)
+            await response.write(chunk)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        ok = False
+        log.warning("upstream stream failed user_id=%s model=%s error=%s",
+                    call.user_id, call.deployment.name, type(exc).__name__)
+        await response.write(sse_error_event(
+            call.protocol, 502, f"upstream stream failed: {type(exc).__name__}"))
+    if tap is not None:
+        await tap.finish(call, ok)
+    await response.write_eof()
+    return response

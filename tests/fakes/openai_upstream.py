@@ -1,0 +1,101 @@
+"""A fake OpenAI-wire upstream: a real aiohttp app that records what it receives.
+
+Behaviour is chosen by the upstream model name, so concurrent tests never interfere:
+
+* ``ok`` (or anything else): a chat completion whose reply is ``echo: <last user text>``;
+* ``status-<N>``: answers status N with an OpenAI error body;
+* ``slow-<ms>``: waits that long before answering;
+* ``midstream-fail``: streams two chunks, then drops the connection;
+* ``stall``: streams one chunk, then stops sending (for read timeouts).
+
+Every response sets a ``sess`` cookie unique to the first request that had none; the cookie a
+request presents is recorded, which is how tests see whose session a call used.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+from aiohttp import web
+
+RECORDS = web.AppKey("records", list)
+
+
+def last_user_text(messages: list) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content)
+    return ""
+
+
+def completion(model: str, text: str) -> dict:
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+
+
+def chunk(model: str, delta: dict, finish: str | None = None) -> bytes:
+    body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def _record(request: web.Request, body: dict) -> str:
+    cookie = request.cookies.get("sess")
+    request.app[RECORDS].append({"path": request.path, "headers": dict(request.headers),
+                                 "json": body, "cookie": cookie})
+    return cookie or uuid.uuid4().hex
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    cookie = _record(request, body)
+    model = body.get("model", "")
+    if model.startswith("status-"):
+        status = int(model.split("-")[1])
+        return web.json_response({"error": {"message": f"fake failure {status}",
+                                            "type": "fake_error", "code": "fake"}}, status=status)
+    if model.startswith("slow-"):
+        await asyncio.sleep(int(model.split("-")[1]) / 1000)
+    text = "echo: " + last_user_text(body.get("messages", []))
+    if not body.get("stream"):
+        response = web.json_response(completion(model, text))
+        response.set_cookie("sess", cookie)
+        return response
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    response.set_cookie("sess", cookie)
+    await response.prepare(request)
+    await response.write(chunk(model, {"role": "assistant", "content": ""}))
+    for word in text.split(" "):
+        await response.write(chunk(model, {"content": word + " "}))
+        if model == "midstream-fail":
+            request.transport.close()
+            return response
+        if model == "stall":
+            await asyncio.sleep(5)
+    await response.write(chunk(model, {}, "stop"))
+    await response.write(b"data: [DONE]\n\n")
+    return response
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = await request.json()
+    _record(request, body)
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    return web.json_response({"object": "list", "model": body.get("model"), "data": [
+        {"object": "embedding", "index": i, "embedding": [float(len(str(t))), 1.0, 0.5]}
+        for i, t in enumerate(inputs)], "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+
+def create_app() -> web.Application:
+    app = web.Application()
+    app[RECORDS] = []
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/embeddings", embeddings)
+    return app
