@@ -13,7 +13,7 @@ from aiohttp import web
 from memproxyd import appkeys, llm, upstream
 from memproxyd.deployments import Deployment
 from memproxyd.errors import OPENAI, ApiError
-from memproxyd.middleware import USER_ID
+from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
 from memproxyd.sessions import UserSession
 
@@ -78,7 +78,7 @@ def new_call(request: web.Request, body: dict, protocol: str) -> Call:
     if not CREDENTIAL_FIELDS.isdisjoint(body):
         body = {k: v for k, v in body.items() if k not in CREDENTIAL_FIELDS}
     return Call(request=request, protocol=protocol, user_id=request[USER_ID],
-                deployment=dep, body=body)
+                deployment=dep, body=body, started=request[STARTED])
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

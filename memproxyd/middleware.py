@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import time
 
 from aiohttp import web
 
@@ -22,6 +23,7 @@ from memproxyd.errors import ApiError, error_response, protocol_of
 log = logging.getLogger(__name__)
 
 USER_ID = web.RequestKey("user_id", str)
+STARTED = web.RequestKey("started", float)   # perf_counter when the request reached us
 PROJECT = web.RequestKey("project", object)   # str | None
 PUBLIC_PREFIXES = ("/health",)
 
@@ -78,6 +80,7 @@ class Guard:
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler):
+    request[STARTED] = time.perf_counter()
     state = request.app[appkeys.STATE]
     port = local_port(request)
     project = state.project_for_port(port)

@@ -1,0 +1,105 @@
+"""The daemon process: ready, graceful stop, reload, refusals with exit code 2."""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import openai
+import pytest
+
+from tests.conftest import GATEWAY_KEY, UPSTREAM_KEY, write_config
+
+
+def get_json(url: str) -> dict:
+    request = urllib.request.Request(url, headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+    return json.loads(urllib.request.urlopen(request, timeout=5).read())
+
+
+def test_sigterm_drains_an_in_flight_request_then_exits_0(tmp_path, openai_fake, start_daemon):
+    daemon = start_daemon(write_config(tmp_path, openai_fake.url))
+    result = {}
+
+    def slow_call():
+        api = openai.OpenAI(base_url=daemon.url + "/v1", api_key="x", max_retries=0)
+        result["reply"] = api.chat.completions.create(
+            model="gpt-slowish", messages=[{"role": "user", "content": "drain me"}])
+
+    thread = threading.Thread(target=slow_call)
+    thread.start()
+    time.sleep(0.3)
+    daemon.signal(signal.SIGTERM)
+    thread.join(10)
+    assert result["reply"].choices[0].message.content == "echo: drain me"
+    assert daemon.proc.wait(10) == 0
+    assert "memproxyd stopped" in daemon.log()
+
+
+def test_port_taken_exits_2_with_a_clear_error(tmp_path, openai_fake, start_daemon):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = start_daemon(write_config(tmp_path, openai_fake.url, port=port), wait=False)
+        assert daemon.proc.wait(15) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in daemon.log()
+
+
+def test_non_loopback_bind_without_keys_is_refused(tmp_path, openai_fake, start_daemon):
+    config = write_config(tmp_path, openai_fake.url)
+    config.write_text(config.read_text().replace('host = "127.0.0.1"', 'host = "0.0.0.0"', 1))
+    daemon = start_daemon(config, wait=False)
+    assert daemon.proc.wait(15) == 2
+    assert "no [auth] keys" in daemon.log()
+
+
+def test_invalid_config_exits_2_naming_the_key(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[identity]\nheadr = \"x\"\n")
+    run = subprocess.run([sys.executable, "-m", "memproxyd", "--config", str(path)],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2
+    assert "unknown key 'identity.headr'" in run.stderr
+
+
+def test_sighup_reloads_models_and_a_broken_config_changes_nothing(
+        tmp_path, openai_fake, start_daemon):
+    config = write_config(tmp_path, openai_fake.url, auth=f'keys = ["{GATEWAY_KEY}"]')
+    daemon = start_daemon(config)
+    assert "added-later" not in {m["id"] for m in get_json(daemon.url + "/v1/models")["data"]}
+    original = config.read_text()
+    config.write_text(original + '\n[[model_list]]\nmodel_name = "added-later"\n'
+                      '[model_list.litellm_params]\nmodel = "openai/ok"\n'
+                      f'api_base = "{openai_fake.url}/v1"\n')
+    daemon.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "added-later" not in {m["id"] for m in get_json(daemon.url + "/v1/models")["data"]}:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+    config.write_text(original + "\n[server]\nbogus = 1\n")
+    daemon.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert "added-later" in {m["id"] for m in get_json(daemon.url + "/v1/models")["data"]}
+    assert "reload refused" in daemon.log()
+
+
+def test_json_logs_never_contain_keys_or_prompts(tmp_path, openai_fake, start_daemon):
+    config = write_config(tmp_path, openai_fake.url, auth=f'keys = ["{GATEWAY_KEY}"]')
+    config.write_text(config.read_text().replace('log_format = "text"', 'log_format = "json"'))
+    daemon = start_daemon(config)
+    api = openai.OpenAI(base_url=daemon.url + "/v1", api_key=GATEWAY_KEY, max_retries=0)
+    api.chat.completions.create(model="gpt-ok",
+                                messages=[{"role": "user", "content": "secret prompt body"}])
+    with pytest.raises(openai.NotFoundError):
+        api.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert daemon.stop() == 0
+    lines = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    assert any(line["message"].startswith("memproxyd ready") for line in lines)
+    text = daemon.log()
+    for secret in (GATEWAY_KEY, UPSTREAM_KEY, "secret prompt body", "Bearer"):
+        assert secret not in text
