@@ -5,8 +5,9 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from memproxyd import appkeys, gateway
+from memproxyd import admin, appkeys, gateway
 from memproxyd.config import Config
+from memproxyd.listeners import Listeners
 from memproxyd.memory.service import NoMemory
 from memproxyd.middleware import gateway_middleware
 from memproxyd.sessions import SessionManager
@@ -16,10 +17,13 @@ from memproxyd.state import RuntimeState
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[gateway_middleware])
-    app[appkeys.STATE] = RuntimeState.from_config(config)
+    state = RuntimeState.from_config(config)
+    app[appkeys.STATE] = state
+    app[appkeys.LISTENERS] = Listeners(state)
     app[appkeys.MEMORY] = NoMemory()
     app.cleanup_ctx.append(_sessions_ctx)
     gateway.add_routes(app)
+    admin.add_routes(app)
     return app
 
 

@@ -60,7 +60,8 @@ def check_bind_safety(config: Config) -> None:
                            "set keys or bind 127.0.0.1")
 
 
-async def serve(config: Config, shutdown: Awaitable, *, on_ready=None) -> int:
+async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
+                reload_path=None) -> int:
     check_bind_safety(config)
     started = time.perf_counter()
     app = create_app(config)
@@ -76,9 +77,9 @@ async def serve(config: Config, shutdown: Awaitable, *, on_ready=None) -> int:
                                f"{exc.strerror or exc}") from None
         state = app[appkeys.STATE]
         state.gateway_ports.update(s.getsockname()[1] for s in site._server.sockets)
-        listeners = app.get(appkeys.LISTENERS)
-        if listeners is not None:
-            await listeners.start(runner)
+        if reload_path is not None:
+            state.reload = lambda: reload(app, reload_path)
+        await app[appkeys.LISTENERS].start(runner)
         log.info("memproxyd ready version=%s address=%s:%s seconds=%.3f", __version__,
                  config.server.host, sorted(state.gateway_ports)[0],
                  time.perf_counter() - started)
@@ -89,6 +90,7 @@ async def serve(config: Config, shutdown: Awaitable, *, on_ready=None) -> int:
         sd_notify("STOPPING=1")
         log.info("memproxyd stopping")
     finally:
+        await app[appkeys.LISTENERS].close()
         await runner.cleanup()
     log.info("memproxyd stopped")
     return EXIT_OK
@@ -145,7 +147,7 @@ async def _run(config: Config, path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop_signal)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    return await serve(config, stop.wait(), on_ready=app_ref.append)
+    return await serve(config, stop.wait(), on_ready=app_ref.append, reload_path=path)
 
 
 async def reload(app: web.Application, path) -> dict:
@@ -157,8 +159,6 @@ async def reload(app: web.Application, path) -> dict:
         log.error("reload refused: %s", exc)
         return {"reloaded": False, "error": str(exc)}
     state.apply(config)
-    listeners = app.get(appkeys.LISTENERS)
-    if listeners is not None:
-        await listeners.reconcile()
+    await app[appkeys.LISTENERS].reconcile()
     log.info("config reloaded path=%s", path)
     return {"reloaded": True}

@@ -88,6 +88,9 @@ async def gateway_middleware(request: web.Request, handler):
     user_id = project or state.identity.default
     try:
         path = request.path
+        if project is None and state.gateway_ports and port not in state.gateway_ports:
+            # a keep-alive connection on a project listener that has since been removed
+            raise ApiError(404, "this project listener has been removed", "project_removed")
         if path.startswith("/admin"):
             state.guard.check_admin(request, port in state.gateway_ports)
         elif not path.startswith(PUBLIC_PREFIXES):
