@@ -7,6 +7,7 @@ from aiohttp import web
 
 from memproxyd import admin, appkeys, gateway
 from memproxyd.config import Config
+from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
 from memproxyd.memory.service import NoMemory
 from memproxyd.middleware import gateway_middleware
@@ -28,8 +29,10 @@ def create_app(config: Config) -> web.Application:
 
 
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
-    server = app[appkeys.STATE].config.server
-    sessions = SessionManager(max_sessions=server.max_sessions, idle_ttl=server.session_idle_ttl)
+    config = app[appkeys.STATE].config
+    sessions = SessionManager(max_sessions=config.server.max_sessions,
+                              idle_ttl=config.server.session_idle_ttl,
+                              cookie_dir=session_dir(config.state_dir))
     await sessions.start()
     app[appkeys.SESSIONS] = sessions
     yield

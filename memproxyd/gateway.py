@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from memproxyd import appkeys, llm, upstream
+from memproxyd.config import resolve_secret
 from memproxyd.deployments import Deployment
 from memproxyd.errors import OPENAI, ApiError
 from memproxyd.middleware import STARTED, USER_ID
@@ -42,8 +43,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def upstream_headers(request: web.Request, dep: Deployment, user_id: str,
-                     supermemory_key: str | None = None) -> dict[str, str]:
+def upstream_headers(request: web.Request, dep: Deployment, user_id: str) -> dict[str, str]:
     """Headers for a native call: protocol options from the client, credentials and extra
     headers from the deployment only (or the client's own, where the deployment says so)."""
     headers = {"content-type": "application/json"}
@@ -67,8 +67,9 @@ def upstream_headers(request: web.Request, dep: Deployment, user_id: str,
     headers.update(dep.params.extra_headers)
     if dep.entry.supermemory_router:
         headers["x-sm-user-id"] = user_id
-        if supermemory_key:
-            headers[SUPERMEMORY_KEY_HEADER] = supermemory_key
+        key = resolve_secret(request.app[appkeys.STATE].config.supermemory.api_key)
+        if key:
+            headers[SUPERMEMORY_KEY_HEADER] = key
     return headers
 
 
@@ -99,8 +100,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def forward_openai(call: Call, session: UserSession, body: dict, tap) -> web.StreamResponse:
     dep = call.deployment
     payload = {**body, "model": dep.upstream_model}
-    headers = upstream_headers(call.request, dep, call.user_id,
-                               call.request.app[appkeys.MEMORY].router_key())
+    headers = upstream_headers(call.request, dep, call.user_id)
     return await upstream.forward(call, session, f"{dep.api_base}/chat/completions",
                                   headers, payload, tap)
 

@@ -103,3 +103,16 @@ def test_json_logs_never_contain_keys_or_prompts(tmp_path, openai_fake, start_da
     text = daemon.log()
     for secret in (GATEWAY_KEY, UPSTREAM_KEY, "secret prompt body", "Bearer"):
         assert secret not in text
+
+
+def test_systemd_notify_ready_then_stopping(tmp_path, openai_fake, start_daemon):
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(path))
+        notify.settimeout(15)
+        daemon = start_daemon(write_config(tmp_path, openai_fake.url),
+                              env={"NOTIFY_SOCKET": str(path)})
+        assert notify.recv(256) == b"READY=1"
+        daemon.signal(signal.SIGTERM)
+        assert notify.recv(256) == b"STOPPING=1"
+        assert daemon.proc.wait(10) == 0

@@ -14,8 +14,5 @@ class NoMemory:
         call.memory_status = "off"
         return call.body, None
 
-    def router_key(self) -> str | None:
-        return None
-
     def status(self) -> dict[str, Any]:
         return {"backend": "off"}
