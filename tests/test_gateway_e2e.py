@@ -196,3 +196,24 @@ async def test_stream_failing_midway_ends_with_an_error_event(daemon, model):
     assert len(events) >= 2
     last = json.loads(events[-1].removeprefix("data: "))
     assert last["error"]["message"].startswith("upstream stream failed")
+
+
+async def test_memory_router_headers_only_on_router_deployments(tmp_path, openai_fake,
+                                                                start_daemon):
+    extra = ('[[model_list]]\nmodel_name = "routed"\nsupermemory_router = true\n'
+             f'[model_list.litellm_params]\nmodel = "openai/ok"\napi_base = "{openai_fake.url}/v1"\n'
+             f'api_key = "{UPSTREAM_KEY}"\n')
+    daemon = start_daemon(write_config(tmp_path, openai_fake.url, extra=extra),
+                          env={"SUPERMEMORY_API_KEY": "sm-test-key"})
+    api = openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="x", max_retries=0,
+                             default_headers={"x-memory-user-id": "erin"})
+    routed, direct = uuid.uuid4().hex, uuid.uuid4().hex
+    await api.chat.completions.create(model="routed", messages=user(routed))
+    await api.chat.completions.create(model="gpt-ok", messages=user(direct))
+    routed_headers = {k.lower(): v for k, v in records_with(openai_fake, routed)[0]["headers"].items()}
+    direct_headers = {k.lower(): v for k, v in records_with(openai_fake, direct)[0]["headers"].items()}
+    assert routed_headers["x-sm-user-id"] == "erin"
+    assert routed_headers["x-supermemory-api-key"] == "sm-test-key"
+    assert routed_headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert "x-sm-user-id" not in direct_headers
+    assert "x-supermemory-api-key" not in direct_headers
