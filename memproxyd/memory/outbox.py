@@ -1,0 +1,210 @@
+"""The durable outbox: memories to write are committed here first, delivered to the store later.
+
+    outbox = Outbox(state_dir / "memory.db")           # the store's file, its own connection
+    await outbox.open()
+    worker = OutboxWorker(outbox, lambda: store, sessions, retry_max_seconds=300)
+    await worker.start()
+    await outbox.enqueue("alice", [NewMemory(text, meta, key="conv-1:turn-7")])  # acknowledged
+    ...
+    await worker.flush(timeout=5)   # at shutdown
+    await worker.close()
+    await outbox.close()
+
+``enqueue`` returns after the rows are committed (WAL), so a ``kill -9`` right after loses
+nothing: the next process's worker delivers it on start. Each item carries a stable ``key``;
+the store's idempotency on that key makes a redelivery (crash between store write and outbox
+delete) a no-op, never a duplicate. Failed deliveries stay in the outbox with exponential
+backoff and jitter (or the backend's ``retry_after``); nothing is ever dropped on an error.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import attrs
+
+from .base import MemoryStore, NewMemory, RetryLater
+from .sqlite_db import Migration, SqliteThread, transaction
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    (
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, key TEXT NOT NULL,"
+        " content TEXT NOT NULL, metadata TEXT NOT NULL, created_at REAL NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, last_error TEXT,"
+        " UNIQUE(user_id, key))",
+        "CREATE INDEX outbox_due ON outbox(next_at, id)",
+    ),
+)
+
+
+@attrs.frozen
+class OutboxEntry:
+    id: int
+    user_id: str
+    item: NewMemory
+    attempts: int
+
+
+class Outbox:
+    """The outbox table in the memory database file."""
+
+    def __init__(self, db_path: Path, *, synchronous: str = "NORMAL"):
+        # NORMAL in WAL mode: a commit survives a killed process; FULL also survives power loss.
+        self._db = SqliteThread(Path(db_path), "memory-outbox", synchronous=synchronous)
+        self.enqueued = asyncio.Event()      # set on every enqueue; the worker waits on it
+
+    async def open(self) -> None:
+        await self._db.open("outbox", MIGRATIONS)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def enqueue(self, user_id: str, items: list[NewMemory]) -> None:
+        """Commit ``items`` durably; an item whose key is already queued is not queued twice."""
+        if any(not item.key for item in items):
+            raise ValueError("every outbox item needs a stable key")
+        now = time.time()
+        rows = [(user_id, item.key, item.content, json.dumps(item.metadata), now, now)
+                for item in items]
+        await self._db.run(_insert, rows)
+        self.enqueued.set()
+
+    async def pending(self, limit: int, now: float | None = None) -> list[OutboxEntry]:
+        """Entries due at ``now`` (default: the current time), oldest first."""
+        now = time.time() if now is None else now
+        rows = await self._db.run(_select, "SELECT id, user_id, key, content, metadata, attempts"
+                                  " FROM outbox WHERE next_at <= ? ORDER BY id LIMIT ?",
+                                  (now, limit))
+        return [OutboxEntry(r[0], r[1], NewMemory(r[3], json.loads(r[4]), r[2]), r[5])
+                for r in rows]
+
+    async def delivered(self, ids: list[int]) -> None:
+        await self._db.run(_execute_many, "DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    async def failed(self, id: int, retry_at: float, error: str) -> None:
+        await self._db.run(_execute_many, "UPDATE outbox SET attempts = attempts + 1,"
+                           " next_at = ?, last_error = ? WHERE id = ?",
+                           [(retry_at, error[:500], id)])
+
+    async def next_due(self) -> float | None:
+        """When the earliest entry is due (unix seconds), or None when the outbox is empty."""
+        return (await self._db.run(_select, "SELECT min(next_at) FROM outbox", ()))[0][0]
+
+    async def count(self) -> int:
+        return (await self._db.run(_select, "SELECT count(*) FROM outbox", ()))[0][0]
+
+
+def _insert(conn, rows) -> None:
+    with transaction(conn):
+        conn.executemany("INSERT INTO outbox(user_id, key, content, metadata, created_at, next_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(user_id, key) DO NOTHING", rows)
+
+
+def _select(conn, sql: str, params: tuple) -> list[tuple]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _execute_many(conn, sql: str, rows: list[tuple]) -> None:
+    with transaction(conn):
+        conn.executemany(sql, rows)
+
+
+class OutboxWorker:
+    """Drains the outbox into the memory store in the background."""
+
+    batch_size = 100
+    base_delay = 1.0          # seconds before the first retry
+    idle_wait = 60.0          # re-check at least this often with nothing due
+
+    def __init__(self, outbox: Outbox, store_getter: Callable[[], MemoryStore | None], sessions,
+                 *, retry_max_seconds: float = 300.0):
+        self.outbox = outbox
+        self.store_getter = store_getter
+        self.sessions = sessions
+        self.retry_max_seconds = retry_max_seconds
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()          # one drain at a time (loop or flush)
+
+    async def start(self) -> None:
+        """Start draining; whatever a previous process left is delivered first."""
+        self._task = asyncio.create_task(self._run(), name="memory-outbox")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def flush(self, timeout: float) -> int:
+        """Try every entry once, due or backing off, within ``timeout``; returns how many are
+        left in the outbox (they are delivered by the next start)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.drain(now=math.inf), timeout)
+        return await self.outbox.count()
+
+    async def drain(self, now: float | None = None) -> int:
+        """Deliver the entries due at ``now``; returns how many were delivered."""
+        done = 0
+        async with self._lock:
+            attempted: set[int] = set()
+            while True:
+                entries = [e for e in await self.outbox.pending(self.batch_size, now)
+                           if e.id not in attempted]
+                if not entries:
+                    return done
+                attempted.update(e.id for e in entries)
+                by_user: dict[str, list[OutboxEntry]] = {}
+                for entry in entries:
+                    by_user.setdefault(entry.user_id, []).append(entry)
+                for user_id, group in by_user.items():
+                    done += await self._deliver(user_id, group)
+
+    async def _deliver(self, user_id: str, entries: list[OutboxEntry]) -> int:
+        store = self.store_getter()
+        try:
+            if store is None:
+                raise RetryLater("no memory store configured")
+            await store.add_many(user_id, [e.item for e in entries], self.sessions.get(user_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:   # every failure is retried; the entries stay queued
+            retry_at = time.time() + self._delay(exc, max(e.attempts for e in entries))
+            log.warning("memory outbox delivery failed user_id=%s entries=%d error=%s",
+                        user_id, len(entries), type(exc).__name__)
+            for entry in entries:
+                await self.outbox.failed(entry.id, retry_at, f"{type(exc).__name__}: {exc}")
+            return 0
+        await self.outbox.delivered([e.id for e in entries])
+        return len(entries)
+
+    def _delay(self, exc: Exception, attempts: int) -> float:
+        if isinstance(exc, RetryLater) and exc.retry_after is not None:
+            return exc.retry_after
+        ceiling = min(self.retry_max_seconds, self.base_delay * 2 ** min(attempts, 30))
+        return random.uniform(ceiling / 2, ceiling)     # "equal jitter"
+
+    async def _run(self) -> None:
+        while True:
+            self.outbox.enqueued.clear()
+            wait = self.idle_wait
+            try:
+                await self.drain()
+                due = await self.outbox.next_due()
+                if due is not None:
+                    wait = max(0.0, due - time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception:   # the outbox file itself failed; keep the worker alive
+                log.exception("memory outbox drain failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.outbox.enqueued.wait(), min(wait, self.idle_wait))

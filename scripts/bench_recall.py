@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""LoCoMo retrieval benchmark: recall@5, recall@10 and search latency.
+
+    python scripts/bench_recall.py ../shared/bench/locomo-dev --url http://127.0.0.1:8764 --key K
+    python scripts/bench_recall.py ../shared/bench/locomo-dev --direct   # SqliteStore in-process
+
+Each conversation file becomes one user id (``locomo-<n>-<random>``); every turn becomes one
+memory ``"<speaker>: <text>"`` (plus `` [image: <caption>]`` where the turn shared one) with
+metadata ``{dia_id, session, date}``, added one ``add_many`` per session in session order.
+Every question with evidence (category 5, adversarial, skipped) is searched with the question
+as the query; it is a hit at k when any evidence turn is in the top k.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+TOP_K = 10
+
+
+def load_conversation(path: Path) -> tuple[list[list[dict]], list[dict]]:
+    """(sessions of memories, questions) for one LoCoMo file."""
+    data = json.loads(path.read_text())
+    numbers = sorted(int(m.group(1)) for k in data
+                     if (m := re.fullmatch(r"session_(\d+)", k)) and data[k])
+    sessions = []
+    for n in numbers:
+        date = data.get(f"session_{n}_date_time", "")
+        batch = []
+        for turn in data[f"session_{n}"]:
+            content = f"{turn['speaker']}: {turn['text']}"
+            if turn.get("blip_caption"):
+                content += f" [image: {turn['blip_caption']}]"
+            batch.append({"content": content,
+                          "metadata": {"dia_id": turn["dia_id"], "session": n, "date": date}})
+        sessions.append(batch)
+    questions = [q for q in data["qa"] if q.get("category") != 5 and q.get("evidence")]
+    return sessions, questions
+
+
+class DirectClient:
+    """SqliteStore in-process on a temporary file."""
+
+    async def __aenter__(self):
+        from memproxyd.memory.base import NewMemory
+        from memproxyd.memory.sqlite_store import SqliteStore
+        self._new = NewMemory
+        self._tmp = tempfile.TemporaryDirectory()
+        self.store = SqliteStore(Path(self._tmp.name) / "memory.db")
+        await self.store.open()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.store.close()
+        self._tmp.cleanup()
+
+    async def add(self, user_id, memories):
+        await self.store.add_many(user_id, [self._new(m["content"], m["metadata"])
+                                            for m in memories])
+
+    async def search(self, user_id, query, limit):
+        return [m.to_json(with_score=True) for m in await self.store.search(user_id, query, limit)]
+
+    async def forget(self, user_id):
+        await self.store.forget_all(user_id)
+
+
+class HttpClient:
+    """The daemon's memory HTTP API (aiohttp)."""
+
+    def __init__(self, url: str, key: str | None):
+        self.url = url.rstrip("/")
+        self.headers = {"authorization": f"Bearer {key}"} if key else {}
+
+    async def __aenter__(self):
+        import aiohttp
+        self.http = aiohttp.ClientSession(headers=self.headers)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.http.close()
+
+    async def add(self, user_id, memories):
+        for i in range(0, len(memories), 100):
+            body = {"user_id": user_id, "memories": memories[i:i + 100]}
+            async with self.http.post(f"{self.url}/v1/memories", json=body) as resp:
+                if resp.status != 201:
+                    raise SystemExit(f"add failed: {resp.status} {await resp.text()}")
+
+    async def search(self, user_id, query, limit):
+        body = {"user_id": user_id, "query": query, "limit": limit}
+        async with self.http.post(f"{self.url}/v1/memories/search", json=body) as resp:
+            if resp.status != 200:
+                raise SystemExit(f"search failed: {resp.status} {await resp.text()}")
+            return (await resp.json())["results"]
+
+    async def forget(self, user_id):
+        params = {"user_id": user_id, "all": "true"}
+        async with self.http.delete(f"{self.url}/v1/memories", params=params) as resp:
+            resp.raise_for_status()
+
+
+async def run(folder: Path, client, verbose: bool) -> dict:
+    hits5 = hits10 = total = 0
+    latencies = []
+    for path in sorted(folder.glob("*.json")):
+        sessions, questions = load_conversation(path)
+        user_id = f"locomo-{path.stem}-{secrets.token_hex(4)}"
+        for batch in sessions:
+            await client.add(user_id, batch)
+        try:
+            for q in questions:
+                started = time.perf_counter()
+                results = await client.search(user_id, q["question"], TOP_K)
+                latencies.append((time.perf_counter() - started) * 1000)
+                ranked = [r["metadata"].get("dia_id") for r in results]
+                evidence = set(q["evidence"])
+                hit5 = bool(evidence & set(ranked[:5]))
+                hit10 = bool(evidence & set(ranked[:10]))
+                hits5 += hit5
+                hits10 += hit10
+                total += 1
+                if verbose and not hit10:
+                    print(f"MISS {path.stem} c{q['category']} {q['question']!r} "
+                          f"evidence={q['evidence']} got={ranked[:5]}")
+        finally:
+            await client.forget(user_id)
+    latencies.sort()
+    return {"recall@5": hits5 / total, "recall@10": hits10 / total, "questions": total,
+            "p50_ms": statistics.median(latencies),
+            "p95_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("path", type=Path, help="folder of LoCoMo conversation JSON files")
+    parser.add_argument("--url", default="http://127.0.0.1:8764", help="daemon base URL")
+    parser.add_argument("--key", help="bearer key for the daemon")
+    parser.add_argument("--direct", action="store_true",
+                        help="use SqliteStore in-process on a temp file instead of the daemon")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every miss at 10")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    client = DirectClient() if args.direct else HttpClient(args.url, args.key)
+
+    async def go():
+        async with client:
+            return await run(args.path, client, args.verbose)
+
+    result = asyncio.run(go())
+    print(f"recall@5  {result['recall@5']:.3f}")
+    print(f"recall@10 {result['recall@10']:.3f}")
+    print(f"questions {result['questions']}")
+    print(f"search latency p50 {result['p50_ms']:.2f} ms, p95 {result['p95_ms']:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

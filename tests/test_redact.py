@@ -1,0 +1,57 @@
+import pytest
+
+from memproxyd.memory.redact import REDACTED, redact
+
+SECRETS = {
+    "openai": "sk-proj-AbCdEf0123456789GhIjKlMnOp",
+    "openai_legacy": "sk-0123456789abcdefABCDEF0123456789",
+    "anthropic": "sk-ant-api03-AbCdEf0123456789_GhIj-KlMnOpQr",
+    "github_classic": "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+    "github_oauth": "gho_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6",
+    "github_fine_grained": "github_pat_11ABCDEFG0123456789_abcdefghijKLMNOPQRSTuvwxyz",
+    "aws": "AKIAIOSFODNN7EXAMPLE",
+    "slack": "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOp",
+    "google": "AIzaSyA-1234567890abcdefghijklmnopqrstu",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_each_key_format_is_redacted_and_the_text_around_it_kept(name):
+    secret = SECRETS[name]
+    out = redact(f"my key is {secret}, keep it safe")
+    assert secret not in out
+    assert out == f"my key is {REDACTED}, keep it safe"
+
+
+def test_bearer_token_in_an_authorization_header_is_redacted():
+    out = redact("curl -H 'Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc-_def'")
+    assert "eyJ" not in out
+    assert out == f"curl -H 'Authorization: {REDACTED}'"
+
+
+def test_private_key_block_is_redacted_whole_across_lines():
+    block = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\nabcDEF+/==\n"
+             "-----END RSA PRIVATE KEY-----")
+    out = redact(f"here:\n{block}\ndone")
+    assert out == f"here:\n{REDACTED}\ndone"
+
+
+def test_openssh_private_key_block_is_redacted():
+    block = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----"
+    assert redact(block) == REDACTED
+
+
+def test_several_secrets_in_one_text_are_all_redacted():
+    text = f"{SECRETS['aws']} and {SECRETS['slack']} and {SECRETS['anthropic']}"
+    assert redact(text) == f"{REDACTED} and {REDACTED} and {REDACTED}"
+
+
+@pytest.mark.parametrize("text", [
+    "the sk-learn library and task-based skills",
+    "a bearer of good news",
+    "public key: -----BEGIN PUBLIC KEY----- abc -----END PUBLIC KEY-----",
+    "AKIA is a prefix",
+    "",
+])
+def test_ordinary_text_is_left_alone(text):
+    assert redact(text) == text
