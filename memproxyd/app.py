@@ -1,18 +1,26 @@
-"""The application factory: the daemon and the tests build the same app from a ``Config``."""
+"""The application factory: the daemon and the tests build the same app from a ``Config``.
+
+Resources are opened and closed in ``cleanup_ctx``, in order: sessions, then memory (store,
+outbox, delivery worker). Teardown runs in reverse: the outbox is flushed while the sessions
+it needs are still open.
+"""
 from __future__ import annotations
 
+import logging
 from typing import AsyncIterator
 
 from aiohttp import web
 
-from memproxyd import admin, appkeys, gateway
+from memproxyd import admin, anthropic, appkeys, gateway, memory_api
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
-from memproxyd.memory.service import NoMemory
+from memproxyd.memory.service import MemoryService, NoMemory
 from memproxyd.middleware import gateway_middleware
 from memproxyd.sessions import SessionManager
 from memproxyd.state import RuntimeState
+
+log = logging.getLogger(__name__)
 
 
 def create_app(config: Config) -> web.Application:
@@ -21,9 +29,14 @@ def create_app(config: Config) -> web.Application:
     state = RuntimeState.from_config(config)
     app[appkeys.STATE] = state
     app[appkeys.LISTENERS] = Listeners(state)
-    app[appkeys.MEMORY] = NoMemory()
     app.cleanup_ctx.append(_sessions_ctx)
+    if config.memory.backend == "off":
+        app[appkeys.MEMORY] = NoMemory()
+    else:
+        app.cleanup_ctx.append(_memory_ctx)
     gateway.add_routes(app)
+    anthropic.add_routes(app)
+    memory_api.add_routes(app)
     admin.add_routes(app)
     return app
 
@@ -37,3 +50,48 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.SESSIONS] = sessions
     yield
     await sessions.close()
+
+
+def _make_store(app: web.Application):
+    config = app[appkeys.STATE].config
+    if config.memory.backend == "supermemory":
+        from memproxyd.memory.supermemory_store import SupermemoryStore
+        return SupermemoryStore(config.supermemory)
+    from memproxyd.memory.sqlite_store import SqliteStore
+    return SqliteStore(config.state_dir / "memory.db", embedder=_embedder(app))
+
+
+def _embedder(app: web.Application):
+    """Vectors through the ``embedding_model`` deployment, or None (lexical only)."""
+    name = app[appkeys.STATE].config.memory.embedding_model
+    if not name:
+        return None
+
+    async def embed(texts: list[str], session) -> list[list[float]]:
+        from memproxyd import llm
+        deployment = app[appkeys.STATE].deployments.lookup(name)
+        result = await llm.embed(deployment, session, {"input": texts})
+        return [item["embedding"] for item in result["data"]]
+    return embed
+
+
+async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
+    from memproxyd.memory.outbox import Outbox, OutboxWorker
+    config = app[appkeys.STATE].config
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sessions = app[appkeys.SESSIONS]
+    store = _make_store(app)
+    outbox = Outbox(config.state_dir / "memory.db")
+    await store.open()
+    await outbox.open()
+    worker = OutboxWorker(outbox, lambda: store, sessions,
+                          retry_max_seconds=config.memory.outbox_retry_max_seconds)
+    await worker.start()
+    app[appkeys.MEMORY] = MemoryService(config, store, outbox, sessions)
+    yield
+    left = await worker.flush(config.server.shutdown_timeout)
+    if left:
+        log.warning("outbox not empty at shutdown entries=%d (delivered at next start)", left)
+    await worker.close()
+    await outbox.close()
+    await store.close()

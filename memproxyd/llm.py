@@ -11,6 +11,7 @@ headers come from the deployment alone.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -35,6 +36,11 @@ CHAT_PARAMS = frozenset({
     "verbosity", "web_search_options",
 })
 EMBEDDING_PARAMS = frozenset({"input", "dimensions", "encoding_format", "user"})
+# Anthropic Messages parameters litellm's adapter translates (``/v1/messages`` → non-Anthropic).
+MESSAGES_PARAMS = frozenset({
+    "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
+    "thinking", "tool_choice", "tools", "top_k", "top_p", "output_format", "output_config",
+})
 _DEPLOYMENT_PARAMS = ("api_version", "organization", "aws_region_name", "aws_access_key_id",
                       "aws_secret_access_key", "vertex_project", "vertex_location")
 _OPENAI_STYLE = ("openai/", "azure/", "hosted_vllm/", "openrouter/", "deepseek/", "groq/")
@@ -51,6 +57,9 @@ def litellm():
         import litellm as module
         module.telemetry = False
         module.suppress_debug_info = True
+        # /v1/messages for openai/ models: chat/completions, which every OpenAI-compatible
+        # server has, not the Responses API that vLLM, Ollama and most proxies lack.
+        module.use_chat_completions_url_for_anthropic_messages = True
         _litellm = module
         log.info("litellm imported seconds=%.2f", time.perf_counter() - started)
     return _litellm
@@ -107,18 +116,24 @@ async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.St
     return await _stream(call, result, tap)
 
 
-async def _stream(call: Call, chunks, tap) -> web.StreamResponse:
+def _openai_sse(chunk) -> bytes:
+    return f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n".encode()
+
+
+async def _stream(call: Call, chunks, tap, encode=_openai_sse,
+                  done: bytes = b"data: [DONE]\n\n") -> web.StreamResponse:
     response = web.StreamResponse(headers={**call.headers(), "content-type": "text/event-stream",
                                            "cache-control": "no-cache"})
     await response.prepare(call.request)
     ok = True
     try:
         async for chunk in chunks:
-            data = f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n".encode()
+            data = encode(chunk)
             if tap is not None:
                 tap.feed(data)
             await response.write(data)
-        await response.write(b"data: [DONE]\n\n")
+        if done:
+            await response.write(done)
     except ConnectionResetError:
         raise   # the client left: nothing to tell it, nothing complete to remember
     except Exception as exc:  # mid-stream failure: end with an error event, never hang
@@ -131,6 +146,75 @@ async def _stream(call: Call, chunks, tap) -> web.StreamResponse:
         await tap.finish(call, ok)
     await response.write_eof()
     return response
+
+
+async def messages(call: Call, session: UserSession, body: dict, tap=None) -> web.StreamResponse:
+    """``/v1/messages`` for a deployment that does not speak Anthropic, through litellm's
+    Anthropic-messages adapter; the client gets Anthropic JSON or Anthropic SSE events."""
+    args = {k: v for k, v in body.items() if k in MESSAGES_PARAMS}
+    args.update(deployment_kwargs(call.deployment, session, call.stream))
+    sent = time.perf_counter()
+    try:
+        result = await litellm().anthropic.messages.acreate(**args)
+    except Exception as exc:
+        raise as_api_error(exc) from None
+    call.upstream_s += time.perf_counter() - sent
+    if isinstance(result, dict) and call.stream:
+        result = _as_events(result)   # mock deployments answer whole messages only
+    if not call.stream:
+        payload = json.dumps(result, default=_jsonable).encode()
+        if tap is not None:
+            tap.feed(payload)
+            await tap.finish(call, True)
+        return web.Response(body=payload, content_type="application/json",
+                            headers=call.headers())
+    return await _stream(call, result, tap, encode=_anthropic_sse, done=b"")
+
+
+def _jsonable(value):
+    if hasattr(value, "model_dump"):
+        return value.model_dump(exclude_none=True)
+    return str(value)
+
+
+def _anthropic_sse(chunk) -> bytes:
+    """litellm's adapter yields ready SSE bytes; an event dict is framed here."""
+    if isinstance(chunk, bytes):
+        return chunk
+    if isinstance(chunk, str):
+        return chunk.encode()
+    return f"event: {chunk['type']}\ndata: {json.dumps(chunk, default=_jsonable)}\n\n".encode()
+
+
+async def _as_events(message: dict):
+    """A whole Anthropic message as the event sequence a streaming client expects."""
+    message = json.loads(json.dumps(message, default=_jsonable))
+    usage = message.get("usage") or {}
+    yield {"type": "message_start", "message": {**message, "content": [], "stop_reason": None}}
+    for index, block in enumerate(message.get("content") or ()):
+        if block.get("type") == "text":
+            yield {"type": "content_block_start", "index": index,
+                   "content_block": {"type": "text", "text": ""}}
+            yield {"type": "content_block_delta", "index": index,
+                   "delta": {"type": "text_delta", "text": block.get("text", "")}}
+        else:
+            yield {"type": "content_block_start", "index": index, "content_block": block}
+        yield {"type": "content_block_stop", "index": index}
+    yield {"type": "message_delta", "delta": {"stop_reason": message.get("stop_reason"),
+                                              "stop_sequence": None},
+           "usage": {"output_tokens": usage.get("output_tokens", 0)}}
+    yield {"type": "message_stop"}
+
+
+async def count_tokens(dep: Deployment, texts: list[str]) -> int:
+    """Tokens of ``texts`` by litellm's tokenizer for the deployment's model (count_tokens for
+    deployments that have no such endpoint)."""
+    messages = [{"role": "user", "content": t} for t in texts if t]
+    if not messages:
+        return 0
+    # tokenizing a long conversation takes milliseconds: keep it off the event loop
+    return await asyncio.to_thread(litellm().token_counter, model=dep.params.model,
+                                   messages=messages)
 
 
 async def embed(dep: Deployment, session: UserSession, body: dict) -> dict:

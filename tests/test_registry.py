@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from memproxyd import registry
-from memproxyd.registry import RegistryCorruptError, RegistryError, add_project, read_registry
+from memproxyd.registry import (RegistryCorruptError, RegistryError, add_project, port_is_free,
+                                read_registry)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,7 +108,8 @@ def test_port_picked_from_range_skips_mapped_busy_and_reserved_ports(path):
         busy.listen()
         add_project(path, "first", base)
         picked = add_project(path, "second", port_range=(base, base + 4), reserved=(base + 2,))
-    assert picked.port == base + 3
+    # base+3 unless another process on this machine grabbed it in the meantime
+    assert picked.port == base + 3 or (picked.port == base + 4 and not port_is_free(base + 3))
 
 
 def test_full_range_is_refused(path):

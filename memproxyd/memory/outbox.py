@@ -174,7 +174,8 @@ class OutboxWorker:
         try:
             if store is None:
                 raise RetryLater("no memory store configured")
-            await store.add_many(user_id, [e.item for e in entries], self.sessions.get(user_id))
+            async with self.sessions.lease(user_id) as session:
+                await store.add_many(user_id, [e.item for e in entries], session)
         except asyncio.CancelledError:
             raise
         except Exception as exc:   # every failure is retried; the entries stay queued

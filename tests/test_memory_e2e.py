@@ -1,0 +1,280 @@
+"""Memory end to end: the real daemon with the embedded SQLite store, the official openai SDK,
+the fake OpenAI upstream recording what it receives."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import aiohttp
+import openai
+import pytest
+
+from tests.conftest import GATEWAY_KEY, free_port, upstream_records, write_config
+
+MEMORY_ON = 'backend = "sqlite"\nrecall_timeout_ms = 2000'
+
+
+def api(daemon, user: str, **headers) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key=GATEWAY_KEY, max_retries=0,
+                              default_headers={"x-memory-user-id": user, **headers})
+
+
+def record_for(server, marker: str) -> dict:
+    found = [r for r in upstream_records(server) if marker in json.dumps(r["json"])]
+    assert len(found) == 1, f"{len(found)} upstream records carry {marker}"
+    return found[0]
+
+
+def memory_blocks(record: dict) -> list[str]:
+    return [m["content"] for m in record["json"]["messages"]
+            if m["role"] == "system" and "<memproxy-memory>" in m["content"]]
+
+
+async def http_json(method: str, url: str, **kwargs) -> tuple[int, dict]:
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as http:
+        async with http.request(method, url, **kwargs) as resp:
+            return resp.status, await resp.json()
+
+
+async def memories_of(daemon, user: str) -> list[dict]:
+    status, body = await http_json("GET", f"{daemon.url}/v1/memories",
+                                   params={"user_id": user, "limit": "1000"})
+    assert status == 200, body
+    return body["data"]
+
+
+async def wait_memories(daemon, user: str, count: int, timeout: float = 10.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await memories_of(daemon, user)
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def mem_daemon(tmp_path, openai_fake, start_daemon):
+    return start_daemon(write_config(tmp_path, openai_fake.url, memory=MEMORY_ON,
+                                     auth=f'keys = ["{GATEWAY_KEY}"]'))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_fact_is_recalled_for_the_same_project_only(mem_daemon, openai_fake, stream):
+    fact = f"zebracorn{uuid.uuid4().hex[:8]}"
+    alpha, beta = api(mem_daemon, f"alpha-{stream}"), api(mem_daemon, f"beta-{stream}")
+
+    async def ask(client, text: str):
+        if not stream:
+            return await client.chat.completions.with_raw_response.create(
+                model="gpt-ok", messages=[{"role": "user", "content": text}])
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-ok", stream=True, messages=[{"role": "user", "content": text}])
+        async for _ in raw.parse():
+            pass
+        return raw
+
+    first = await ask(alpha, f"Our staging database is called {fact}.")
+    assert first.headers["x-memproxy-memory"] == "none"
+    assert len(await wait_memories(mem_daemon, f"alpha-{stream}", 1)) == 1
+    marker = uuid.uuid4().hex
+    second = await ask(alpha, f"What is the staging database called? {marker}")
+    assert second.headers["x-memproxy-memory"] == "injected"
+    assert second.headers["x-memproxy-memories"] == "1"
+    [block] = memory_blocks(record_for(openai_fake, marker))
+    assert fact in block
+    other = uuid.uuid4().hex
+    third = await ask(beta, f"What is the staging database called? {other}")
+    assert third.headers["x-memproxy-memory"] == "none"
+    assert memory_blocks(record_for(openai_fake, other)) == []
+    assert fact not in json.dumps(record_for(openai_fake, other)["json"])
+
+
+async def test_turns_do_not_nest_or_duplicate_memories(mem_daemon, openai_fake):
+    user = f"nest-{uuid.uuid4().hex[:6]}"
+    client = api(mem_daemon, user)
+    history = [{"role": "system", "content": "Be brief."}]
+    for i, text in enumerate(["The launch codename is heliotrope.",
+                              "Heliotrope ships on a Tuesday.",
+                              "Who owns heliotrope launch?"]):
+        history.append({"role": "user", "content": text})
+        reply = await client.chat.completions.create(model="gpt-ok", messages=history)
+        history.append({"role": "assistant", "content": reply.choices[0].message.content})
+        await wait_memories(mem_daemon, user, i + 1)
+    stored = await memories_of(mem_daemon, user)
+    assert len(stored) == 3
+    assert len({m["content"] for m in stored}) == 3
+    assert not any("memproxy-memory" in m["content"] for m in stored)
+    assert history[0] == {"role": "system", "content": "Be brief."}   # client's objects untouched
+
+
+async def test_memory_mode_header_controls_recall_and_storage(mem_daemon, openai_fake):
+    user = f"mode-{uuid.uuid4().hex[:6]}"
+    await api(mem_daemon, user).chat.completions.create(
+        model="gpt-ok", messages=[{"role": "user", "content": "The cat is named quasar."}])
+    await wait_memories(mem_daemon, user, 1)
+    for mode, status in (("off", "off"), ("write", "skipped"), ("read", "injected")):
+        marker = uuid.uuid4().hex
+        raw = await api(mem_daemon, user, **{"x-memory-mode": mode}).chat.completions.\
+            with_raw_response.create(model="gpt-ok", messages=[
+                {"role": "user", "content": f"What is the cat named quasar? {marker}"}])
+        assert raw.headers["x-memproxy-memory"] == status
+        assert bool(memory_blocks(record_for(openai_fake, marker))) == (mode == "read")
+    await asyncio.sleep(0.3)
+    contents = [m["content"] for m in await memories_of(mem_daemon, user)]
+    assert len(contents) == 2                     # the first call and the write-mode call
+    with pytest.raises(openai.BadRequestError, match="x-memory-mode"):
+        await api(mem_daemon, user, **{"x-memory-mode": "sometimes"}).chat.completions.create(
+            model="gpt-ok", messages=[{"role": "user", "content": "x"}])
+
+
+async def test_secrets_are_redacted_before_storage(mem_daemon):
+    user = f"redact-{uuid.uuid4().hex[:6]}"
+    secret = "sk-proj-" + "a1B2c3D4e5" * 4
+    await api(mem_daemon, user).chat.completions.create(
+        model="gpt-ok", messages=[{"role": "user", "content": f"my key is {secret} ok"}])
+    [stored] = await wait_memories(mem_daemon, user, 1)
+    assert secret not in stored["content"] and "[REDACTED]" in stored["content"]
+    status, body = await http_json("POST", f"{mem_daemon.url}/v1/memories", json={
+        "user_id": user, "content": f"token ghp_{'x1' * 18} here"})
+    assert status == 201 and "[REDACTED]" in body["data"][0]["content"]
+
+
+async def test_memory_api_round_trip_and_bad_input_writes_nothing(mem_daemon):
+    user, other = f"api-{uuid.uuid4().hex[:6]}", f"api-other-{uuid.uuid4().hex[:6]}"
+    base = f"{mem_daemon.url}/v1/memories"
+    status, body = await http_json("POST", base, json={
+        "user_id": user, "memories": [{"content": "Alice prefers tea", "metadata": {"k": 1}},
+                                      {"content": "Bob prefers coffee"}]})
+    assert status == 201 and len(body["data"]) == 2
+    tea_id = body["data"][0]["id"]
+    assert set(body["data"][0]) == {"id", "user_id", "content", "metadata", "created_at"}
+    status, found = await http_json("POST", base + "/search",
+                                    json={"user_id": user, "query": "who likes tea", "limit": 1})
+    assert status == 200 and found["results"][0]["id"] == tea_id
+    assert set(found["results"][0]) == {"id", "content", "score", "metadata", "created_at"}
+    status, one = await http_json("GET", f"{base}/{tea_id}", params={"user_id": user})
+    assert status == 200 and one["metadata"] == {"k": 1}
+    bad = [
+        ("POST", base, {"json": {"content": "x"}}, 400, "missing_user_id"),
+        ("POST", base, {"json": {"user_id": user, "content": "  "}}, 400, "empty_content"),
+        ("POST", base, {"json": {"user_id": user, "content": "x" * 40000}}, 400,
+         "content_too_long"),
+        ("POST", base, {"json": {"user_id": user, "memories": [{"content": "ok"}, {}]}}, 400,
+         "empty_content"),
+        ("POST", base + "/search", {"json": {"user_id": user, "query": "tea", "limit": 0}}, 400,
+         "invalid_limit"),
+        ("GET", base, {"params": {"user_id": user, "limit": "abc"}}, 400, "invalid_limit"),
+        ("GET", f"{base}/nope", {"params": {"user_id": user}}, 404, "memory_not_found"),
+        ("GET", f"{base}/{tea_id}", {"params": {"user_id": other}}, 404, "memory_not_found"),
+        ("DELETE", f"{base}/{tea_id}", {"params": {"user_id": other}}, 404, "memory_not_found"),
+        ("DELETE", base, {"params": {"user_id": user}}, 400, "confirm_all"),
+        ("POST", base, {"json": {"user_id": "../x", "content": "x"}}, 400, "invalid_user_id"),
+    ]
+    for method, url, kwargs, want_status, code in bad:
+        status, body = await http_json(method, url, **kwargs)
+        assert (status, body["error"]["code"]) == (want_status, code), (method, url, kwargs)
+    assert len(await memories_of(mem_daemon, user)) == 2
+    assert await memories_of(mem_daemon, other) == []
+    status, body = await http_json("DELETE", f"{base}/{tea_id}", params={"user_id": user})
+    assert status == 200 and body == {"deleted": True}
+    status, body = await http_json("DELETE", base, params={"user_id": user, "all": "true"})
+    assert status == 200 and body == {"deleted": 1}
+    assert await memories_of(mem_daemon, user) == []
+
+
+async def test_project_port_forces_its_own_user_id(mem_daemon):
+    port = free_port()
+    status, _ = await http_json("POST", f"{mem_daemon.url}/admin/projects",
+                                json={"name": "omega", "port": port})
+    assert status == 201
+    url = f"http://127.0.0.1:{port}/v1/memories"
+    status, body = await http_json("POST", url, json={"content": "omega fact"})
+    assert status == 201 and body["data"][0]["user_id"] == "omega"
+    status, body = await http_json("POST", url, json={"user_id": "intruder", "content": "x"})
+    assert status == 403 and body["error"]["code"] == "wrong_user_id"
+    status, body = await http_json("GET", url, params={"user_id": "someone-else"})
+    assert status == 403
+
+
+async def test_concurrent_users_never_see_each_others_memories(mem_daemon):
+    users = [f"iso{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
+
+    async def work(i: int, user: str) -> None:
+        await http_json("POST", f"{mem_daemon.url}/v1/memories", json={
+            "user_id": user, "memories": [{"content": f"secret word {w} for {user}"}
+                                          for w in ("apple", "banana", "cherry")]})
+        await api(mem_daemon, user).chat.completions.create(
+            model="gpt-ok", messages=[{"role": "user", "content": f"banana question {i}"}])
+        status, found = await http_json("POST", f"{mem_daemon.url}/v1/memories/search",
+                                        json={"user_id": user, "query": "secret banana"})
+        assert status == 200 and found["results"]
+        assert all(user in r["content"] or "banana question" in r["content"]
+                   for r in found["results"])
+
+    await asyncio.gather(*(work(i, u) for i, u in enumerate(users)))
+    for user in users:
+        for memory in await memories_of(mem_daemon, user):
+            assert not any(other in memory["content"] for other in users if other != user)
+
+
+def test_memproxyctl_memory_commands_against_the_daemon(mem_daemon, tmp_path, capsys):
+    from memproxyd import ctl
+
+    def run(*argv: str) -> int:
+        return ctl.main(["--config", str(mem_daemon.config), "memory", *argv])
+
+    user = f"ctl-{uuid.uuid4().hex[:6]}"
+    assert run("add", user, "The office wifi is called moonbase") == 0
+    source = tmp_path / "import.jsonl"
+    source.write_text("".join(json.dumps({"content": f"imported fact {i}", "metadata": {"i": i}})
+                              + "\n" for i in range(150)))
+    assert run("import", user, str(source)) == 0
+    capsys.readouterr()
+    assert run("search", user, "wifi moonbase", "--limit", "1", "--json") == 0
+    [hit] = json.loads(capsys.readouterr().out)
+    assert "moonbase" in hit["content"]
+    assert run("export", user) == 0
+    exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(exported) == 151
+    assert run("forget", user, hit["id"]) == 0
+    assert run("forget", user, "--all") == 0
+    capsys.readouterr()
+    assert run("list", user, "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert run("forget", "../bad", "--all") == 1
+
+
+async def test_opted_out_and_router_models_skip_memory(tmp_path, openai_fake, start_daemon):
+    router = ('[[model_list]]\nmodel_name = "routed"\nsupermemory_router = true\n'
+              f'[model_list.litellm_params]\nmodel = "openai/ok"\n'
+              f'api_base = "{openai_fake.url}/v1"\n')
+    daemon = start_daemon(write_config(
+        tmp_path, openai_fake.url, extra=router,
+        memory=MEMORY_ON + '\nexclude_models = ["embed-ok"]'))
+    user = f"skip-{uuid.uuid4().hex[:6]}"
+    for model in ("embed-ok", "routed"):
+        marker = uuid.uuid4().hex
+        raw = await api(daemon, user).chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": f"remember {marker}"}])
+        assert raw.headers["x-memproxy-memory"] == "skipped"
+    await asyncio.sleep(0.3)
+    assert await memories_of(daemon, user) == []
+
+
+async def test_embedding_model_adds_vector_recall(tmp_path, openai_fake, start_daemon):
+    daemon = start_daemon(write_config(
+        tmp_path, openai_fake.url,
+        memory='backend = "sqlite"\nembedding_model = "embed-ok"\nrecall_timeout_ms = 20000'))
+    user = f"vec-{uuid.uuid4().hex[:6]}"
+    before = len([r for r in upstream_records(openai_fake) if r["path"] == "/v1/embeddings"])
+    status, _ = await http_json("POST", f"{daemon.url}/v1/memories", json={
+        "user_id": user, "memories": [{"content": "short"}, {"content": "a much longer memory"}]})
+    assert status == 201
+    status, found = await http_json("POST", f"{daemon.url}/v1/memories/search",
+                                    json={"user_id": user, "query": "longer memory"})
+    assert status == 200 and found["results"][0]["content"] == "a much longer memory"
+    embedded = [r for r in upstream_records(openai_fake) if r["path"] == "/v1/embeddings"]
+    assert len(embedded) >= before + 2       # the memories, then the query
+    assert embedded[-1]["json"]["model"] == "embed"
