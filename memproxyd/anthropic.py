@@ -17,7 +17,7 @@ from aiohttp import web
 
 from memproxyd import appkeys, llm, upstream
 from memproxyd.errors import ANTHROPIC, ApiError
-from memproxyd.gateway import new_call, read_json, upstream_headers
+from memproxyd.gateway import new_call, proxy, read_json, upstream_headers
 from memproxyd.pipeline import Call
 from memproxyd.sessions import UserSession
 
@@ -57,13 +57,13 @@ async def forward_anthropic(call: Call, session: UserSession, path: str, body: d
 async def messages(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     validate(body, needs_max_tokens=True)
-    call = new_call(request, body, ANTHROPIC)
-    app = request.app
-    async with app[appkeys.SESSIONS].lease(call.user_id) as session:
-        outgoing, tap = await app[appkeys.MEMORY].prepare(call, session)
-        if call.deployment.wire == "anthropic":
-            return await forward_anthropic(call, session, MESSAGES_PATH, outgoing, tap)
-        return await llm.messages(call, session, outgoing, tap)
+    return await proxy(new_call(request, body, ANTHROPIC), "anthropic", forward_messages,
+                       llm.messages)
+
+
+async def forward_messages(call: Call, session: UserSession, body: dict,
+                           tap=None) -> web.StreamResponse:
+    return await forward_anthropic(call, session, MESSAGES_PATH, body, tap)
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:

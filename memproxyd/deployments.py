@@ -18,7 +18,6 @@ is unavailable (listed as such, 503 on use) and every other model keeps working.
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 
 import attrs
@@ -132,7 +131,3 @@ class DeploymentTable:
                 item["unavailable_reason"] = f"{missing} is not set"
             out.append(item)
         return out
-
-
-def env_is_set(name: str) -> bool:
-    return bool(os.environ.get(name))

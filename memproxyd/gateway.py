@@ -52,9 +52,11 @@ def upstream_headers(request: web.Request, dep: Deployment, user_id: str) -> dic
         if value is not None:
             headers[name] = value
     if dep.entry.forward_client_credentials:
+        guard = request.app[appkeys.STATE].guard
         for name in CREDENTIAL_HEADERS:
-            if name in request.headers:
-                headers[name] = request.headers[name]
+            value = request.headers.get(name)
+            if value is not None and not guard.is_gateway_credential(value):
+                headers[name] = value
     else:
         key = dep.api_key()
         if key:
@@ -88,13 +90,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' is required and must be a non-empty array",
                        "missing_messages")
-    call = new_call(request, body, OPENAI)
-    app = request.app
+    return await proxy(new_call(request, body, OPENAI), "openai", forward_openai, llm.chat)
+
+
+async def proxy(call: Call, native_wire: str, native, translate) -> web.StreamResponse:
+    """The shared pipeline of a model call: the user's session, memory's recall and tap, then
+    native forwarding when the deployment speaks the client's protocol, else translation."""
+    app = call.request.app
     async with app[appkeys.SESSIONS].lease(call.user_id) as session:
         outgoing, tap = await app[appkeys.MEMORY].prepare(call, session)
-        if call.deployment.wire == "openai":
-            return await forward_openai(call, session, outgoing, tap)
-        return await llm.chat(call, session, outgoing, tap)
+        forward = native if call.deployment.wire == native_wire else translate
+        return await forward(call, session, outgoing, tap)
 
 
 async def forward_openai(call: Call, session: UserSession, body: dict, tap) -> web.StreamResponse:

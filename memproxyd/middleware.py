@@ -40,11 +40,21 @@ def is_loopback(request: web.Request) -> bool:
         return False
 
 
-def _presented_key(request: web.Request) -> str | None:
+GATEWAY_KEY_HEADER = "x-memproxy-api-key"
+
+
+def presented_keys(request: web.Request) -> list[str]:
+    """Every place a client may put the gateway key. ``x-memproxy-api-key`` exists for
+    deployments with ``forward_client_credentials``: the client's own Authorization or
+    x-api-key then goes upstream while this header authenticates it to memproxyd."""
+    found = []
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return request.headers.get("x-api-key")
+        found.append(auth[7:].strip())
+    for name in (GATEWAY_KEY_HEADER, "x-api-key"):
+        if name in request.headers:
+            found.append(request.headers[name].strip())
+    return found
 
 
 def key_matches(presented: str | None, keys: tuple[bytes, ...]) -> bool:
@@ -64,9 +74,14 @@ class Guard:
         self.admin_keys = (admin.encode(),) if admin else ()
 
     def check_gateway(self, request: web.Request) -> None:
-        if self.keys and not key_matches(_presented_key(request), self.keys):
+        if self.keys and not any(key_matches(k, self.keys) for k in presented_keys(request)):
             raise ApiError(401, "invalid or missing API key: send Authorization: Bearer <key>",
                            "invalid_api_key")
+
+    def is_gateway_credential(self, header_value: str) -> bool:
+        """True when a credential header carries a gateway key (never sent upstream)."""
+        value = header_value[7:].strip() if header_value[:7].lower() == "bearer " else header_value
+        return key_matches(value.strip(), self.keys)
 
     def check_admin(self, request: web.Request, on_gateway_port: bool) -> None:
         if not on_gateway_port:

@@ -289,6 +289,28 @@ async def test_forward_client_credentials_sends_the_clients_key_only_there(open_
             assert CLIENT_KEY not in json.dumps(normal)
 
 
+async def test_forwarded_credentials_never_include_the_gateway_key(gateway, anthropic_fake):
+    async def upstream_headers(headers: dict) -> dict:
+        marker = uuid.uuid4().hex
+        api = client(gateway, api_key=None, default_headers=headers)
+        await api.messages.create(**simple("claude-fwd", marker))
+        [record] = records(anthropic_fake, marker)
+        return {k.lower(): v for k, v in record["headers"].items()}
+
+    # Claude Code with a subscription: its OAuth token upstream, the gateway key in its own header
+    sent = await upstream_headers({"authorization": "Bearer oauth-tok-2",
+                                   "x-memproxy-api-key": GATEWAY_KEY})
+    assert sent["authorization"] == "Bearer oauth-tok-2"
+    assert GATEWAY_KEY not in json.dumps(sent)
+    # the gateway key as x-api-key, the client's own key as a bearer token
+    sent = await upstream_headers({"x-api-key": GATEWAY_KEY,
+                                   "authorization": f"Bearer {CLIENT_KEY}"})
+    assert sent["authorization"] == f"Bearer {CLIENT_KEY}" and "x-api-key" not in sent
+    with pytest.raises(anthropic.AuthenticationError):
+        await client(gateway, api_key=None, default_headers={
+            "authorization": "Bearer oauth-tok-3"}).messages.create(**simple("claude-fwd", "x"))
+
+
 async def test_wildcard_routes_the_requested_name_and_exact_names_win(gateway, anthropic_fake):
     async def upstream_of(model: str) -> dict:
         marker = uuid.uuid4().hex
