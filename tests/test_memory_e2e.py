@@ -278,3 +278,15 @@ async def test_embedding_model_adds_vector_recall(tmp_path, openai_fake, start_d
     embedded = [r for r in upstream_records(openai_fake) if r["path"] == "/v1/embeddings"]
     assert len(embedded) >= before + 2       # the memories, then the query
     assert embedded[-1]["json"]["model"] == "embed"
+
+
+    # the litellm path (the offline demo model) recalls and remembers like the native one
+    client = api(daemon, user, **{"x-memproxy-conversation-id": "conv-42"})
+    raw = await client.chat.completions.with_raw_response.create(
+        model="demo", messages=[{"role": "user", "content": "which memory is longer?"}])
+    assert raw.headers["x-memproxy-memory"] == "injected"
+    stored = await wait_memories(daemon, user, 3)
+    [exchange] = [m for m in stored if m["metadata"].get("source") == "exchange"]
+    assert exchange["content"] == "User: which memory is longer?\nAssistant: offline hello"
+    assert exchange["metadata"]["model"] == "demo"
+    assert exchange["metadata"]["conversation_id"] == "conv-42"

@@ -89,8 +89,7 @@ class MemoryService:
         self.skip_patterns = [re.compile(p) for p in config.memory.skip_system_patterns]
 
     def status(self) -> dict[str, Any]:
-        return {**self.store.status(), "outbox": self.outbox.status()
-                if hasattr(self.outbox, "status") else {}}
+        return self.store.status()
 
     def _mode(self, call: Call) -> str:
         mode = call.request.headers.get(MODE_HEADER, "on").strip().lower()
