@@ -55,8 +55,16 @@ async def create_project(request: web.Request) -> web.Response:
     reserved = request.app[appkeys.STATE].gateway_ports | {config.server.port}
     project = await _registry(request, add_project, body.get("name"), body.get("port"),
                               port_range=tuple(config.server.project_ports),
-                              description=body.get("description", ""), reserved=reserved)
-    await request.app[appkeys.LISTENERS].reconcile()
+                              description=body.get("description", ""), reserved=reserved,
+                              host=config.server.host)
+    listeners = request.app[appkeys.LISTENERS]
+    await listeners.reconcile()
+    listener = listeners.get(project.name)
+    if listener is not None and listener.error:
+        # the port was free when checked but could not be bound: undo, change nothing
+        await _registry(request, remove_project, project.name)
+        await listeners.reconcile()
+        raise ApiError(409, listener.error, "port_unavailable")
     return web.json_response({"project": _project_json(request, project)}, status=201)
 
 
@@ -89,8 +97,7 @@ async def reload(request: web.Request) -> web.Response:
     reloader = request.app[appkeys.STATE].reload
     if reloader is None:
         raise ApiError(503, "reload is not available in this process", "reload_unavailable")
-    result = await reloader()
-    return web.json_response(result, status=200 if result.get("reloaded") else 400)
+    return web.json_response(await reloader())
 
 
 def add_routes(app: web.Application) -> None:

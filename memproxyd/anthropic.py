@@ -49,7 +49,7 @@ async def forward_anthropic(call: Call, session: UserSession, path: str, body: d
                             tap=None) -> web.StreamResponse:
     dep = call.deployment
     payload = {**body, "model": dep.upstream_model}
-    headers = upstream_headers(call.request, dep, call.user_id)
+    headers = upstream_headers(call)
     url = upstream_url(dep.api_base, path, call.request.query_string)
     return await upstream.forward(call, session, url, headers, payload, tap)
 

@@ -87,7 +87,7 @@ async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     worker = OutboxWorker(outbox, lambda: store, sessions,
                           retry_max_seconds=config.memory.outbox_retry_max_seconds)
     await worker.start()
-    app[appkeys.MEMORY] = MemoryService(config, store, outbox, sessions)
+    app[appkeys.MEMORY] = MemoryService(app[appkeys.STATE], store, outbox, sessions)
     yield
     left = await worker.flush(config.server.shutdown_timeout)
     if left:

@@ -12,6 +12,7 @@ Secrets may be written as ``os.environ/NAME``; they are resolved lazily by ``res
 from __future__ import annotations
 
 import os
+import re
 import sys
 import typing
 from pathlib import Path
@@ -64,7 +65,9 @@ class HeaderPattern:
 class IdentityConfig:
     header: str = "x-memory-user-id"
     default_user_id: str = "default"
-    header_patterns: tuple[HeaderPattern, ...] = ()
+    # PyCharm AI Assistant sends no custom headers; its user agent identifies it.
+    header_patterns: tuple[HeaderPattern, ...] = (
+        HeaderPattern("user-agent", "^OpenAIClientImpl/Java", "pycharm"),)
 
 
 @attrs.frozen
@@ -236,29 +239,74 @@ def _kind(value) -> str:
 
 _CHOICES = {
     "server.log_format": ("json", "text"),
+    "server.log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "memory.backend": ("sqlite", "supermemory", "off"),
     "memory.query_strategy": ("last_user", "last_user_plus_previous", "all_user"),
 }
+# A user id: what may reach storage as a memory owner (``identity.py`` checks requests).
+USER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 
 
 def _validate(config: Config, file: str) -> None:
+    """Everything the schema walker cannot see, so ``--check`` catches what would fail later."""
+    for check in (_check_choices, _check_ports, _check_models, _check_identity,
+                  _check_patterns):
+        problem = check(config)
+        if problem:
+            raise ConfigError(f"{file}: {problem}")
+
+
+def _check_choices(config: Config) -> str | None:
     for key, choices in _CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value not in choices:
-            raise ConfigError(f"{file}: '{key}' expected one of {', '.join(choices)}, got {value!r}")
+            return f"'{key}' expected one of {', '.join(choices)}, got {value!r}"
+    return None
+
+
+def _check_ports(config: Config) -> str | None:
     if not 0 <= config.server.port <= 65535:
-        raise ConfigError(f"{file}: 'server.port' expected 0-65535, got {config.server.port}")
+        return f"'server.port' expected 0-65535, got {config.server.port}"
     ports = config.server.project_ports
     if len(ports) != 2 or not 1024 <= ports[0] <= ports[1] <= 65535:
-        raise ConfigError(f"{file}: 'server.project_ports' expected [low, high] within 1024-65535")
+        return "'server.project_ports' expected [low, high] within 1024-65535"
+    return None
+
+
+def _check_models(config: Config) -> str | None:
     names = [m.model_name for m in config.model_list]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"{file}: 'model_list' has duplicate model_name {dupes[0]!r}")
+        return f"'model_list' has duplicate model_name {dupes[0]!r}"
     for i, entry in enumerate(config.model_list):
         if entry.wire not in ("", "openai", "anthropic", "litellm"):
-            raise ConfigError(f"{file}: 'model_list[{i}].wire' expected openai, anthropic or litellm")
+            return f"'model_list[{i}].wire' expected openai, anthropic or litellm"
     if config.memory.embedding_model and config.memory.embedding_model not in names:
-        raise ConfigError(f"{file}: 'memory.embedding_model' names no model in model_list: "
-                          f"{config.memory.embedding_model!r}")
+        return f"'memory.embedding_model' names no model in model_list: " \
+               f"{config.memory.embedding_model!r}"
+    return None
+
+
+def _check_identity(config: Config) -> str | None:
+    owners = {"identity.default_user_id": config.identity.default_user_id}
+    owners.update({f"identity.header_patterns[{i}].user_id": p.user_id
+                   for i, p in enumerate(config.identity.header_patterns)})
+    for key, user_id in owners.items():
+        if not USER_ID_RE.fullmatch(user_id):
+            return (f"'{key}' expected 1-128 characters of letters, digits and ._@:- "
+                    f"starting with a letter or digit, got {user_id!r}")
+    return None
+
+
+def _check_patterns(config: Config) -> str | None:
+    patterns = {f"identity.header_patterns[{i}].pattern": p.pattern
+                for i, p in enumerate(config.identity.header_patterns)}
+    patterns.update({f"memory.skip_system_patterns[{i}]": p
+                     for i, p in enumerate(config.memory.skip_system_patterns)})
+    for key, pattern in patterns.items():
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            return f"'{key}' is not a valid regular expression: {exc}"
+    return None

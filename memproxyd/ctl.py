@@ -18,8 +18,9 @@ import urllib.parse
 
 from memproxyd import registry
 from memproxyd.config import ConfigError
+from memproxyd.addresses import is_loopback
 from memproxyd.ctl_client import (EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, Context, CtlError,
-                                  DaemonDown, is_loopback, notice)
+                                  DaemonDown, notice)
 from memproxyd.ctl_memory import add_memory_parsers
 
 
@@ -51,7 +52,7 @@ def cmd_add_project(ctx: Context, args) -> int:
         project = registry.add_project(
             ctx.config.registry_path, args.name, args.port, description=args.description,
             port_range=tuple(ctx.config.server.project_ports),
-            reserved=(ctx.config.server.port,)).to_json()
+            reserved=(ctx.config.server.port,), host=ctx.config.server.host).to_json()
     openai_url, anthropic_url = ctx.base_urls(project["port"])
     print(f"project {project['name']}: port {project['port']}\n"
           f"  OpenAI base URL:    {openai_url}\n  Anthropic base URL: {anthropic_url}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import ipaddress
 import json
 import os
 import sys
@@ -55,7 +54,9 @@ class Client:
             with self._opener.open(request, timeout=HTTP_TIMEOUT) as response:
                 return _decode(response.read(), url)
         except urllib.error.HTTPError as exc:
-            raise CtlError(_http_error_message(exc, method, path)) from None
+            message, code = _http_error(exc, method, path)
+            raise CtlError(message, EXIT_CONFIG if code in CONFIG_ERROR_CODES else EXIT_REFUSED
+                           ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, (ConnectionRefusedError, FileNotFoundError)):
@@ -73,13 +74,20 @@ def _decode(raw: bytes, url: str):
         raise CtlError(f"{url} answered with something that is not JSON") from None
 
 
-def _http_error_message(exc: urllib.error.HTTPError, method: str, path: str) -> str:
+# daemon error codes that mean a bad config or registry: exit 2, as when the daemon is down
+CONFIG_ERROR_CODES = frozenset({"registry_corrupt", "config_invalid"})
+
+
+def _http_error(exc: urllib.error.HTTPError, method: str, path: str) -> tuple[str, str | None]:
+    """The daemon's one-line error message and its machine code."""
     try:
         error = json.loads(exc.read()).get("error") or {}
-        message = error.get("message") if isinstance(error, dict) else str(error)
     except (ValueError, AttributeError, OSError):
-        message = None
-    return f"{method} {path}: HTTP {exc.code}: {message or exc.reason}"
+        error = {}
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    return f"{method} {path}: HTTP {exc.code}: {error.get('message') or exc.reason}", \
+        error.get("code")
 
 
 # -- context: config, URL, credentials ----------------------------------------------------
@@ -113,10 +121,3 @@ def _first_key(config: Config) -> str | None:
 
 def notice(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -20,11 +19,14 @@ import sys
 import time
 from typing import Awaitable
 
+import attrs
 from aiohttp import web
 
 from memproxyd import __version__, appkeys, logs
+from memproxyd.addresses import is_loopback
 from memproxyd.app import create_app
 from memproxyd.config import Config, ConfigError, find_config_path, load_config, resolve_secret
+from memproxyd.errors import ApiError
 
 log = logging.getLogger("memproxyd")
 EXIT_OK, EXIT_CONFIG = 0, 2
@@ -49,15 +51,10 @@ def sd_notify(message: str) -> None:
 
 
 def check_bind_safety(config: Config) -> None:
-    host = config.server.host
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
     keys = [k for k in (resolve_secret(k) for k in config.auth.keys) if k]
-    if not loopback and not keys:
-        raise StartupError(f"refusing to bind {host}: no [auth] keys are configured; "
-                           "set keys or bind 127.0.0.1")
+    if not is_loopback(config.server.host) and not keys:
+        raise StartupError(f"refusing to bind {config.server.host}: no [auth] keys are "
+                           "configured; set keys or bind 127.0.0.1")
 
 
 async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
@@ -140,9 +137,13 @@ async def _run(config: Config, path) -> int:
             os._exit(1)
         stop.set()
 
+    reloads: set[asyncio.Task] = set()
+
     def on_hup() -> None:
         if app_ref:
-            asyncio.ensure_future(reload(app_ref[0], path))
+            task = asyncio.create_task(_reload_from_signal(app_ref[0], path))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop_signal)
@@ -150,15 +151,50 @@ async def _run(config: Config, path) -> int:
     return await serve(config, stop.wait(), on_ready=app_ref.append, reload_path=path)
 
 
+# Read once at start; a reload reports a change to them as needing a restart.
+RESTART_KEYS = (
+    "server.host", "server.port", "server.state_dir", "server.max_body_bytes",
+    "server.max_sessions", "server.session_idle_ttl", "server.shutdown_timeout",
+    "server.log_format", "server.log_level", "memory.backend", "memory.embedding_model",
+    "supermemory",
+)
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    def value(config: Config, key: str):
+        for part in key.split("."):
+            config = getattr(config, part)
+        return config
+    return [key for key in RESTART_KEYS if value(old, key) != value(new, key)]
+
+
 async def reload(app: web.Application, path) -> dict:
-    """Re-read the config and the registry; a bad config is reported and changes nothing."""
+    """Re-read the config and the registry (SIGHUP, ``memproxyctl reload``). A config that is
+    invalid, or would leave a non-loopback listener without keys, changes nothing."""
     state = app[appkeys.STATE]
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        log.error("reload refused: %s", exc)
-        return {"reloaded": False, "error": str(exc)}
-    state.apply(config)
-    await app[appkeys.LISTENERS].reconcile()
+    async with state.reload_lock:
+        try:
+            config = load_config(path)
+            restart = restart_needed(state.config, config)
+            # listeners keep the address the daemon bound; the rest applies at once
+            config = attrs.evolve(config, server=attrs.evolve(
+                config.server, host=state.config.server.host, port=state.config.server.port))
+            check_bind_safety(config)
+        except (ConfigError, StartupError) as exc:
+            log.error("reload refused: %s", exc)
+            raise ApiError(400, f"reload refused: {exc}", "config_invalid") from None
+        state.apply(config)
+        await app[appkeys.LISTENERS].reconcile()
+    if restart:
+        log.warning("config reloaded; these keys apply after a restart: %s", ", ".join(restart))
     log.info("config reloaded path=%s", path)
-    return {"reloaded": True}
+    return {"reloaded": True, "needs_restart": restart}
+
+
+async def _reload_from_signal(app: web.Application, path) -> None:
+    try:
+        await reload(app, path)
+    except ApiError:
+        pass   # already logged
+    except Exception:
+        log.exception("reload failed")

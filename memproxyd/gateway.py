@@ -11,8 +11,6 @@ from typing import Any
 from aiohttp import web
 
 from memproxyd import appkeys, llm, upstream
-from memproxyd.config import resolve_secret
-from memproxyd.deployments import Deployment
 from memproxyd.errors import OPENAI, ApiError
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
@@ -22,7 +20,6 @@ from memproxyd.sessions import UserSession
 FORWARDED_HEADERS = ("accept", "openai-beta", "anthropic-version", "anthropic-beta",
                      "idempotency-key")
 CREDENTIAL_HEADERS = ("authorization", "x-api-key")
-SUPERMEMORY_KEY_HEADER = "x-supermemory-api-key"
 # Body fields that would name a provider, endpoint or credential: dropped on every path, so a
 # client can never redirect a deployment or smuggle a key (litellm would honour them).
 CREDENTIAL_FIELDS = frozenset({
@@ -43,9 +40,10 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def upstream_headers(request: web.Request, dep: Deployment, user_id: str) -> dict[str, str]:
+def upstream_headers(call: Call) -> dict[str, str]:
     """Headers for a native call: protocol options from the client, credentials and extra
     headers from the deployment only (or the client's own, where the deployment says so)."""
+    request, dep = call.request, call.deployment
     headers = {"content-type": "application/json"}
     for name in FORWARDED_HEADERS:
         value = request.headers.get(name)
@@ -67,11 +65,7 @@ def upstream_headers(request: web.Request, dep: Deployment, user_id: str) -> dic
     if dep.wire == "anthropic":
         headers.setdefault("anthropic-version", "2023-06-01")
     headers.update(dep.params.extra_headers)
-    if dep.entry.supermemory_router:
-        headers["x-sm-user-id"] = user_id
-        key = resolve_secret(request.app[appkeys.STATE].config.supermemory.api_key)
-        if key:
-            headers[SUPERMEMORY_KEY_HEADER] = key
+    headers.update(call.router_headers())
     return headers
 
 
@@ -106,7 +100,7 @@ async def proxy(call: Call, native_wire: str, native, translate) -> web.StreamRe
 async def forward_openai(call: Call, session: UserSession, body: dict, tap) -> web.StreamResponse:
     dep = call.deployment
     payload = {**body, "model": dep.upstream_model}
-    headers = upstream_headers(call.request, dep, call.user_id)
+    headers = upstream_headers(call)
     return await upstream.forward(call, session, f"{dep.api_base}/chat/completions",
                                   headers, payload, tap)
 
@@ -119,7 +113,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     dep = call.deployment
     async with request.app[appkeys.SESSIONS].lease(call.user_id) as session:
         if dep.wire == "openai":
-            headers = upstream_headers(request, dep, call.user_id)
+            headers = upstream_headers(call)
             return await upstream.forward(call, session, f"{dep.api_base}/embeddings", headers,
                                           {**call.body, "model": dep.upstream_model})
         result = await llm.embed(dep, session, call.body)

@@ -14,14 +14,12 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from memproxyd.config import IdentityConfig
+from memproxyd.config import USER_ID_RE, IdentityConfig
 from memproxyd.errors import ApiError
-
-USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")
 
 
 def validate_user_id(user_id: str) -> str:
-    if not isinstance(user_id, str) or not USER_ID_RE.match(user_id):
+    if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
         raise ApiError(400, "invalid user id: expected 1-128 characters of letters, digits "
                             "and ._@:- starting with a letter or digit", "invalid_user_id")
     return user_id

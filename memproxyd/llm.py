@@ -65,8 +65,10 @@ def litellm():
     return _litellm
 
 
-def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool) -> dict[str, Any]:
-    """Provider arguments from the deployment alone, plus the user's own clients."""
+def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool,
+                      headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Provider arguments from the deployment alone (plus gateway-made ``headers``, such as
+    the Memory Router's), and the user's own clients."""
     params = dep.params
     kwargs: dict[str, Any] = {"model": params.model, "timeout": dep.timeout(stream),
                               "num_retries": params.num_retries}
@@ -77,17 +79,33 @@ def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool) -> di
         kwargs["api_base"] = params.api_base
     if params.mock_response:
         kwargs["mock_response"] = params.mock_response
-    if params.extra_headers:
-        kwargs["extra_headers"] = dict(params.extra_headers)
+    if params.extra_headers or headers:
+        kwargs["extra_headers"] = {**params.extra_headers, **(headers or {})}
     for name in _DEPLOYMENT_PARAMS:
         value = getattr(params, name)
         if value:
             kwargs[name] = value
     if params.model.startswith(_OPENAI_STYLE) and not params.mock_response:
         kwargs["client"] = openai_client(session, key, params.api_base, dep.timeout(stream))
-    else:
-        kwargs["shared_session"] = session.http
+    elif not params.mock_response:
+        kwargs["client"] = http_handler(session)
     return kwargs
+
+
+def http_handler(session: UserSession):
+    """litellm's HTTP handler on the user's aiohttp session, one per user session.
+
+    Passing ``shared_session=`` alone is not enough: litellm caches one handler per provider
+    whose cache key ignores the session, so the first user's session (and cookie jar) would
+    serve every later user of that provider (litellm 1.110 ``get_async_httpx_client``).
+    """
+    handler = session.clients.get("litellm")
+    if handler is None:
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+        litellm()
+        handler = AsyncHTTPHandler(shared_session=session.http)
+        session.clients["litellm"] = handler
+    return handler
 
 
 def openai_client(session: UserSession, key: str | None, base: str, timeout: float):
@@ -99,7 +117,8 @@ def openai_client(session: UserSession, key: str | None, base: str, timeout: flo
 async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.StreamResponse:
     """``/v1/chat/completions`` through ``litellm.acompletion``."""
     args = {k: v for k, v in body.items() if k in CHAT_PARAMS}
-    args.update(deployment_kwargs(call.deployment, session, call.stream))
+    args.update(deployment_kwargs(call.deployment, session, call.stream,
+                                   call.router_headers()))
     sent = time.perf_counter()
     try:
         result = await litellm().acompletion(**args)
@@ -152,7 +171,8 @@ async def messages(call: Call, session: UserSession, body: dict, tap=None) -> we
     """``/v1/messages`` for a deployment that does not speak Anthropic, through litellm's
     Anthropic-messages adapter; the client gets Anthropic JSON or Anthropic SSE events."""
     args = {k: v for k, v in body.items() if k in MESSAGES_PARAMS}
-    args.update(deployment_kwargs(call.deployment, session, call.stream))
+    args.update(deployment_kwargs(call.deployment, session, call.stream,
+                                   call.router_headers()))
     sent = time.perf_counter()
     try:
         result = await litellm().anthropic.messages.acreate(**args)

@@ -8,10 +8,12 @@ project and naming another one is refused (403).
     GET    /v1/memories?user_id=&limit=&cursor=   → {"data": [...], "next_cursor"}
     GET    /v1/memories/{id}?user_id=             → memory
     DELETE /v1/memories/{id}?user_id=             → {"deleted": true}
-    DELETE /v1/memories?user_id=&all=true         → {"deleted": N}
+    DELETE /v1/memories?user_id=&all=true         → {"deleted": N}  (also drops the user's
+                                                     exchanges not yet delivered)
 
-Bad input (missing user id, empty or oversized content, limit out of range, unknown id,
-another user's id) is a 4xx with a clear message, and nothing is written.
+Bad input (missing user id, empty or oversized content, limit out of range, a cursor the
+store did not hand out, unknown id, another user's id) is a 4xx with a clear message, and
+nothing is written.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from memproxyd import appkeys
 from memproxyd.errors import ApiError
 from memproxyd.gateway import read_json
 from memproxyd.identity import validate_user_id
-from memproxyd.memory.base import MemoryError_, NewMemory, NotSupported, RetryLater
+from memproxyd.memory.base import (InvalidCursor, MemoryError_, NewMemory, NotSupported,
+                                   RetryLater)
 from memproxyd.memory.redact import redact
 from memproxyd.middleware import PROJECT
 
@@ -69,14 +72,24 @@ def _new_memory(item: Any, max_chars: int, redact_secrets: bool) -> NewMemory:
     return NewMemory(redact(content) if redact_secrets else content, metadata)
 
 
-async def _call(request: web.Request, method: str, user_id: str, *args):
-    memory = request.app[appkeys.MEMORY]
-    store = getattr(memory, "store", None)
+def _store(request: web.Request):
+    store = getattr(request.app[appkeys.MEMORY], "store", None)
     if store is None:
         raise ApiError(404, "memory is off ([memory] backend = \"off\")", "memory_off")
+    return store
+
+
+async def _call(request: web.Request, method: str, user_id: str, *args):
+    """``store.<method>(user_id, *args, session=...)`` with backend errors as API errors."""
+    return await _run(request, user_id, getattr(_store(request), method), *args)
+
+
+async def _run(request: web.Request, user_id: str, operation, *args):
     async with request.app[appkeys.SESSIONS].lease(user_id) as session:
         try:
-            return await getattr(store, method)(user_id, *args, session=session)
+            return await operation(user_id, *args, session=session)
+        except InvalidCursor:
+            raise ApiError(400, "invalid 'cursor'", "invalid_cursor") from None
         except NotSupported as exc:
             raise ApiError(501, str(exc), "not_supported") from None
         except RetryLater as exc:
@@ -114,11 +127,8 @@ async def search(request: web.Request) -> web.Response:
 async def list_memories(request: web.Request) -> web.Response:
     user_id = _user_id(request, request.query.get("user_id"))
     limit = _limit(request.query.get("limit"), 100, MAX_LIST_LIMIT)
-    try:
-        page, cursor = await _call(request, "list", user_id, limit,
-                                   request.query.get("cursor") or None)
-    except ValueError:
-        raise ApiError(400, "invalid 'cursor'", "invalid_cursor") from None
+    page, cursor = await _call(request, "list", user_id, limit,
+                               request.query.get("cursor") or None)
     return web.json_response({"data": [m.to_json() for m in page], "next_cursor": cursor})
 
 
@@ -143,7 +153,10 @@ async def forget_all(request: web.Request) -> web.Response:
     user_id = _user_id(request, request.query.get("user_id"))
     if request.query.get("all") != "true":
         raise ApiError(400, "deleting every memory of a user needs all=true", "confirm_all")
-    return web.json_response({"deleted": await _call(request, "forget_all", user_id)})
+    _store(request)                      # 404 when memory is off
+    # The service, not the store: it also drops the user's exchanges still in the outbox.
+    memory = request.app[appkeys.MEMORY]
+    return web.json_response({"deleted": await _run(request, user_id, memory.forget_all)})
 
 
 def add_routes(app: web.Application) -> None:

@@ -8,7 +8,11 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from memproxyd import appkeys
+from memproxyd.config import resolve_secret
 from memproxyd.deployments import Deployment
+
+SUPERMEMORY_KEY_HEADER = "x-supermemory-api-key"
 
 
 @attrs.define
@@ -27,6 +31,17 @@ class Call:
     @property
     def stream(self) -> bool:
         return bool(self.body.get("stream"))
+
+    def router_headers(self) -> dict[str, str]:
+        """Supermemory Memory Router deployments only: who the memory belongs to, and the
+        Supermemory key; on the native and the litellm path alike."""
+        if not self.deployment.entry.supermemory_router:
+            return {}
+        headers = {"x-sm-user-id": self.user_id}
+        key = resolve_secret(self.request.app[appkeys.STATE].config.supermemory.api_key)
+        if key:
+            headers[SUPERMEMORY_KEY_HEADER] = key
+        return headers
 
     def overhead_ms(self) -> float:
         return (time.perf_counter() - self.started - self.upstream_s) * 1000.0

@@ -109,7 +109,7 @@ def read_registry(path: Path) -> dict[str, Project]:
 
 def add_project(path: Path, name: str, port: int | None = None, *,
                 port_range: tuple[int, int] = (8800, 8899), description: str = "",
-                reserved: Iterable[int] = ()) -> Project:
+                reserved: Iterable[int] = (), host: str = "127.0.0.1") -> Project:
     """Map ``name`` to ``port`` (or the first free, unmapped port in ``port_range``).
 
     ``reserved`` ports (e.g. the gateway's own) are never handed out. Refusals raise
@@ -127,12 +127,12 @@ def add_project(path: Path, name: str, port: int | None = None, *,
             raise RegistryError(f"project {name!r} already exists (port {projects[name].port})")
         taken = {p.port: p.name for p in projects.values()}
         if port is None:
-            port = _pick_port(port_range, set(taken) | set(reserved))
+            port = _pick_port(port_range, set(taken) | set(reserved), host)
         elif port in taken:
             raise RegistryError(f"port {port} is already mapped to project {taken[port]!r}")
         elif port in set(reserved):
             raise RegistryError(f"port {port} is reserved (the gateway's own port)")
-        elif not port_is_free(port):
+        elif not port_is_free(port, host):
             raise RegistryError(f"port {port} is in use by another process")
         project = Project(name, port, _now(), description)
         _write(path, {**projects, name: project})
@@ -153,10 +153,10 @@ def remove_project(path: Path, name: str) -> Project:
 
 # -- internals ---------------------------------------------------------------------------
 
-def _pick_port(port_range: tuple[int, int], taken: set[int]) -> int:
+def _pick_port(port_range: tuple[int, int], taken: set[int], host: str) -> int:
     lo, hi = port_range
     for candidate in range(max(lo, PORT_MIN), min(hi, PORT_MAX) + 1):
-        if candidate not in taken and port_is_free(candidate):
+        if candidate not in taken and port_is_free(candidate, host):
             return candidate
     raise RegistryError(f"no free port left in the project range {lo}-{hi}")
 

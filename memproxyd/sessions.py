@@ -47,6 +47,8 @@ class UserSession:
             skip_auto_headers=("User-Agent",),
         )
         self._httpx: httpx.AsyncClient | None = None
+        # SDK clients built on this user's transports (e.g. litellm's handler), made once
+        self.clients: dict[str, object] = {}
         self.last_used = time.monotonic()
         self.leases = 0
         self.evicted = False
@@ -65,6 +67,9 @@ class UserSession:
         return sorted(names)
 
     async def close(self) -> None:
+        for client in self.clients.values():
+            with contextlib.suppress(Exception):
+                await client.close()
         await self.http.close()
         if self._httpx is not None:
             await self._httpx.aclose()

@@ -5,6 +5,7 @@ replaces lives here: the config and what is derived from it alone.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 import typing
 from typing import Awaitable, Callable
@@ -15,7 +16,7 @@ if typing.TYPE_CHECKING:
     from memproxyd.config import Config
     from memproxyd.deployments import DeploymentTable
     from memproxyd.identity import IdentityResolver
-    from memproxyd.middleware import Guard
+    from memproxyd.auth import Guard
 
 
 @attrs.define
@@ -29,12 +30,13 @@ class RuntimeState:
     # bound local port → project name; maintained by listeners.Listeners
     project_ports: dict[int, str] = attrs.field(factory=dict)
     reload: Callable[[], Awaitable[dict]] | None = None
+    reload_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
     @classmethod
     def from_config(cls, config: "Config") -> "RuntimeState":
         from memproxyd.deployments import DeploymentTable
         from memproxyd.identity import IdentityResolver
-        from memproxyd.middleware import Guard
+        from memproxyd.auth import Guard
         return cls(config, DeploymentTable(config), IdentityResolver(config.identity),
                    Guard(config.auth.keys, config.server.admin_key))
 

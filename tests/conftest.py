@@ -57,6 +57,10 @@ def models_toml(upstream_url: str) -> str:
     out.append(f'[[model_list]]\nmodel_name = "via-litellm"\nwire = "litellm"\n'
                f'[model_list.litellm_params]\nmodel = "openai/ok"\n'
                f'api_base = "{upstream_url}/v1"\napi_key = "{UPSTREAM_KEY}"\n')
+    # a provider litellm speaks through its own HTTP handler, not the openai SDK
+    out.append(f'[[model_list]]\nmodel_name = "via-mistral"\n'
+               f'[model_list.litellm_params]\nmodel = "mistral/ok"\n'
+               f'api_base = "{upstream_url}/v1"\napi_key = "{UPSTREAM_KEY}"\n')
     out.append('[[model_list]]\nmodel_name = "demo"\n[model_list.litellm_params]\n'
                'model = "openai/demo"\nmock_response = "offline hello"\n')
     out.append('[[model_list]]\nmodel_name = "needs-key"\n[model_list.litellm_params]\n'

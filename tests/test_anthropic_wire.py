@@ -75,13 +75,19 @@ def test_inject_into_absent_or_string_system(system, expected):
     assert body == before
 
 
-def test_user_text_strips_the_memory_block_and_skips_tool_results():
+def test_user_text_strips_the_memory_block():
     body = {"messages": [{"role": "user", "content": [
         {"type": "text", "text": f"{BLOCK}\n\nmy cat is Miso"},
         {"type": "image", "source": {"type": "base64", "data": "AAAA"}}]}]}
     assert wire.user_text(body) == "my cat is Miso"
-    assert wire.user_text(conversation()) == ""      # the last user turn is a tool result
     assert wire.strip_block(f"before\n{BLOCK}\nafter") == "before\nafter"
+
+
+def test_user_text_after_a_tool_loop_is_the_last_turn_with_text():
+    """Claude Code's final answer follows a tool_result-only turn: it is paired with what
+    the user asked, as the recall query is."""
+    assert wire.user_text(conversation()) == "and my dog?"
+    assert wire.user_text({"messages": [tool_result(), tool_result()]}) == ""
 
 
 def test_housekeeping_by_small_max_tokens_or_system_pattern():
@@ -140,3 +146,27 @@ def test_collector_ignores_pings_errors_and_garbage():
                    b'"index": 0, "delta": {"type": "text_delta", "text": "partial"}}\n\n')
     collector.feed(b'event: error\ndata: {"type": "error", "error": {"type": "api_error"}}\n\n')
     assert collector.text() == "partial"
+
+
+@pytest.mark.parametrize("event", [
+    None, [1, 2], "text", 7,
+    {"type": "content_block_start", "index": 1, "content_block": None},
+    {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": 5}},
+    {"type": "content_block_start", "index": [1], "content_block": "text"},
+    {"type": "content_block_delta", "index": 0, "delta": "text"},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": ["text_delta"]}},
+    {"type": "content_block_delta", "index": {}, "delta": {"type": "text_delta", "text": 3}},
+    {"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use",
+                                                                  "name": None, "input": 3}},
+])
+def test_collector_skips_malformed_events_and_keeps_the_rest(event):
+    collector = wire.ReplyCollector(stream=True)
+    collector.feed(b'data: {"type": "content_block_start", "index": 0, '
+                   b'"content_block": {"type": "text", "text": ""}}\n\n')
+    collector.feed(f"data: {json.dumps(event)}\n\n".encode())
+    collector.feed(b'data: {"type": "content_block_delta", "index": 0, '
+                   b'"delta": {"type": "text_delta", "text": "kept"}}\n\n')
+    assert collector.text().startswith("kept")
+    body = wire.ReplyCollector(stream=False)
+    body.feed(json.dumps({"content": [event, {"type": "text", "text": "kept"}]}).encode())
+    assert body.text().endswith("kept")

@@ -25,6 +25,8 @@ def test_shipped_config_is_valid_and_equals_code_defaults():
     assert config.server == default.server
     assert config.memory == default.memory
     assert config.supermemory == default.supermemory
+    assert config.identity == default.identity
+    assert config.auth == default.auth
     assert [m.model_name for m in config.model_list] == ["demo"]
 
 
@@ -39,6 +41,11 @@ def test_shipped_config_is_valid_and_equals_code_defaults():
     ("[server]\nport = 70000\n", "'server.port' expected 0-65535"),
     ("[memory]\ntop_k = true\n", "'memory.top_k' expected an integer, got a boolean"),
     ("[server\n", "invalid TOML"),
+    ("[server]\nlog_level = \"LOUD\"\n", "'server.log_level' expected one of DEBUG"),
+    ("[identity]\ndefault_user_id = \"bad id\"\n", "'identity.default_user_id' expected 1-128"),
+    ("[[identity.header_patterns]]\nheader = \"user-agent\"\npattern = \"^(unclosed\"\n"
+     "user_id = \"x\"\n", "'identity.header_patterns[0].pattern' is not a valid regular"),
+    ("[memory]\nskip_system_patterns = [\"[\"]\n", "'memory.skip_system_patterns[0]' is not a"),
 ])
 def test_invalid_config_names_file_key_and_expectation(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:

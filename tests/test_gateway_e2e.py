@@ -95,17 +95,19 @@ async def test_each_user_gets_back_only_their_own_cookie(daemon, openai_fake):
     assert records_with(openai_fake, third)[0]["cookie"] == cookies["ann"]
 
 
-async def test_litellm_path_uses_the_users_session(daemon, openai_fake):
+@pytest.mark.parametrize("model", ["via-litellm", "via-mistral"])
+async def test_litellm_path_uses_the_users_session(daemon, openai_fake, model):
     async def call(user_id: str) -> str:
         marker = uuid.uuid4().hex
         reply = await client(daemon, **{"x-memory-user-id": user_id}).chat.completions.create(
-            model="via-litellm", messages=user(marker))
+            model=model, messages=user(marker))
         assert reply.choices[0].message.content == f"echo: {marker}"
         return records_with(openai_fake, marker)[0]["cookie"]
 
-    assert await call("cara") is None
-    assert await call("dan") is None
-    cara, dan = await call("cara"), await call("dan")
+    cara_user, dan_user = f"cara-{model}", f"dan-{model}"
+    assert await call(cara_user) is None
+    assert await call(dan_user) is None
+    cara, dan = await call(cara_user), await call(dan_user)
     assert cara and dan and cara != dan
 
 
@@ -200,9 +202,11 @@ async def test_stream_failing_midway_ends_with_an_error_event(daemon, model):
 
 async def test_memory_router_headers_only_on_router_deployments(tmp_path, openai_fake,
                                                                 start_daemon):
-    extra = ('[[model_list]]\nmodel_name = "routed"\nsupermemory_router = true\n'
-             f'[model_list.litellm_params]\nmodel = "openai/ok"\napi_base = "{openai_fake.url}/v1"\n'
-             f'api_key = "{UPSTREAM_KEY}"\n')
+    extra = "".join(
+        f'[[model_list]]\nmodel_name = "{name}"\nsupermemory_router = true\n{wire}'
+        f'[model_list.litellm_params]\nmodel = "openai/ok"\napi_base = "{openai_fake.url}/v1"\n'
+        f'api_key = "{UPSTREAM_KEY}"\n'
+        for name, wire in (("routed", ""), ("routed-litellm", 'wire = "litellm"\n')))
     daemon = start_daemon(write_config(tmp_path, openai_fake.url, extra=extra),
                           env={"SUPERMEMORY_API_KEY": "sm-test-key"})
     api = openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="x", max_retries=0,
@@ -217,3 +221,9 @@ async def test_memory_router_headers_only_on_router_deployments(tmp_path, openai
     assert routed_headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert "x-sm-user-id" not in direct_headers
     assert "x-supermemory-api-key" not in direct_headers
+    translated = uuid.uuid4().hex
+    await api.chat.completions.create(model="routed-litellm", messages=user(translated))
+    translated_headers = {k.lower(): v for k, v in
+                          records_with(openai_fake, translated)[0]["headers"].items()}
+    assert translated_headers["x-sm-user-id"] == "erin"
+    assert translated_headers["x-supermemory-api-key"] == "sm-test-key"

@@ -4,7 +4,7 @@ import pytest
 
 from memproxyd.config import HeaderPattern, IdentityConfig
 from memproxyd.errors import ApiError
-from memproxyd.identity import IdentityResolver
+from memproxyd.identity import IdentityResolver, validate_user_id
 
 CONFIG = IdentityConfig(header_patterns=(
     HeaderPattern("user-agent", "^OpenAIClientImpl/Java", "pycharm"),
@@ -27,8 +27,11 @@ def test_header_beats_patterns_and_patterns_beat_default():
     assert resolver.resolve({"user-agent": "curl/8"}, None) == "default"
 
 
-@pytest.mark.parametrize("bad", ["", " ", "../x", "a/b", "a b", "x" * 129, "-lead", "é"])
+@pytest.mark.parametrize("bad", ["", " ", "../x", "a/b", "a b", "x" * 129, "-lead", "é",
+                                 "alice\n"])
 def test_invalid_user_ids_are_refused_before_storage(bad):
     with pytest.raises(ApiError) as info:
-        IdentityResolver(CONFIG).resolve({"x-memory-user-id": bad}, None)
+        validate_user_id(bad)
+    with pytest.raises(ApiError):
+        IdentityResolver(CONFIG).resolve({"x-memory-user-id": bad + "!"}, None)
     assert info.value.status == 400

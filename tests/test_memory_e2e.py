@@ -12,6 +12,8 @@ import openai
 import pytest
 
 from tests.conftest import GATEWAY_KEY, free_port, upstream_records, write_config
+from tests.fakes.supermemory import FakeState, create_fake_supermemory
+from tests.fakes.threaded import ThreadedServer
 
 MEMORY_ON = 'backend = "sqlite"\nrecall_timeout_ms = 2000'
 
@@ -54,10 +56,19 @@ async def wait_memories(daemon, user: str, count: int, timeout: float = 10.0) ->
         await asyncio.sleep(0.05)
 
 
+# Deployments on the fake's extra behaviours (tests/fakes/openai_upstream.py).
+EXTRA_MODELS = "".join(
+    f'[[model_list]]\nmodel_name = "{name}"\n[model_list.litellm_params]\n'
+    f'model = "openai/{behaviour}"\napi_base = "{{url}}/v1"\n'
+    for name, behaviour in (("gpt-echo-system", "echo-system"),
+                            ("gpt-garbage", "garbage-chunk")))
+
+
 @pytest.fixture
 def mem_daemon(tmp_path, openai_fake, start_daemon):
     return start_daemon(write_config(tmp_path, openai_fake.url, memory=MEMORY_ON,
-                                     auth=f'keys = ["{GATEWAY_KEY}"]'))
+                                     auth=f'keys = ["{GATEWAY_KEY}"]',
+                                     extra=EXTRA_MODELS.format(url=openai_fake.url)))
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -92,6 +103,8 @@ async def test_a_fact_is_recalled_for_the_same_project_only(mem_daemon, openai_f
 
 
 async def test_turns_do_not_nest_or_duplicate_memories(mem_daemon, openai_fake):
+    """The model echoes its system messages, the injected block among them: what is stored
+    carries no block and no earlier memory, however the turns go."""
     user = f"nest-{uuid.uuid4().hex[:6]}"
     client = api(mem_daemon, user)
     history = [{"role": "system", "content": "Be brief."}]
@@ -99,14 +112,63 @@ async def test_turns_do_not_nest_or_duplicate_memories(mem_daemon, openai_fake):
                               "Heliotrope ships on a Tuesday.",
                               "Who owns heliotrope launch?"]):
         history.append({"role": "user", "content": text})
-        reply = await client.chat.completions.create(model="gpt-ok", messages=history)
-        history.append({"role": "assistant", "content": reply.choices[0].message.content})
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-echo-system", messages=history)
+        reply = raw.parse().choices[0].message.content
+        assert raw.headers["x-memproxy-memory"] == ("none" if i == 0 else "injected")
+        assert ("<memproxy-memory>" in reply) == (i > 0)     # the block did come back
+        history.append({"role": "assistant", "content": reply})
         await wait_memories(mem_daemon, user, i + 1)
     stored = await memories_of(mem_daemon, user)
     assert len(stored) == 3
     assert len({m["content"] for m in stored}) == 3
-    assert not any("memproxy-memory" in m["content"] for m in stored)
+    for memory in stored:
+        assert "memproxy-memory" not in memory["content"]
+        assert "Relevant memories" not in memory["content"]
+        assert memory["content"].count("User: ") == 1
+        assert memory["content"].count("heliotrope") + memory["content"].count(
+            "Heliotrope") == 2                               # the question and its echo
     assert history[0] == {"role": "system", "content": "Be brief."}   # client's objects untouched
+
+
+async def test_a_garbage_chunk_mid_stream_is_relayed_whole_and_nothing_remembered(
+        mem_daemon, openai_fake):
+    user, marker = f"garbage-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                                              "x-memory-user-id": user},
+                                     timeout=aiohttp.ClientTimeout(total=20)) as http:
+        async with http.post(f"{mem_daemon.url}/v1/chat/completions", json={
+                "model": "gpt-garbage", "stream": True,
+                "messages": [{"role": "user", "content": f"tell me about {marker}"}]}) as resp:
+            status, received = resp.status, await resp.read()
+    assert status == 200
+    assert received == record_for(openai_fake, marker)["sent"]
+    # a later exchange is remembered, the garbled one never was
+    await api(mem_daemon, user).chat.completions.create(
+        model="gpt-ok", messages=[{"role": "user", "content": "a clean question"}])
+    [stored] = await wait_memories(mem_daemon, user, 1)
+    await asyncio.sleep(0.2)
+    assert [m["content"] for m in await memories_of(mem_daemon, user)] == [stored["content"]]
+    assert "a clean question" in stored["content"]
+    warnings = [line for line in mem_daemon.log().splitlines() if "reply not readable" in line]
+    assert len(warnings) == 1 and user in warnings[0] and marker not in mem_daemon.log()
+
+
+async def test_malformed_content_parts_are_forwarded_without_memory_trouble(mem_daemon):
+    user, marker = f"parts-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    malformed = [{"type": "text", "text": None}, None, {"type": "text", "text": 7}]
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                                              "x-memory-user-id": user}) as http:
+        for content, memory in ((malformed + [{"type": "text", "text": f"and {marker}?"}],
+                                 ("none", "error")),
+                                (malformed, ("skipped", "error"))):   # nothing to search with
+            async with http.post(f"{mem_daemon.url}/v1/chat/completions", json={
+                    "model": "gpt-ok",
+                    "messages": [{"role": "user", "content": content}]}) as resp:
+                assert resp.status == 200, await resp.text()
+                assert resp.headers["x-memproxy-memory"] in memory
+                reply = (await resp.json())["choices"][0]["message"]["content"]
+            assert reply == (f"echo: and {marker}?" if len(content) > 3 else "echo: ")
 
 
 async def test_memory_mode_header_controls_recall_and_storage(mem_daemon, openai_fake):
@@ -166,6 +228,8 @@ async def test_memory_api_round_trip_and_bad_input_writes_nothing(mem_daemon):
         ("POST", base + "/search", {"json": {"user_id": user, "query": "tea", "limit": 0}}, 400,
          "invalid_limit"),
         ("GET", base, {"params": {"user_id": user, "limit": "abc"}}, 400, "invalid_limit"),
+        ("GET", base, {"params": {"user_id": user, "cursor": "not-a-cursor"}}, 400,
+         "invalid_cursor"),
         ("GET", f"{base}/nope", {"params": {"user_id": user}}, 404, "memory_not_found"),
         ("GET", f"{base}/{tea_id}", {"params": {"user_id": other}}, 404, "memory_not_found"),
         ("DELETE", f"{base}/{tea_id}", {"params": {"user_id": other}}, 404, "memory_not_found"),
@@ -217,6 +281,36 @@ async def test_concurrent_users_never_see_each_others_memories(mem_daemon):
     for user in users:
         for memory in await memories_of(mem_daemon, user):
             assert not any(other in memory["content"] for other in users if other != user)
+
+
+async def test_forget_all_drops_exchanges_still_waiting_in_the_outbox(
+        tmp_path, openai_fake, start_daemon):
+    state = FakeState(down=True, retry_after=60)       # the next retry is far away
+    server = ThreadedServer(create_fake_supermemory(state)).start()
+    try:
+        daemon = start_daemon(write_config(
+            tmp_path, openai_fake.url, auth=f'keys = ["{GATEWAY_KEY}"]',
+            extra=f'[supermemory]\napi_key = "sm-test-key"\nbase_url = "{server.url}"\n',
+            memory='backend = "supermemory"\nrecall_timeout_ms = 2000'))
+        user = f"forget-{uuid.uuid4().hex[:6]}"
+        await api(daemon, user).chat.completions.create(
+            model="gpt-ok", messages=[{"role": "user", "content": "my pin is 2468"}])
+        deadline = time.monotonic() + 10
+        while not any(r.path.endswith("/document") and r.status == 503
+                      for r in list(state.requests)):
+            assert time.monotonic() < deadline, "no delivery was attempted"
+            await asyncio.sleep(0.05)
+        state.down = False
+        status, body = await http_json("DELETE", f"{daemon.url}/v1/memories",
+                                       params={"user_id": user, "all": "true"})
+        assert status == 200, body
+        # Shutdown flushes the outbox, trying every queued entry once more.
+        assert await asyncio.to_thread(daemon.stop) == 0
+        assert [r for r in state.requests if r.path.endswith("/document")
+                and r.status == 200] == []
+        assert state.documents == {}
+    finally:
+        server.stop()
 
 
 def test_memproxyctl_memory_commands_against_the_daemon(mem_daemon, tmp_path, capsys):

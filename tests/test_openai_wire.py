@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import copy
 import json
+import random
+
+import pytest
 
 from memproxyd.memory import openai_wire
 from memproxyd.memory.base import Memory
@@ -73,3 +76,67 @@ def test_block_respects_the_character_budget():
     assert block.startswith("<memproxy-memory>") and block.endswith("</memproxy-memory>")
     assert block.count("\n- [1970-01-01]") >= 2
     assert format_block([], 1000) == ""
+
+
+def test_reply_collector_reads_crlf_framed_sse_split_anywhere():
+    """sse-starlette (llama-cpp-python's server) frames events with CRLF."""
+    events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+              {"choices": [{"index": 0, "delta": {"content": "Hello"}}]},
+              {"choices": [{"index": 0, "delta": {"content": " from llama"}}]}]
+    raw = b"".join(f"data: {json.dumps(e)}\r\n\r\n".encode() for e in events)
+    raw += b": ping - 2024-01-01\r\n\r\ndata: [DONE]\r\n\r\n"
+    rng = random.Random(7)
+    for _ in range(50):
+        cuts = sorted(rng.sample(range(1, len(raw)), rng.randint(1, 12)))
+        collector = openai_wire.ReplyCollector(stream=True)
+        for start, end in zip([0, *cuts], [*cuts, len(raw)]):
+            collector.feed(raw[start:end])
+        assert collector.text() == "Hello from llama"
+
+
+def test_reply_collector_keeps_only_the_unparsed_tail_while_streaming():
+    collector = openai_wire.ReplyCollector(stream=True)
+    event = {"choices": [{"index": 0, "delta": {"content": "x" * 100}}]}
+    for _ in range(1000):
+        collector.feed(f"data: {json.dumps(event)}\r\n\r\n".encode())
+    collector.feed(b'data: {"choi')
+    assert len(collector._buffer) == len(b'data: {"choi')
+    assert collector.text() == "x" * 100_000
+
+
+@pytest.mark.parametrize("event", [
+    {"choices": [None]},
+    {"choices": None},
+    {"choices": "nope"},
+    {"choices": [{"delta": "text"}]},
+    {"choices": [{"delta": {"content": 42}}]},
+    {"choices": [{"delta": {"content": ["a"]}}]},
+    {"choices": [{"delta": {"tool_calls": [None, {"index": [1], "function": "f"}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": 1,
+                                                                      "arguments": {}}}]}}]},
+    [1, 2, 3],
+    "a string",
+    None,
+])
+def test_reply_collector_skips_malformed_chunks_and_keeps_the_rest(event):
+    good = {"choices": [{"index": 0, "delta": {"content": "kept"}}]}
+    raw = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in (event, good))
+    streaming = openai_wire.ReplyCollector(stream=True)
+    streaming.feed(raw)
+    assert streaming.text() == "kept"
+    body = openai_wire.ReplyCollector(stream=False)
+    body.feed(json.dumps({"choices": [event] if isinstance(event, dict) else event}).encode())
+    body.text()                                      # does not raise
+
+
+@pytest.mark.parametrize("content", [
+    [{"type": "text", "text": None}, {"type": "text", "text": "real"}],
+    [None, "plain string part", 3, {"type": "text", "text": "real"}],
+    [{"type": "text", "text": {"nested": "x"}}, {"type": "text", "text": "real"}],
+])
+def test_malformed_content_parts_are_left_out_of_query_and_user_text(content):
+    body = {"messages": [{"role": "user", "content": content}]}
+    assert openai_wire.content_text(content) == "real"
+    assert openai_wire.query(body, "last_user", 100) == "real"
+    assert openai_wire.user_text(body) == "real"
+    assert openai_wire.content_text(42) == openai_wire.content_text(None) == ""

@@ -236,3 +236,20 @@ async def test_worker_without_a_store_keeps_entries_queued(outbox, sessions):
     assert await worker.drain() == 0
     assert await outbox.count() == 1
 
+
+
+async def test_purge_drops_only_that_users_queued_entries_so_none_is_delivered(
+        tmp_path, outbox, sessions):
+    store = await open_store(tmp_path / "memory.db", failures=2)    # one per user
+    worker = OutboxWorker(outbox, lambda: store, sessions)
+    try:
+        await outbox.enqueue("alice", [item(1), item(2)])
+        await outbox.enqueue("bob", [item(3)])
+        assert await worker.drain() == 0              # the store is down: all three wait
+        assert await outbox.purge("alice") == 2
+        assert await outbox.purge("alice") == 0
+        assert await worker.flush(timeout=2) == 0     # the store is back
+        assert await contents(store, "alice") == []
+        assert await contents(store, "bob") == ["user: fact number 3"]
+    finally:
+        await store.close()

@@ -55,3 +55,32 @@ def test_several_secrets_in_one_text_are_all_redacted():
 ])
 def test_ordinary_text_is_left_alone(text):
     assert redact(text) == text
+
+
+def test_a_jwt_is_redacted_signed_or_not():
+    signed = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+              "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")
+    unsigned = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxMjM0In0."
+    assert redact(f"cookie session={signed}; path=/") == f"cookie session={REDACTED}; path=/"
+    assert redact(f"token {unsigned} here") == f"token {REDACTED} here"
+
+
+@pytest.mark.parametrize("template", [
+    "aws_secret_access_key = {}",
+    "AWS_SECRET_ACCESS_KEY={}",
+    'export AWS_SECRET_ACCESS_KEY="{}"',
+    '{{"aws_secret_access_key": "{}"}}',
+])
+def test_a_labelled_aws_secret_access_key_is_redacted_and_its_label_kept(template):
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    out = redact(template.format(secret))
+    assert secret not in out
+    assert out == template.format(REDACTED)
+
+
+def test_an_x_api_key_header_value_is_redacted_and_a_placeholder_kept():
+    out = redact("curl -H 'x-api-key: 0123456789abcdefXYZ' -H \"X-Api-Key: a1b2c3d4e5f6g7h8\"")
+    assert out == f"curl -H 'x-api-key: {REDACTED}' -H \"X-Api-Key: {REDACTED}\""
+    assert redact("x-api-key: $ANTHROPIC_API_KEY") == "x-api-key: $ANTHROPIC_API_KEY"
+    assert redact("the x-api-key header carries the key") == \
+        "the x-api-key header carries the key"

@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 
 from memproxyd.memory import sqlite_store
-from memproxyd.memory.base import MemoryError_, NewMemory
+from memproxyd.memory.base import InvalidCursor, NewMemory
 from memproxyd.memory.sqlite_store import SqliteStore
 
 
@@ -91,9 +91,10 @@ async def test_list_pages_newest_first_with_an_opaque_cursor(store):
     assert seen == [f"memory {i}" for i in reversed(range(5))]
 
 
-async def test_bad_cursor_is_an_error(store):
-    with pytest.raises(MemoryError_):
-        await store.list("alice", 2, "not-a-cursor")
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "djI6MTI", "!!!", "djE6eA"])
+async def test_bad_cursor_is_an_invalid_cursor_error(store, cursor):
+    with pytest.raises(InvalidCursor):
+        await store.list("alice", 2, cursor)
 
 
 async def test_delete_removes_the_memory_from_search(store):

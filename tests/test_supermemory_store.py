@@ -7,11 +7,13 @@ session's httpx client, the way Cloudflare tells apart two machines.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
+from aiohttp import web
 
 from memproxyd.config import SupermemoryConfig
-from memproxyd.memory.base import MemoryError_, NewMemory, RetryLater
+from memproxyd.memory.base import InvalidCursor, MemoryError_, NewMemory, RetryLater
 from memproxyd.memory.supermemory_store import SupermemoryStore, document_id, namespace_for
 from memproxyd.sessions import SessionManager
 from tests.fakes.supermemory import CLIENT_HEADER, serve_fake_supermemory
@@ -198,6 +200,9 @@ async def test_list_pages_newest_first(store, sessions):
 
     assert [m.content for m in first] == ["note 2", "note 1"] and cursor == "2"
     assert [m.content for m in second] == ["note 0"] and end is None
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(InvalidCursor):
+            await store.list("alice", 2, bad, session=session)
 
 
 async def test_get_delete_and_forget_all(store, sessions):
@@ -235,3 +240,31 @@ def test_namespace_mapping_is_safe_and_collision_free():
         assert len(space) <= 100 and all(c.isalnum() and c.isascii() or c in "-_"
                                          for c in space)
     assert namespace_for("a b") == namespace_for("a b")
+
+
+async def test_a_rejection_is_raised_and_logged_with_its_status_never_the_body(
+        sessions, caplog):
+    """Supermemory's error bodies can quote the refused content; none of it leaves the store."""
+    async def refuse(request: web.Request) -> web.Response:
+        content = (await request.json())["content"]
+        return web.json_response({"error": f"cannot store {content!r}"}, status=422)
+
+    app = web.Application()
+    app.router.add_post("/ns/{namespace}/document", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    store = SupermemoryStore(SupermemoryConfig(api_key="sm-key", base_url=url))
+    try:
+        with caplog.at_level(logging.DEBUG, logger="memproxyd"):
+            with pytest.raises(MemoryError_) as caught:
+                await store.add_many("alice", remember("the vault code is 4711", "k1"),
+                                     session_of(sessions, "alice"))
+    finally:
+        await store.close()
+        await runner.cleanup()
+    assert "422" in str(caught.value)
+    assert "vault" not in str(caught.value) and "vault" not in caplog.text
+    assert "422" in caplog.text

@@ -133,12 +133,11 @@ def inject(body: dict, block: str) -> dict:
 
 
 def user_text(body: dict) -> str:
-    """The last user turn's text to remember, without any injected memory block; "" when that
-    turn carries only tool results (an agent loop step, not something the user said)."""
-    for message in reversed(body.get("messages") or ()):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return strip_block(_text_of(message.get("content")))
-    return ""
+    """The text of the last user turn that has any, without an injected memory block; "" when
+    no turn has text. Like ``query``, a tool_result-only turn (an agent loop step) is walked
+    past, so the loop's final answer is paired with what the user asked."""
+    texts = _user_texts(body)
+    return texts[-1] if texts else ""
 
 
 def tool_use_text(name: str, input_json: str) -> str:
@@ -178,27 +177,31 @@ class ReplyCollector:
             event = json.loads(data)
         except ValueError:
             return
-        kind = event.get("type")
-        if kind == "content_block_start":
-            self._start(event.get("index", 0), event.get("content_block") or {})
-        elif kind == "content_block_delta":
-            block = self._blocks.get(event.get("index", 0))
-            delta = event.get("delta") or {}
-            piece = delta.get(_DELTA_FIELDS.get(delta.get("type"), ""))
+        if not isinstance(event, dict):
+            return
+        kind, index = event.get("type"), _index(event.get("index", 0))
+        if kind == "content_block_start" and isinstance(event.get("content_block"), dict):
+            self._start(index, event["content_block"])
+        elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
+            block = self._blocks.get(index)
+            delta = event["delta"]
+            field = _DELTA_FIELDS.get(delta.get("type")) if isinstance(delta.get("type"),
+                                                                       str) else None
+            piece = delta.get(field) if field else None
             if block is not None and isinstance(piece, str):
                 block[2].append(piece)
 
     def _start(self, index: int, block: dict) -> None:
         kind = block.get("type")
         if kind == "text":
-            self._blocks[index] = ["text", "", [block.get("text") or ""]]
+            self._blocks[index] = ["text", "", [_str(block.get("text"))]]
         elif kind == "thinking" and self.store_thinking:
-            self._blocks[index] = ["thinking", "", [block.get("thinking") or ""]]
+            self._blocks[index] = ["thinking", "", [_str(block.get("thinking"))]]
         elif kind in ("tool_use", "server_tool_use"):
             start = block.get("input")
             # the input arrives as input_json_delta pieces; a non-empty start input is whole
             parts = [json.dumps(start)] if start else []
-            self._blocks[index] = ["tool_use", block.get("name", ""), parts]
+            self._blocks[index] = ["tool_use", _str(block.get("name")), parts]
 
     def text(self) -> str:
         if not self.stream:
@@ -219,13 +222,21 @@ class ReplyCollector:
         for block in _blocks(message.get("content") if isinstance(message, dict) else None):
             kind = block.get("type")
             if kind == "text":
-                parts.append(block.get("text") or "")
+                parts.append(_str(block.get("text")))
             elif kind == "thinking" and self.store_thinking:
-                parts.append(block.get("thinking") or "")
+                parts.append(_str(block.get("thinking")))
             elif kind in ("tool_use", "server_tool_use"):
-                parts.append(tool_use_text(block.get("name", ""),
+                parts.append(tool_use_text(_str(block.get("name")),
                                            json.dumps(block.get("input") or {})))
         return "\n".join(p for p in parts if p).strip()
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _index(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 # delta type → the field holding its piece; signature_delta and others carry no text

@@ -24,6 +24,10 @@ class NotSupported(MemoryError_):
     """The backend cannot do this operation (e.g. list on a search-only service)."""
 
 
+class InvalidCursor(MemoryError_):
+    """A ``list`` cursor this backend did not hand out (the caller's error, not the backend's)."""
+
+
 class RetryLater(MemoryError_):
     """A transient failure (429, 503, outage); ``retry_after`` seconds when the backend said."""
 

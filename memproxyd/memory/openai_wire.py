@@ -21,12 +21,14 @@ def strip_block(text: str) -> str:
 
 
 def content_text(content: Any) -> str:
-    """Text of a message ``content``: a string, or a list of parts of which text ones count."""
+    """Text of a message ``content``: a string, or a list of parts of which text ones count.
+    Anything that is not a string where text belongs (``"text": null``, a number) is left out."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(part.get("text", "") for part in content
-                         if isinstance(part, dict) and part.get("type") in ("text", "input_text"))
+        return "\n".join(part["text"] for part in content
+                         if isinstance(part, dict) and part.get("type") in ("text", "input_text")
+                         and isinstance(part.get("text"), str))
     return ""
 
 
@@ -83,8 +85,26 @@ def user_text(body: dict) -> str:
     return texts[-1] if texts else ""
 
 
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 class ReplyCollector:
-    """Accumulates the assistant's reply from a JSON body or SSE bytes split anywhere."""
+    """Accumulates the assistant's reply from a JSON body or SSE bytes split anywhere.
+
+    Streaming: complete lines are handled as they arrive (``\n`` or ``\r\n`` framing, as
+    sse-starlette and llama-cpp-python send) and only the unfinished last line is kept. Not
+    streaming: the bytes are kept and parsed once in ``text()``. Values of the wrong type
+    anywhere in a chunk are skipped, never raised on.
+    """
 
     def __init__(self, stream: bool, store_thinking: bool = False):
         self.stream = stream
@@ -96,47 +116,55 @@ class ReplyCollector:
         self._buffer += chunk
         if not self.stream:
             return
-        while True:
-            end = self._buffer.find(b"\n\n")
-            if end < 0:
-                return
-            event, self._buffer = bytes(self._buffer[:end]), self._buffer[end + 2:]
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
-                    self._delta(line[5:])
+        end = self._buffer.rfind(b"\n")
+        if end < 0:
+            return
+        lines = bytes(self._buffer[:end]).split(b"\n")
+        del self._buffer[:end + 1]
+        for line in lines:
+            if line.startswith(b"data:"):
+                data = line[5:].strip()       # also drops the \r of CRLF framing
+                if data != b"[DONE]":
+                    self._delta(data)
 
     def _delta(self, data: bytes) -> None:
         try:
-            choices = json.loads(data).get("choices") or ()
-        except (ValueError, AttributeError):
+            event = json.loads(data)
+        except ValueError:
             return
-        for choice in choices:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self._text.append(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                slot = self._tools.setdefault(call.get("index", 0), {"name": "", "args": ""})
-                function = call.get("function") or {}
-                slot["name"] += function.get("name") or ""
-                slot["args"] += function.get("arguments") or ""
+        for choice in _list(_dict(event).get("choices")):
+            delta = _dict(_dict(choice).get("delta"))
+            self._text.append(_str(delta.get("content")))
+            for call in _list(delta.get("tool_calls")):
+                if isinstance(call, dict):
+                    self._tool_piece(call)
+
+    def _tool_piece(self, call: dict) -> None:
+        index = call.get("index", 0)
+        slot = self._tools.setdefault(index if isinstance(index, int) else 0,
+                                      {"name": "", "args": ""})
+        function = _dict(call.get("function"))
+        slot["name"] += _str(function.get("name"))
+        slot["args"] += _str(function.get("arguments"))
 
     def text(self) -> str:
         if not self.stream:
             self._from_body()
         parts = ["".join(self._text).strip()]
-        parts += [f"[tool call {t['name']}: {t['args']}]" for t in self._tools.values()]
+        parts += [f"[tool call {t['name']}: {t['args']}]" for t in self._tools.values()
+                  if t["name"] or t["args"]]
         return "\n".join(p for p in parts if p)
 
     def _from_body(self) -> None:
         try:
-            choices = json.loads(self._buffer).get("choices") or ()
-        except (ValueError, AttributeError):
+            body = json.loads(self._buffer)
+        except ValueError:
             return
         self._text, self._tools = [], {}
-        for choice in choices[:1]:
-            message = choice.get("message") or {}
+        for choice in _list(_dict(body).get("choices"))[:1]:
+            message = _dict(_dict(choice).get("message"))
             self._text.append(content_text(message.get("content")))
-            for i, call in enumerate(message.get("tool_calls") or ()):
-                function = call.get("function") or {}
-                self._tools[i] = {"name": function.get("name", ""),
-                                  "args": function.get("arguments", "")}
+            for i, call in enumerate(_list(message.get("tool_calls"))):
+                function = _dict(_dict(call).get("function"))
+                self._tools[i] = {"name": _str(function.get("name")),
+                                  "args": _str(function.get("arguments"))}

@@ -87,6 +87,11 @@ class Outbox:
         return [OutboxEntry(r[0], r[1], NewMemory(r[3], json.loads(r[4]), r[2]), r[5])
                 for r in rows]
 
+    async def purge(self, user_id: str) -> int:
+        """Drop every queued entry of ``user_id`` (forget-all); returns how many. Queued
+        entries have no store id yet, so forgetting one memory by id needs no purge."""
+        return await self._db.run(_delete_user, user_id)
+
     async def delivered(self, ids: list[int]) -> None:
         await self._db.run(_execute_many, "DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
@@ -107,6 +112,11 @@ def _insert(conn, rows) -> None:
     with transaction(conn):
         conn.executemany("INSERT INTO outbox(user_id, key, content, metadata, created_at, next_at)"
                          " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(user_id, key) DO NOTHING", rows)
+
+
+def _delete_user(conn, user_id: str) -> int:
+    with transaction(conn):
+        return conn.execute("DELETE FROM outbox WHERE user_id = ?", (user_id,)).rowcount
 
 
 def _select(conn, sql: str, params: tuple) -> list[tuple]:

@@ -10,15 +10,19 @@ a tap that remembers the exchange once the reply is complete.
   was found.
 * **Remember**: the last user message and the assistant's reply, secrets redacted, are written
   to the durable outbox *before the response ends*; the outbox worker delivers them to the
-  store with retries. The injected block is never part of what is stored.
+  store with retries. The injected block is never part of what is stored, not even when the
+  model echoes it back in its reply.
+* **Never fails the call**: an unexpected error while preparing (a malformed body the
+  adapters did not foresee) sends the client's body unchanged with ``error``; one while
+  reading the reply stops remembering that exchange and leaves the relayed bytes alone.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import time
+import uuid
 from typing import Any
 
 from memproxyd.config import Config
@@ -27,6 +31,7 @@ from memproxyd.memory import anthropic_wire, openai_wire
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory
 from memproxyd.memory.redact import redact
 from memproxyd.pipeline import Call
+from memproxyd.state import RuntimeState
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +62,42 @@ def format_block(memories: list[Memory], max_chars: int) -> str:
     return head + "\n".join(lines) + tail if lines else ""
 
 
+def without_block(adapter, text: str) -> str:
+    """``text`` without any memory block, including one cut off before its end (a reply that
+    echoed the block and ran out of tokens)."""
+    text = adapter.strip_block(text)
+    start = text.find(openai_wire.BLOCK_START)
+    return text[:start].strip() if start >= 0 else text
+
+
 class RememberTap:
-    """Sees the reply bytes as they are relayed; ``finish`` enqueues the exchange."""
+    """Sees the reply bytes as they are relayed; ``finish`` enqueues the exchange.
+
+    Whatever the collector makes of a chunk, ``feed`` never raises: the first failure turns
+    the tap off for this call (logged once, without content) and the exchange is not
+    remembered; the client's stream is not touched either way.
+    """
 
     def __init__(self, service: "MemoryService", call: Call, adapter):
         self.service = service
         self.adapter = adapter
+        self.user_id = call.user_id
         self.collector = adapter.ReplyCollector(call.stream,
                                                 service.config.memory.store_thinking)
+        self.broken = False
 
     def feed(self, chunk: bytes) -> None:
-        self.collector.feed(chunk)
+        if self.broken:
+            return
+        try:
+            self.collector.feed(chunk)
+        except Exception as exc:  # a reply we cannot read is relayed all the same
+            self.broken = True
+            log.warning("reply not readable, exchange not remembered user_id=%s error=%s",
+                        self.user_id, type(exc).__name__)
 
     async def finish(self, call: Call, ok: bool) -> None:
-        if not ok:
+        if not ok or self.broken:
             return
         try:
             await self.service.remember(call, self.adapter.user_text(call.body),
@@ -81,12 +108,16 @@ class RememberTap:
 
 
 class MemoryService:
-    def __init__(self, config: Config, store: MemoryStore, outbox, sessions):
-        self.config = config
+    def __init__(self, state: RuntimeState, store: MemoryStore, outbox, sessions):
+        self.state = state
         self.store = store
         self.outbox = outbox
         self.sessions = sessions
-        self.skip_patterns = [re.compile(p) for p in config.memory.skip_system_patterns]
+
+    @property
+    def config(self) -> Config:
+        """The current config: ``[memory]`` settings follow a reload."""
+        return self.state.config
 
     def status(self) -> dict[str, Any]:
         return self.store.status()
@@ -106,20 +137,29 @@ class MemoryService:
             return True
         if name in memory.exclude_models:
             return True
-        return adapter.is_housekeeping(call.body, memory.skip_small_max_tokens,
-                                       self.skip_patterns)
+        patterns = [re.compile(p) for p in memory.skip_system_patterns]  # re caches these
+        return adapter.is_housekeeping(call.body, memory.skip_small_max_tokens, patterns)
 
     async def prepare(self, call: Call, session) -> tuple[dict[str, Any], RememberTap | None]:
-        mode = self._mode(call)
-        adapter = adapter_for(call.protocol)
+        mode = self._mode(call)          # a bad header is the client's error: a 400
         if mode == "off":
             call.memory_status = "off"
             return call.body, None
+        try:
+            return await self._prepare(call, session, mode)
+        except Exception as exc:  # memory never fails the call
+            call.memory_status, call.memories, call.recalled_ids = "error", 0, ()
+            log.warning("memory prepare failed user_id=%s error=%s", call.user_id,
+                        type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+            return call.body, None
+
+    async def _prepare(self, call: Call, session,
+                       mode: str) -> tuple[dict[str, Any], RememberTap | None]:
+        adapter = adapter_for(call.protocol)
+        call.memory_status = "skipped"
         if self._skipped_by_policy(call, adapter):
-            call.memory_status = "skipped"
             return call.body, None
         body = call.body
-        call.memory_status = "skipped"
         if mode in ("on", "read"):
             body = await self._recall(call, session, adapter)
         tap = RememberTap(self, call, adapter) if mode in ("on", "write") else None
@@ -144,24 +184,37 @@ class MemoryService:
         if not block:
             call.memory_status = "none"
             return call.body
+        body = adapter.inject(call.body, block)
         call.memory_status, call.memories = "injected", block.count("\n- [")
         call.recalled_ids = tuple(m.id for m in found)
-        return adapter.inject(call.body, block)
+        return body
 
     async def remember(self, call: Call, user_text: str, reply: str) -> None:
+        """Queue the exchange. Its key is a fresh uuid4, made once here and stored with the
+        outbox entry, so every retry of this delivery carries the same key (idempotent) while
+        the same words said again in another call are a memory of their own. Exact duplicates
+        (a client resending a request) are not merged: that is out of scope here."""
+        reply = without_block(adapter_for(call.protocol), reply)
         if not user_text or not reply:
             return
         content = f"User: {user_text}\nAssistant: {reply}"
         if self.config.memory.redact_secrets:
             content = redact(content)
         content = content[:self.config.memory.max_content_chars]
-        key = hashlib.sha256(f"{call.user_id}\0{content}".encode()).hexdigest()[:32]
         metadata = {"source": "exchange", "model": call.deployment.name,
                     "protocol": call.protocol, "time": time.time()}
         conversation = call.request.headers.get(CONVERSATION_HEADER)
         if conversation:
             metadata["conversation_id"] = conversation[:200]
-        await self.outbox.enqueue(call.user_id, [NewMemory(content, metadata, key)])
+        await self.outbox.enqueue(call.user_id, [NewMemory(content, metadata, uuid.uuid4().hex)])
+
+    async def forget_all(self, user_id: str, session) -> int:
+        """Forget everything of the user, including exchanges still waiting in the outbox:
+        those are purged first, so none is delivered after the store was emptied."""
+        purged = await self.outbox.purge(user_id)
+        if purged:
+            log.info("outbox purged user_id=%s entries=%d", user_id, purged)
+        return await self.store.forget_all(user_id, session)
 
 
 class NoMemory:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from . import text
-from .base import Memory, MemoryError_, MemoryStore, NewMemory
+from .base import InvalidCursor, Memory, MemoryStore, NewMemory
 from .sqlite_db import Migration, SqliteThread, transaction
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def _decode_cursor(cursor: str) -> int:
             raise ValueError(tag)
         return int(seq)
     except (ValueError, UnicodeDecodeError):
-        raise MemoryError_(f"invalid cursor {cursor!r}") from None
+        raise InvalidCursor(f"invalid cursor {cursor!r}") from None
 
 
 def _context(items: list[NewMemory], i: int) -> tuple[str, str]:

@@ -46,7 +46,7 @@ import httpx
 import supermemory
 
 from ..config import SupermemoryConfig, resolve_secret
-from .base import Memory, MemoryError_, MemoryStore, NewMemory, RetryLater
+from .base import InvalidCursor, Memory, MemoryError_, MemoryStore, NewMemory, RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,10 @@ def _is_html(exc: supermemory.APIStatusError) -> bool:
 
 
 def _translate(exc: Exception, what: str) -> MemoryError_:
-    """An SDK exception as ``RetryLater`` (transient) or ``MemoryError_`` (rejected)."""
+    """An SDK exception as ``RetryLater`` (transient) or ``MemoryError_`` (rejected).
+
+    The message names the status code only, never the response body: Supermemory's errors
+    can quote the content they refused, and these messages reach logs and the outbox."""
     if isinstance(exc, supermemory.APIConnectionError):        # includes APITimeoutError
         return RetryLater(f"supermemory {what}: {exc.message}")
     if isinstance(exc, supermemory.APIStatusError):
@@ -129,8 +132,8 @@ def _translate(exc: Exception, what: str) -> MemoryError_:
         if status >= 500 or status in _TRANSIENT or _is_html(exc):
             # An HTML page is Cloudflare speaking (challenge, 5xx page), not the API.
             return RetryLater(f"supermemory {what}: HTTP {status}", _retry_after(exc.headers))
-        return MemoryError_(f"supermemory {what}: HTTP {status}: {str(exc.body)[:200]}")
-    return MemoryError_(f"supermemory {what}: {type(exc).__name__}: {exc}")
+        return MemoryError_(f"supermemory {what}: HTTP {status}")
+    return MemoryError_(f"supermemory {what}: {type(exc).__name__}")
 
 
 class SupermemoryStore(MemoryStore):
@@ -211,7 +214,8 @@ class SupermemoryStore(MemoryStore):
     @staticmethod
     def _accepted(result, expected: int) -> list:
         if result.failed or len(result.results) != expected:
-            reasons = "; ".join(f"{r.id}: {r.error or r.status}" for r in result.results
+            # Item ids and statuses only: an item's error text can quote its content.
+            reasons = "; ".join(f"{r.id}: {r.status}" for r in result.results
                                 if r.error or r.status == "error")
             # Accepted items are stored under their stable ids; a redelivery repeats no work.
             raise MemoryError_(f"supermemory add: {result.failed} of {expected} failed: {reasons}")
@@ -249,7 +253,7 @@ class SupermemoryStore(MemoryStore):
         if cursor is None:
             return 1
         if not cursor.isdigit() or int(cursor) < 1:
-            raise MemoryError_(f"supermemory list: bad cursor {cursor!r}")
+            raise InvalidCursor(f"supermemory list: bad cursor {cursor!r}")
         return int(cursor)
 
     @staticmethod

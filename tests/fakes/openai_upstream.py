@@ -6,7 +6,13 @@ Behaviour is chosen by the upstream model name, so concurrent tests never interf
 * ``status-<N>``: answers status N with an OpenAI error body;
 * ``slow-<ms>``: waits that long before answering;
 * ``midstream-fail``: streams two chunks, then drops the connection;
-* ``stall``: streams one chunk, then stops sending (for read timeouts).
+* ``stall``: streams one chunk, then stops sending (for read timeouts);
+* ``echo-system``: the reply also echoes every system message received, one per line (as a
+  model repeating its prompt would, injected memory block included);
+* ``garbage-chunk``: a stream with malformed chunks mid-way: ``{"choices": [null]}`` and a
+  JSON array nested too deep for any parser.
+
+Streamed replies are recorded too: ``sent`` is the exact bytes of the reply body.
 
 Every response sets a ``sess`` cookie unique to the first request that had none; the cookie a
 request presents is recorded, which is how tests see whose session a call used.
@@ -28,7 +34,8 @@ def last_user_text(messages: list) -> str:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+                return " ".join(p["text"] for p in content
+                                if isinstance(p, dict) and isinstance(p.get("text"), str))
             return str(content)
     return ""
 
@@ -46,16 +53,29 @@ def chunk(model: str, delta: dict, finish: str | None = None) -> bytes:
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
-def _record(request: web.Request, body: dict) -> str:
+GARBAGE = (b'data: {"choices": [null]}\n\n',
+           b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n")
+
+
+def _record(request: web.Request, body: dict) -> tuple[str, dict]:
     cookie = request.cookies.get("sess")
-    request.app[RECORDS].append({"path": request.path, "headers": dict(request.headers),
-                                 "json": body, "cookie": cookie})
-    return cookie or uuid.uuid4().hex
+    record = {"path": request.path, "headers": dict(request.headers), "json": body,
+              "cookie": cookie, "sent": b""}
+    request.app[RECORDS].append(record)
+    return cookie or uuid.uuid4().hex, record
+
+
+def reply_text(model: str, messages: list) -> str:
+    text = "echo: " + last_user_text(messages)
+    if model == "echo-system":
+        text += "".join(f"\n{m['content']}" for m in messages
+                        if m.get("role") == "system" and isinstance(m.get("content"), str))
+    return text
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
-    cookie = _record(request, body)
+    cookie, record = _record(request, body)
     model = body.get("model", "")
     if model.startswith("status-"):
         status = int(model.split("-")[1])
@@ -63,7 +83,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                                             "type": "fake_error", "code": "fake"}}, status=status)
     if model.startswith("slow-"):
         await asyncio.sleep(int(model.split("-")[1]) / 1000)
-    text = "echo: " + last_user_text(body.get("messages", []))
+    text = reply_text(model, body.get("messages", []))
     if not body.get("stream"):
         response = web.json_response(completion(model, text))
         response.set_cookie("sess", cookie)
@@ -71,16 +91,24 @@ async def chat(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"content-type": "text/event-stream"})
     response.set_cookie("sess", cookie)
     await response.prepare(request)
-    await response.write(chunk(model, {"role": "assistant", "content": ""}))
+
+    async def send(data: bytes) -> None:
+        record["sent"] += data
+        await response.write(data)
+
+    await send(chunk(model, {"role": "assistant", "content": ""}))
     for word in text.split(" "):
-        await response.write(chunk(model, {"content": word + " "}))
+        await send(chunk(model, {"content": word + " "}))
         if model == "midstream-fail":
             request.transport.close()
             return response
         if model == "stall":
             await asyncio.sleep(5)
-    await response.write(chunk(model, {}, "stop"))
-    await response.write(b"data: [DONE]\n\n")
+        if model == "garbage-chunk":
+            for garbage in GARBAGE:
+                await send(garbage)
+    await send(chunk(model, {}, "stop"))
+    await send(b"data: [DONE]\n\n")
     return response
 
 
