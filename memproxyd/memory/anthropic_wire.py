@@ -17,10 +17,8 @@ import json
 import re
 from typing import Any
 
-BLOCK_START = "<memproxy-memory>"
-BLOCK_END = "</memproxy-memory>"
-BLOCK_RE = re.compile(r"\n*" + re.escape(BLOCK_START) + ".*?" + re.escape(BLOCK_END) + r"\n*",
-                      re.DOTALL)
+from memproxyd.memory.block import strip_block
+
 
 # Recommended housekeeping filters for Claude Code (``[memory]`` keys). Claude Code makes side
 # calls that are not part of the conversation: a quota probe (``max_tokens = 1``), topic and
@@ -48,12 +46,6 @@ def _text_of(content: Any) -> str:
         return content
     return "\n".join(b["text"] for b in _blocks(content)
                      if b.get("type") == "text" and isinstance(b.get("text"), str))
-
-
-def strip_block(text: str) -> str:
-    if BLOCK_START not in text:
-        return text.strip()
-    return BLOCK_RE.sub("\n", text).strip()
 
 
 def _user_texts(body: dict) -> list[str]:

@@ -8,16 +8,9 @@ anywhere earlier, it would invalidate the cached history on every call.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-BLOCK_START = "<memproxy-memory>"
-BLOCK_END = "</memproxy-memory>"
-BLOCK_RE = re.compile(re.escape(BLOCK_START) + r".*?" + re.escape(BLOCK_END) + r"\s*", re.S)
-
-
-def strip_block(text: str) -> str:
-    return BLOCK_RE.sub("", text).strip()
+from memproxyd.memory.block import strip_block
 
 
 def content_text(content: Any) -> str:

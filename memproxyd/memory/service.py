@@ -28,6 +28,7 @@ from typing import Any
 from memproxyd.config import Config
 from memproxyd.errors import ANTHROPIC, ApiError
 from memproxyd.memory import anthropic_wire, openai_wire
+from memproxyd.memory.block import BLOCK_END, BLOCK_START, strip_block
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory
 from memproxyd.memory.redact import redact
 from memproxyd.pipeline import Call
@@ -47,9 +48,9 @@ def adapter_for(protocol: str):
 
 def format_block(memories: list[Memory], max_chars: int) -> str:
     """The delimited block injected into a call, within ``max_chars``."""
-    head = (f"{openai_wire.BLOCK_START}\nRelevant memories from earlier conversations with "
+    head = (f"{BLOCK_START}\nRelevant memories from earlier conversations with "
             "this user (use them only where they help):\n")
-    tail = f"\n{openai_wire.BLOCK_END}"
+    tail = f"\n{BLOCK_END}"
     lines, used = [], len(head) + len(tail)
     for memory in memories:
         day = time.strftime("%Y-%m-%d", time.gmtime(memory.created_at))
@@ -62,11 +63,11 @@ def format_block(memories: list[Memory], max_chars: int) -> str:
     return head + "\n".join(lines) + tail if lines else ""
 
 
-def without_block(adapter, text: str) -> str:
+def without_block(text: str) -> str:
     """``text`` without any memory block, including one cut off before its end (a reply that
     echoed the block and ran out of tokens)."""
-    text = adapter.strip_block(text)
-    start = text.find(openai_wire.BLOCK_START)
+    text = strip_block(text)
+    start = text.find(BLOCK_START)
     return text[:start].strip() if start >= 0 else text
 
 
@@ -194,7 +195,7 @@ class MemoryService:
         outbox entry, so every retry of this delivery carries the same key (idempotent) while
         the same words said again in another call are a memory of their own. Exact duplicates
         (a client resending a request) are not merged: that is out of scope here."""
-        reply = without_block(adapter_for(call.protocol), reply)
+        reply = without_block(reply)
         if not user_text or not reply:
             return
         content = f"User: {user_text}\nAssistant: {reply}"
