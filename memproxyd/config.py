@@ -119,6 +119,9 @@ class MemoryConfig:
     exclude_models: tuple[str, ...] = ()    # opt-out list
     skip_small_max_tokens: int = 0          # Anthropic housekeeping: max_tokens <= this skips
     skip_system_patterns: tuple[str, ...] = ()
+    strip_patterns: tuple[str, ...] = ()    # regexes removed from the human's words
+    max_memory_chars: int = 1500            # one remembered turn, start and end kept
+    extract_model: str = ""                 # a model_name: distil exchanges into facts
     store_thinking: bool = False
     outbox_retry_max_seconds: float = 300.0
 
@@ -282,9 +285,12 @@ def _check_models(config: Config) -> str | None:
     for i, entry in enumerate(config.model_list):
         if entry.wire not in ("", "openai", "anthropic", "litellm"):
             return f"'model_list[{i}].wire' expected openai, anthropic or litellm"
-    if config.memory.embedding_model and config.memory.embedding_model not in names:
-        return f"'memory.embedding_model' names no model in model_list: " \
-               f"{config.memory.embedding_model!r}"
+    for key in ("embedding_model", "extract_model"):
+        name = getattr(config.memory, key)
+        if name and name not in names:
+            return f"'memory.{key}' names no model in model_list: {name!r}"
+    if config.memory.max_memory_chars < 200:
+        return "'memory.max_memory_chars' expected at least 200"
     return None
 
 
@@ -304,6 +310,8 @@ def _check_patterns(config: Config) -> str | None:
                 for i, p in enumerate(config.identity.header_patterns)}
     patterns.update({f"memory.skip_system_patterns[{i}]": p
                      for i, p in enumerate(config.memory.skip_system_patterns)})
+    patterns.update({f"memory.strip_patterns[{i}]": p
+                     for i, p in enumerate(config.memory.strip_patterns)})
     for key, pattern in patterns.items():
         try:
             re.compile(pattern)

@@ -1,5 +1,5 @@
 """The Anthropic protocol adapter of the memory service: query, housekeeping, inject,
-user_text and the reply collector (on the fake upstream's own JSON and SSE bytes)."""
+turn and the reply collector (on the fake upstream's own JSON and SSE bytes)."""
 from __future__ import annotations
 
 import copy
@@ -75,23 +75,24 @@ def test_inject_into_absent_or_string_system(system, expected):
     assert body == before
 
 
-def test_user_text_strips_the_memory_block():
+def test_turn_text_strips_the_memory_block():
     body = {"messages": [{"role": "user", "content": [
         {"type": "text", "text": f"{BLOCK}\n\nmy cat is Miso"},
         {"type": "image", "source": {"type": "base64", "data": "AAAA"}}]}]}
-    assert wire.user_text(body) == "my cat is Miso"
+    assert wire.turn(body).human == "my cat is Miso"
     assert wire.strip_block(f"before\n{BLOCK}\nafter") == "before\nafter"
 
 
-def test_user_text_after_a_tool_loop_is_the_last_turn_with_text():
+def test_turn_after_a_tool_loop_is_the_last_turn_with_text_and_not_new():
     """Claude Code's final answer follows a tool_result-only turn: it is paired with what
-    the user asked, as the recall query is."""
-    assert wire.user_text(conversation()) == "and my dog?"
-    assert wire.user_text({"messages": [tool_result(), tool_result()]}) == ""
+    the user asked, as the recall query is, and the call continues that turn."""
+    turn = wire.turn(conversation())
+    assert turn.human == "and my dog?" and not turn.new
+    assert wire.turn({"messages": [tool_result(), tool_result()]}).human == ""
 
 
 def test_housekeeping_by_small_max_tokens_or_system_pattern():
-    patterns = [re.compile(p) for p in wire.RECOMMENDED_SKIP_SYSTEM_PATTERNS]
+    patterns = [re.compile(r"(?i)new conversation topic")]
     title = {"max_tokens": 512, "system": [{"type": "text", "text":
              "Analyze if this message indicates a new conversation topic. If it does, "
              "extract a 2-3 word title."}], "messages": []}
@@ -99,7 +100,8 @@ def test_housekeeping_by_small_max_tokens_or_system_pattern():
     real = conversation()
     assert wire.is_housekeeping(title, 0, patterns)
     assert wire.is_housekeeping(probe, 32, [])
-    assert not wire.is_housekeeping(probe, 0, [])
+    assert wire.is_housekeeping(probe, 0, [])        # max_tokens 1 is a probe, always
+    assert not wire.is_housekeeping({**probe, "max_tokens": 16}, 0, [])
     assert not wire.is_housekeeping(real, 32, patterns)
     assert not wire.is_housekeeping({"max_tokens": 512, "system": "Write a title for the "
                                      "conversation", "messages": []}, 32, [])

@@ -40,10 +40,10 @@ def test_inject_adds_a_system_message_before_the_last_user_turn_without_mutating
     assert out["messages"][4] is BODY["messages"][3]
 
 
-def test_user_text_strips_an_injected_block():
+def test_turn_text_strips_an_injected_block():
     body = {"messages": [{"role": "user", "content":
                           "<memproxy-memory>\nold\n</memproxy-memory>\nreal question"}]}
-    assert openai_wire.user_text(body) == "real question"
+    assert openai_wire.turn(body).human == "real question"
 
 
 def test_reply_collector_reads_split_sse_with_tool_calls():
@@ -134,9 +134,9 @@ def test_reply_collector_skips_malformed_chunks_and_keeps_the_rest(event):
     [None, "plain string part", 3, {"type": "text", "text": "real"}],
     [{"type": "text", "text": {"nested": "x"}}, {"type": "text", "text": "real"}],
 ])
-def test_malformed_content_parts_are_left_out_of_query_and_user_text(content):
+def test_malformed_content_parts_are_left_out_of_query_and_turn(content):
     body = {"messages": [{"role": "user", "content": content}]}
     assert openai_wire.content_text(content) == "real"
     assert openai_wire.query(body, "last_user", 100) == "real"
-    assert openai_wire.user_text(body) == "real"
+    assert openai_wire.turn(body).human == "real"
     assert openai_wire.content_text(42) == openai_wire.content_text(None) == ""

@@ -2,12 +2,13 @@
 memory block goes, what to remember. ``memory/openai_wire.py`` has the same functions for
 OpenAI chat; the service picks one by ``call.protocol``::
 
-    q = anthropic_wire.query(body, "last_user", 2000)
-    if q and not anthropic_wire.is_housekeeping(body, 32, patterns):
+    turn = anthropic_wire.turn(body)       # the human's words, scaffolding removed
+    if turn.human and not (turn.side_call or anthropic_wire.is_housekeeping(body, 0, [])):
         outgoing = anthropic_wire.inject(body, block)
     collector = anthropic_wire.ReplyCollector(stream=True)
     for chunk in upstream_chunks: collector.feed(chunk)
-    remember(anthropic_wire.user_text(body), collector.text())
+    if not collector.tool_calls():          # the turn's final answer
+        remember(turn.human, turn.steps, collector.answer())
 
 Nothing here does I/O; every function takes the client's JSON and never mutates it.
 """
@@ -18,18 +19,14 @@ import re
 from typing import Any
 
 from memproxyd.memory.block import strip_block
+from memproxyd.memory.clients import human_words, is_side_call
+from memproxyd.memory.turn import Turn, anchor, step_line
 
+_TOOL_USE = ("tool_use", "server_tool_use")
+# A call asking for at most this many tokens is a probe (quota, key or model check), never a
+# turn: Claude Code sends ``max_tokens: 1`` with "quota", "test", "Hi" or ".".
+PROBE_MAX_TOKENS = 1
 
-# Recommended housekeeping filters for Claude Code (``[memory]`` keys). Claude Code makes side
-# calls that are not part of the conversation: a quota probe (``max_tokens = 1``), topic and
-# title detection, conversation summaries. Recalling for them costs a search; remembering them
-# pollutes memory with "isNewTopic" JSON.
-RECOMMENDED_SKIP_SMALL_MAX_TOKENS = 32
-RECOMMENDED_SKIP_SYSTEM_PATTERNS = (
-    r"(?i)new conversation topic",
-    r"(?i)\btitle\b.{0,80}\b(conversation|topic|session)\b",
-    r"(?i)summari[sz]e (this|the) (coding )?conversation",
-)
 
 
 def _blocks(content: Any) -> list[dict]:
@@ -48,22 +45,27 @@ def _text_of(content: Any) -> str:
                      if b.get("type") == "text" and isinstance(b.get("text"), str))
 
 
-def _user_texts(body: dict) -> list[str]:
-    """Every user turn's text, oldest first; turns without text (tool results) left out."""
+def _human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
+    """(index, the person's words) of every user message that has any, oldest first: text
+    blocks without client scaffolding (``clients.py``) or a memory block; tool results and
+    turns made only of reminders are left out."""
     out = []
-    for message in body.get("messages") or ():
+    for i, message in enumerate(body.get("messages") or ()):
         if isinstance(message, dict) and message.get("role") == "user":
-            text = strip_block(_text_of(message.get("content")))
+            parts = (human_words(strip_block(b["text"]), extra)
+                     for b in _blocks(message.get("content"))
+                     if b.get("type") == "text" and isinstance(b.get("text"), str))
+            text = "\n".join(p for p in parts if p)
             if text:
-                out.append(text)
+                out.append((i, text))
     return out
 
 
-def query(body: dict, strategy: str, max_chars: int) -> str:
-    """The recall query: ``last_user`` (the last user turn that has text; a tool_result-only
-    turn is walked past), ``last_user_plus_previous`` or ``all_user``. Capped at
-    ``max_chars`` keeping the end, where the newest words are. "" when there is no text."""
-    texts = _user_texts(body)
+def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
+    """The recall query from the human's words: ``last_user`` (the turn's), 
+    ``last_user_plus_previous`` or ``all_user``. Capped at ``max_chars`` keeping the end,
+    where the newest words are. "" when there are none."""
+    texts = [text for _, text in _human_messages(body, extra)]
     if not texts:
         return ""
     if strategy == "all_user":
@@ -75,25 +77,36 @@ def query(body: dict, strategy: str, max_chars: int) -> str:
     return text[-max_chars:] if max_chars > 0 else text
 
 
+def turn(body: dict, extra: tuple = ()) -> Turn:
+    """The human turn this call belongs to (see ``memory/turn.py``)."""
+    messages = body.get("messages") or []
+    system = _text_of(body.get("system"))
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    side = is_side_call(f"{system}\n{_text_of(last.get('content'))}", bool(body.get("tools")))
+    humans = _human_messages(body, extra)
+    if not humans:
+        return Turn("", new=False, side_call=side)
+    index, text = humans[-1]
+    steps = tuple(step_line(_str(b.get("name")), json.dumps(b.get("input") or {}))
+                  for m in messages[index + 1:] if isinstance(m, dict)
+                  and m.get("role") == "assistant"
+                  for b in _blocks(m.get("content")) if b.get("type") in _TOOL_USE)
+    metadata = body.get("metadata")
+    session = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return Turn(text, index == len(messages) - 1, steps,
+                anchor([t for _, t in humans], session if isinstance(session, str) else ""),
+                side)
+
+
 def is_housekeeping(body: dict, max_tokens_limit: int,
                     system_patterns: list[re.Pattern]) -> bool:
-    """True for calls that are no conversation: ``max_tokens <= max_tokens_limit`` (when the
-    limit is > 0) or a system prompt matching one of ``system_patterns``.
-
-    Recommended for Claude Code (see the ``RECOMMENDED_*`` constants)::
-
-        [memory]
-        skip_small_max_tokens = 32
-        skip_system_patterns = ['(?i)new conversation topic',
-                                '(?i)\\btitle\\b.{0,80}\\b(conversation|topic|session)\\b',
-                                '(?i)summari[sz]e (this|the) (coding )?conversation']
-
-    Real turns ask for thousands of tokens; the quota probe asks for 1 and title calls for a
-    few dozen, so 32 separates them without touching real work.
-    """
+    """True for calls the user's config marks as no conversation: ``max_tokens <=
+    max_tokens_limit`` or a system prompt matching one of ``system_patterns``; and always for
+    probes (``max_tokens <= 1``). The side calls of known clients (titles, summaries) are
+    recognised by ``turn()`` from ``clients.py``, without any config."""
     max_tokens = body.get("max_tokens")
-    if (max_tokens_limit > 0 and isinstance(max_tokens, int)
-            and not isinstance(max_tokens, bool) and max_tokens <= max_tokens_limit):
+    if (isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
+            and max_tokens <= max(max_tokens_limit, PROBE_MAX_TOKENS)):
         return True
     if not system_patterns:
         return False
@@ -124,14 +137,6 @@ def inject(body: dict, block: str) -> dict:
     return {**body, "system": new_system}
 
 
-def user_text(body: dict) -> str:
-    """The text of the last user turn that has any, without an injected memory block; "" when
-    no turn has text. Like ``query``, a tool_result-only turn (an agent loop step) is walked
-    past, so the loop's final answer is paired with what the user asked."""
-    texts = _user_texts(body)
-    return texts[-1] if texts else ""
-
-
 def tool_use_text(name: str, input_json: str) -> str:
     return f"[tool_use {name}: {input_json}]"
 
@@ -150,6 +155,7 @@ class ReplyCollector:
         self.store_thinking = store_thinking
         self._buf = bytearray()
         self._blocks: dict[int, list] = {}   # index → [kind, name, parts]
+        self._parsed: list | None = None     # a whole message, parsed once
 
     def feed(self, chunk: bytes) -> None:
         self._buf += chunk
@@ -189,38 +195,53 @@ class ReplyCollector:
             self._blocks[index] = ["text", "", [_str(block.get("text"))]]
         elif kind == "thinking" and self.store_thinking:
             self._blocks[index] = ["thinking", "", [_str(block.get("thinking"))]]
-        elif kind in ("tool_use", "server_tool_use"):
+        elif kind in _TOOL_USE:
             start = block.get("input")
             # the input arrives as input_json_delta pieces; a non-empty start input is whole
             parts = [json.dumps(start)] if start else []
             self._blocks[index] = ["tool_use", _str(block.get("name")), parts]
 
-    def text(self) -> str:
+    def parts(self) -> list[tuple[str, str, str]]:
+        """(kind, tool name, text) of each block of the reply, in order."""
         if not self.stream:
             return self._from_message()
-        parts = []
-        for index in sorted(self._blocks):
-            kind, name, pieces = self._blocks[index]
-            joined = "".join(pieces)
-            parts.append(tool_use_text(name, joined or "{}") if kind == "tool_use" else joined)
-        return "\n".join(p for p in parts if p).strip()
+        return [(kind, name, "".join(pieces) or ("{}" if kind == "tool_use" else ""))
+                for kind, name, pieces in (self._blocks[i] for i in sorted(self._blocks))]
 
-    def _from_message(self) -> str:
+    def text(self) -> str:
+        """The whole reply as text, tool calls as ``[tool_use name: {input}]``."""
+        return "\n".join(tool_use_text(name, text) if kind == "tool_use" else text
+                         for kind, name, text in self.parts() if text).strip()
+
+    def answer(self) -> str:
+        """The reply's text and (with ``store_thinking``) thinking, without tool calls."""
+        return "\n".join(t for kind, _, t in self.parts() if kind != "tool_use" and t).strip()
+
+    def tool_calls(self) -> list[str]:
+        """The reply's tool calls, one line each; none means the reply ends the turn."""
+        return [step_line(name, text) for kind, name, text in self.parts() if kind == "tool_use"]
+
+    def _from_message(self) -> list[tuple[str, str, str]]:
+        if self._parsed is None:
+            self._parsed = self._parse_message()
+        return self._parsed
+
+    def _parse_message(self) -> list[tuple[str, str, str]]:
         try:
             message = json.loads(bytes(self._buf))
         except ValueError:
-            return ""
+            return []
         parts = []
         for block in _blocks(message.get("content") if isinstance(message, dict) else None):
             kind = block.get("type")
             if kind == "text":
-                parts.append(_str(block.get("text")))
+                parts.append(("text", "", _str(block.get("text"))))
             elif kind == "thinking" and self.store_thinking:
-                parts.append(_str(block.get("thinking")))
-            elif kind in ("tool_use", "server_tool_use"):
-                parts.append(tool_use_text(_str(block.get("name")),
-                                           json.dumps(block.get("input") or {})))
-        return "\n".join(p for p in parts if p).strip()
+                parts.append(("thinking", "", _str(block.get("thinking"))))
+            elif kind in _TOOL_USE:
+                parts.append(("tool_use", _str(block.get("name")),
+                              json.dumps(block.get("input") or {})))
+        return parts
 
 
 def _str(value: Any) -> str:

@@ -11,6 +11,11 @@ import json
 from typing import Any
 
 from memproxyd.memory.block import strip_block
+from memproxyd.memory.clients import human_words, is_side_call
+from memproxyd.memory.turn import Turn, anchor, step_line
+
+# A call asking for at most this many tokens is a probe (a key or model check), never a turn.
+PROBE_MAX_TOKENS = 1
 
 
 def content_text(content: Any) -> str:
@@ -25,18 +30,28 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def _user_texts(body: dict) -> list[str]:
-    texts = []
-    for message in body.get("messages") or ():
+def _human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
+    """(index, the person's words) of every user message that has any, oldest first, without
+    client scaffolding (``clients.py``) or a memory block."""
+    out = []
+    for i, message in enumerate(body.get("messages") or ()):
         if isinstance(message, dict) and message.get("role") == "user":
-            text = strip_block(content_text(message.get("content")))
+            text = "\n".join(w for w in (human_words(strip_block(t), extra)
+                                         for t in _text_parts(message.get("content"))) if w)
             if text:
-                texts.append(text)
-    return texts
+                out.append((i, text))
+    return out
 
 
-def query(body: dict, strategy: str, max_chars: int) -> str:
-    texts = _user_texts(body)
+def _text_parts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    return [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            and p.get("type") in ("text", "input_text")] if isinstance(content, list) else []
+
+
+def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
+    texts = [text for _, text in _human_messages(body, extra)]
     if not texts:
         return ""
     if strategy == "last_user_plus_previous":
@@ -48,10 +63,33 @@ def query(body: dict, strategy: str, max_chars: int) -> str:
     return "\n".join(picked)[-max_chars:]
 
 
+def turn(body: dict, extra: tuple = ()) -> Turn:
+    """The human turn this call belongs to: a call whose newest message is a tool result
+    continues the turn of the last user message (see ``memory/turn.py``)."""
+    messages = body.get("messages") or []
+    system = "\n".join(content_text(m.get("content")) for m in messages
+                       if isinstance(m, dict) and m.get("role") in ("system", "developer"))
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    side = is_side_call(f"{system}\n{content_text(last.get('content'))}",
+                        bool(body.get("tools") or body.get("functions")))
+    humans = _human_messages(body, extra)
+    if not humans:
+        return Turn("", new=False, side_call=side)
+    index, text = humans[-1]
+    steps = tuple(step_line(_str(_dict(c.get("function")).get("name")),
+                            _str(_dict(c.get("function")).get("arguments")))
+                  for m in messages[index + 1:] if isinstance(m, dict)
+                  and m.get("role") == "assistant"
+                  for c in _list(m.get("tool_calls")) if isinstance(c, dict))
+    return Turn(text, index == len(messages) - 1, steps, anchor([t for _, t in humans]), side)
+
+
 def is_housekeeping(body: dict, max_tokens_limit: int, system_patterns: list) -> bool:
-    """OpenAI clients send no recognisable housekeeping calls; the same knobs apply anyway."""
+    """The user's housekeeping knobs (``skip_small_max_tokens``, ``skip_system_patterns``),
+    and probes (``max_tokens <= 1``); known clients' side calls are found by ``turn()``."""
     limit = body.get("max_tokens") or body.get("max_completion_tokens")
-    if max_tokens_limit > 0 and isinstance(limit, int) and limit <= max_tokens_limit:
+    if (isinstance(limit, int) and not isinstance(limit, bool)
+            and limit <= max(max_tokens_limit, PROBE_MAX_TOKENS)):
         return True
     if system_patterns:
         system = "\n".join(content_text(m.get("content")) for m in body.get("messages") or ()
@@ -71,11 +109,6 @@ def inject(body: dict, block: str) -> dict:
             break
     messages.insert(position, {"role": "system", "content": block})
     return {**body, "messages": messages}
-
-
-def user_text(body: dict) -> str:
-    texts = _user_texts(body)
-    return texts[-1] if texts else ""
 
 
 def _dict(value: Any) -> dict:
@@ -104,6 +137,7 @@ class ReplyCollector:
         self._buffer = bytearray()
         self._text: list[str] = []
         self._tools: dict[int, dict[str, str]] = {}
+        self._parsed = False                 # a whole body, parsed once
 
     def feed(self, chunk: bytes) -> None:
         self._buffer += chunk
@@ -141,14 +175,26 @@ class ReplyCollector:
         slot["args"] += _str(function.get("arguments"))
 
     def text(self) -> str:
-        if not self.stream:
-            self._from_body()
-        parts = ["".join(self._text).strip()]
+        """The whole reply as text, tool calls as ``[tool call name: arguments]``."""
+        parts = [self.answer()]
         parts += [f"[tool call {t['name']}: {t['args']}]" for t in self._tools.values()
                   if t["name"] or t["args"]]
         return "\n".join(p for p in parts if p)
 
+    def answer(self) -> str:
+        """The reply's text without tool calls."""
+        if not self.stream and not self._parsed:
+            self._from_body()
+        return "".join(self._text).strip()
+
+    def tool_calls(self) -> list[str]:
+        """The reply's tool calls, one line each; none means the reply ends the turn."""
+        self.answer()
+        return [step_line(t["name"], t["args"]) for t in self._tools.values()
+                if t["name"] or t["args"]]
+
     def _from_body(self) -> None:
+        self._parsed = True
         try:
             body = json.loads(self._buffer)
         except ValueError:

@@ -8,10 +8,17 @@ a tap that remembers the exchange once the reply is complete.
   chose not to use memory for this call (model opted out, Memory Router deployment,
   housekeeping call, write-only mode, nothing to search with); ``none`` that nothing relevant
   was found.
-* **Remember**: the last user message and the assistant's reply, secrets redacted, are written
-  to the durable outbox *before the response ends*; the outbox worker delivers them to the
-  store with retries. The injected block is never part of what is stored, not even when the
-  model echoes it back in its reply.
+* **Turns** (``memory/turn.py``): what is searched with and stored is the human's words of the
+  latest turn, the client's scaffolding removed (``memory/clients.py``, ``strip_patterns``).
+  Recall runs once per turn; every call of an agent loop reuses the turn's block
+  (``memory/turn_cache.py``). Known clients' side calls (titles, summaries, probes) are
+  ``skipped``, as is a call with no human words at all.
+* **Remember**: once per turn, from the call whose reply is the answer (no tool calls): the
+  human's words, a line per tool call of the loop and the answer, within ``max_memory_chars``,
+  secrets redacted, written to the durable outbox *before the response ends* under a key made
+  from the turn (a retried call is stored once); the outbox worker delivers it to the store
+  with retries. The injected block is never part of what is stored, not even when the model
+  echoes it back in its reply.
 * **Never fails the call**: an unexpected error while preparing (a malformed body the
   adapters did not foresee) sends the client's body unchanged with ``error``; one while
   reading the reply stops remembering that exchange and leaves the relayed bytes alone.
@@ -19,10 +26,11 @@ a tap that remembers the exchange once the reply is complete.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from memproxyd.config import Config
@@ -31,6 +39,8 @@ from memproxyd.memory import anthropic_wire, openai_wire
 from memproxyd.memory.block import BLOCK_END, BLOCK_START, strip_block
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory
 from memproxyd.memory.redact import redact
+from memproxyd.memory.turn import Turn, memory_text
+from memproxyd.memory.turn_cache import Recalled, TurnCache
 from memproxyd.pipeline import Call
 from memproxyd.state import RuntimeState
 
@@ -44,6 +54,11 @@ ADAPTERS = {ANTHROPIC: anthropic_wire}
 
 def adapter_for(protocol: str):
     return ADAPTERS.get(protocol, openai_wire)
+
+
+@functools.lru_cache(maxsize=16)
+def compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern, ...]:
+    return tuple(re.compile(p) for p in patterns)
 
 
 def format_block(memories: list[Memory], max_chars: int) -> str:
@@ -79,9 +94,10 @@ class RememberTap:
     remembered; the client's stream is not touched either way.
     """
 
-    def __init__(self, service: "MemoryService", call: Call, adapter):
+    def __init__(self, service: "MemoryService", call: Call, adapter, turn: Turn):
         self.service = service
         self.adapter = adapter
+        self.turn = turn
         self.user_id = call.user_id
         self.collector = adapter.ReplyCollector(call.stream,
                                                 service.config.memory.store_thinking)
@@ -101,8 +117,9 @@ class RememberTap:
         if not ok or self.broken:
             return
         try:
-            await self.service.remember(call, self.adapter.user_text(call.body),
-                                        self.collector.text())
+            if self.collector.tool_calls():
+                return   # a step of the loop: the turn is remembered with its answer
+            await self.service.remember(call, self.turn, self.collector.answer())
         except Exception:  # memory never fails the call; the reason is in the log
             log.exception("remember failed user_id=%s", call.user_id)
             call.memory_status = "error"
@@ -114,6 +131,7 @@ class MemoryService:
         self.store = store
         self.outbox = outbox
         self.sessions = sessions
+        self.turns = TurnCache()
 
     @property
     def config(self) -> Config:
@@ -158,19 +176,43 @@ class MemoryService:
                        mode: str) -> tuple[dict[str, Any], RememberTap | None]:
         adapter = adapter_for(call.protocol)
         call.memory_status = "skipped"
-        if self._skipped_by_policy(call, adapter):
+        turn = adapter.turn(call.body, compiled(self.config.memory.strip_patterns))
+        if turn.side_call or not turn.human or self._skipped_by_policy(call, adapter):
             return call.body, None
+        anchor = self._anchor(call, turn)
         body = call.body
         if mode in ("on", "read"):
-            body = await self._recall(call, session, adapter)
-        tap = RememberTap(self, call, adapter) if mode in ("on", "write") else None
+            body = await self._recall(call, session, adapter, anchor)
+        tap = RememberTap(self, call, adapter, turn) if mode in ("on", "write") else None
         return body, tap
 
-    async def _recall(self, call: Call, session, adapter) -> dict[str, Any]:
-        memory = self.config.memory
-        query = adapter.query(call.body, memory.query_strategy, memory.max_query_chars)
-        if not query:
+    @staticmethod
+    def _anchor(call: Call, turn: Turn) -> str:
+        """The turn's anchor, within the client's ``x-memproxy-conversation-id`` if sent."""
+        conversation = call.request.headers.get(CONVERSATION_HEADER)
+        if not conversation:
+            return turn.anchor
+        return hashlib.sha256(f"{conversation}\x00{turn.anchor}".encode()).hexdigest()[:32]
+
+    async def _recall(self, call: Call, session, adapter, anchor: str) -> dict[str, Any]:
+        """The turn's block: recalled on its first call, the same one on every later call."""
+        recalled = self.turns.get(call.user_id, anchor)
+        if recalled is None:
+            recalled = await self._search(call, session, adapter)
+            if recalled is None:
+                return call.body       # recall failed: the next call of the turn tries again
+            self.turns.put(call.user_id, anchor, recalled)
+        if not recalled.block:
+            call.memory_status = "none"
             return call.body
+        call.memory_status, call.memories = "injected", len(recalled.ids)
+        call.recalled_ids = recalled.ids
+        return adapter.inject(call.body, recalled.block)
+
+    async def _search(self, call: Call, session, adapter) -> Recalled | None:
+        memory = self.config.memory
+        query = adapter.query(call.body, memory.query_strategy, memory.max_query_chars,
+                              compiled(memory.strip_patterns))
         try:
             found = await asyncio.wait_for(
                 self.store.search(call.user_id, query, memory.top_k, session),
@@ -179,39 +221,38 @@ class MemoryService:
             call.memory_status = "error"
             log.warning("recall failed user_id=%s error=%s", call.user_id,
                         type(exc).__name__)
-            return call.body
+            return None
         found = [m for m in found if m.score >= memory.min_score]
         block = format_block(found, memory.max_block_chars)
-        if not block:
-            call.memory_status = "none"
-            return call.body
-        body = adapter.inject(call.body, block)
-        call.memory_status, call.memories = "injected", block.count("\n- [")
-        call.recalled_ids = tuple(m.id for m in found)
-        return body
+        shown = block.count("\n- [")
+        return Recalled(block, tuple(m.id for m in found[:shown]))
 
-    async def remember(self, call: Call, user_text: str, reply: str) -> None:
-        """Queue the exchange. Its key is a fresh uuid4, made once here and stored with the
-        outbox entry, so every retry of this delivery carries the same key (idempotent) while
-        the same words said again in another call are a memory of their own. Exact duplicates
-        (a client resending a request) are not merged: that is out of scope here."""
-        reply = without_block(reply)
-        if not user_text or not reply:
+    async def remember(self, call: Call, turn: Turn, answer: str) -> None:
+        """Queue the turn's memory. Its key is made from the turn's anchor and the answer, so
+        the same exchange (a resent request answered alike) is stored once, while the same
+        words asked again in a conversation the client does not name, and answered
+        differently, are a memory of their own. Every retry of the delivery carries the same
+        key (idempotent)."""
+        answer = without_block(answer)
+        if not turn.human or not (answer or turn.steps):
             return
-        content = f"User: {user_text}\nAssistant: {reply}"
-        if self.config.memory.redact_secrets:
-            content = redact(content)
-        content = content[:self.config.memory.max_content_chars]
+        memory = self.config.memory
+        human = redact(turn.human) if memory.redact_secrets else turn.human
+        answer = redact(answer) if memory.redact_secrets else answer
+        content = memory_text(human, turn.steps, answer, memory.max_memory_chars)
         metadata = {"source": "exchange", "model": call.deployment.name,
                     "protocol": call.protocol, "time": time.time()}
         conversation = call.request.headers.get(CONVERSATION_HEADER)
         if conversation:
             metadata["conversation_id"] = conversation[:200]
-        await self.outbox.enqueue(call.user_id, [NewMemory(content, metadata, uuid.uuid4().hex)])
+        answered = hashlib.sha256(content.encode()).hexdigest()[:16]
+        key = f"turn-{self._anchor(call, turn)}-{answered}"
+        await self.outbox.enqueue(call.user_id, [NewMemory(content, metadata, key)])
 
     async def forget_all(self, user_id: str, session) -> int:
         """Forget everything of the user, including exchanges still waiting in the outbox:
         those are purged first, so none is delivered after the store was emptied."""
+        self.turns.forget(user_id)
         purged = await self.outbox.purge(user_id)
         if purged:
             log.info("outbox purged user_id=%s entries=%d", user_id, purged)

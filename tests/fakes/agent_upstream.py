@@ -1,0 +1,202 @@
+"""A fake model for real agent CLIs (Claude Code on ``/v1/messages``, Codex CLI on
+``/v1/responses``): a real aiohttp app on loopback that records every request and answers
+like a tiny, deterministic model, enough to drive a CLI through a whole turn.
+
+* The human asks to "read the notes": the reply is a tool call (Claude Code's ``Read`` of
+  the working directory's ``CLAUDE.md``, Codex's ``exec_command`` with ``cat AGENTS.md``); the next call, whose newest input is the tool's result, gets
+  the final text answer. That is an agent loop: several calls for one human turn.
+* Otherwise the reply is ``Understood: <the human's last line>``; when the request carries a
+  memproxy memory block, the reply quotes its first memory line instead, so a test can see
+  that the model was given what an earlier session said.
+* Small ``max_tokens`` (quota probes, titles) get a short fixed JSON text.
+
+Records are ``{"path", "json", "headers"}``, kept in ``app[RECORDS]`` and, when ``record_to``
+is given, appended to that JSONL file (how ``tests/fixtures/agents/`` was captured).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+from aiohttp import web
+
+RECORDS = web.AppKey("records", list)
+RECORD_TO = web.AppKey("record_to", object)
+WORKDIR = re.compile(r"Primary working directory: (\S+)")
+MEMORY_LINE = re.compile(r"<memproxy-memory>.*?\n- \[[^\]]*\] (.*?)\n", re.DOTALL)
+_ids = itertools.count(1)
+
+
+def _record(request: web.Request, body: dict) -> None:
+    record = {"path": request.path, "json": body,
+              "headers": {k.lower(): v for k, v in request.headers.items()
+                          if k.lower() not in ("authorization", "x-api-key")}}
+    request.app[RECORDS].append(record)
+    target = request.app[RECORD_TO]
+    if target is not None:
+        with Path(target).open("a") as out:
+            out.write(json.dumps(record) + "\n")
+
+
+def _texts(content) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    return [b.get("text", "") for b in content or () if isinstance(b, dict)
+            and b.get("type") in ("text", "input_text")]
+
+
+def answer(last_human: str, context: str, small: bool) -> str:
+    """The reply text for a turn that needs no tool."""
+    if small:
+        return '{"title": "Fake title", "isNewTopic": false}'
+    remembered = MEMORY_LINE.search(context)
+    if remembered:
+        return f"From memory: {remembered.group(1)}"
+    lines = [line for line in last_human.strip().splitlines() if line.strip()]
+    return f"Understood: {lines[-1] if lines else ''}"
+
+
+# -- Anthropic Messages (Claude Code) ------------------------------------------------------
+
+def _anthropic_reply(body: dict) -> list[dict]:
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    content = last.get("content")
+    if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result"
+                                         for b in content):
+        return [{"type": "text", "text": "The notes say to use tabs. Done."}]
+    human = "\n".join(_texts(content))
+    system = body.get("system")
+    context = system if isinstance(system, str) else "\n".join(_texts(system))
+    cwd = WORKDIR.search(context)
+    if "read the notes" in human.lower() and cwd:
+        return [{"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": f"toolu_{next(_ids):04d}", "name": "Read",
+                 "input": {"file_path": f"{cwd.group(1)}/CLAUDE.md"}}]
+    small = isinstance(body.get("max_tokens"), int) and body["max_tokens"] <= 64
+    return [{"type": "text", "text": answer(human.split("</system-reminder>")[-1], context, small)}]
+
+
+def _sse(event: dict) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+def _anthropic_events(message: dict) -> list[dict]:
+    events = [{"type": "message_start",
+               "message": {**message, "content": [], "stop_reason": None}}]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            events += [{"type": "content_block_start", "index": index,
+                        "content_block": {"type": "text", "text": ""}},
+                       {"type": "content_block_delta", "index": index,
+                        "delta": {"type": "text_delta", "text": block["text"]}}]
+        else:
+            events += [{"type": "content_block_start", "index": index,
+                        "content_block": {**block, "input": {}}},
+                       {"type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta",
+                                  "partial_json": json.dumps(block["input"])}}]
+        events.append({"type": "content_block_stop", "index": index})
+    events += [{"type": "message_delta", "delta": {"stop_reason": message["stop_reason"],
+                                                   "stop_sequence": None},
+                "usage": {"output_tokens": 9}},
+               {"type": "message_stop"}]
+    return events
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    _record(request, body)
+    blocks = _anthropic_reply(body)
+    message = {"id": f"msg_fake{next(_ids):04d}", "type": "message", "role": "assistant",
+               "model": body.get("model", ""), "content": blocks,
+               "stop_reason": "tool_use" if blocks[-1]["type"] == "tool_use" else "end_turn",
+               "stop_sequence": None,
+               "usage": {"input_tokens": 100, "output_tokens": 9,
+                         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+    if not body.get("stream"):
+        return web.json_response(message)
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    for event in _anthropic_events(message):
+        await response.write(_sse(event))
+    await response.write_eof()
+    return response
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    body = await request.json()
+    return web.json_response({"input_tokens": len(json.dumps(body)) // 4})
+
+
+# -- OpenAI Responses (Codex CLI) ----------------------------------------------------------
+
+def _responses_items(body: dict) -> list[dict]:
+    items = body.get("input")
+    items = [{"type": "message", "role": "user", "content": items}] if isinstance(
+        items, str) else list(items or [])
+    if items and items[-1].get("type") == "function_call_output":
+        return [_message_item("The notes say to use tabs. Done.")]
+    human = ""
+    for item in reversed(items):
+        if item.get("type", "message") == "message" and item.get("role") == "user":
+            human = "\n".join(_texts(item.get("content")))
+            break
+    names = {t.get("name") for t in body.get("tools") or () if isinstance(t, dict)}
+    if "read the notes" in human.lower() and "exec_command" in names:
+        return [{"type": "function_call", "id": f"fc_{next(_ids):04d}",
+                 "call_id": f"call_{next(_ids):04d}", "name": "exec_command",
+                 "status": "completed", "arguments": json.dumps({"cmd": "cat AGENTS.md"})}]
+    context = str(body.get("instructions") or "")
+    return [_message_item(answer(human, context, False))]
+
+
+def _message_item(text: str) -> dict:
+    return {"type": "message", "id": f"msg_{next(_ids):04d}", "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    _record(request, body)
+    output = _responses_items(body)
+    response_obj = {"id": f"resp_{next(_ids):04d}", "object": "response", "created_at": 0,
+                    "status": "completed", "model": body.get("model", ""), "output": output,
+                    "usage": {"input_tokens": 100, "output_tokens": 9, "total_tokens": 109,
+                              "input_tokens_details": {"cached_tokens": 0},
+                              "output_tokens_details": {"reasoning_tokens": 0}}}
+    if not body.get("stream"):
+        return web.json_response(response_obj)
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    seq = itertools.count()
+    created = {**response_obj, "status": "in_progress", "output": []}
+    events = [{"type": "response.created", "response": created}]
+    for index, item in enumerate(output):
+        events.append({"type": "response.output_item.added", "output_index": index,
+                       "item": item})
+        if item["type"] == "message":
+            events.append({"type": "response.output_text.delta", "output_index": index,
+                           "content_index": 0, "item_id": item["id"],
+                           "delta": item["content"][0]["text"]})
+        events.append({"type": "response.output_item.done", "output_index": index,
+                       "item": item})
+    events.append({"type": "response.completed", "response": response_obj})
+    for event in events:
+        event["sequence_number"] = next(seq)
+        await response.write(_sse(event))
+    await response.write_eof()
+    return response
+
+
+def create_app(record_to: str | Path | None = None) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[RECORDS] = []
+    app[RECORD_TO] = record_to
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    app.router.add_post("/v1/responses", responses)
+    return app
