@@ -64,7 +64,7 @@ CLIENTS: tuple[ClientRules, ...] = (
         # here: ``ide-attachments.json`` is a hand-made request in the shape they send.
         name="ide-attachments",
         recorded="tests/fixtures/agents/ide-attachments.json",
-        tags=("file", "attached_file", "selection", "code_context", "context"),
+        tags=("file", "attached_file", "selection", "code_context"),
     ),
 )
 

@@ -1,0 +1,82 @@
+"""Record what the real Claude Code and Codex CLIs send, as test fixtures.
+
+Installs the pinned CLIs (``tests/agents.py``), points them straight at the loopback fake model
+(``tests/fakes/agent_upstream.py``, no memproxyd in between) and runs the same short story
+with each: a first session that states a fact, the same session continued with a request that
+makes the model use a tool (an agent loop: two calls for one human turn), and a second session
+that asks about the fact. Every request is written, scrubbed of this machine's paths and ids,
+to ``tests/fixtures/agents/<client>.jsonl``, one line per request in the order sent.
+
+    .venv/bin/python scripts/record_agents.py [--out tests/fixtures/agents]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import agents  # noqa: E402
+from tests.fakes import agent_upstream  # noqa: E402
+from tests.fakes.threaded import ThreadedServer  # noqa: E402
+
+STORY = ("Remember this: our deploy target codename is BLUEFIN.",
+         "Please read the notes in {notes} and tell me the indentation rule.",
+         "What is our deploy target codename?")
+IDS = re.compile(r'(device_id\\?":\\?"|installation_id\\?":\\?")[0-9a-f-]+')
+
+
+def record(client: str, out: Path) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp).resolve()
+        workdir = root / "project"
+        workdir.mkdir()
+        notes = "CLAUDE.md" if client == "claude-code" else "AGENTS.md"
+        (workdir / notes).write_text("# Project notes\nUse tabs for indentation.\n")
+        server = ThreadedServer(agent_upstream.create_app()).start()
+        try:
+            _story(client, agents.install_clis(), server.url, workdir, notes)
+            records = server.call(lambda: list(server.app[agent_upstream.RECORDS]))
+        finally:
+            server.stop()
+        paths = {str(workdir): "/home/dev/project", str(root): "/home/dev",
+                 str(workdir).replace("/", "-"): "-home-dev-project", "/root/": "/home/dev/"}
+        lines = [IDS.sub(lambda m: m.group(1) + "0" * 16, json.dumps(agents.scrub(r, paths)))
+                 for r in records]
+    (out / f"{client}.jsonl").write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def _story(client: str, bin_dir: Path, url: str, workdir: Path, notes: str) -> None:
+    first, second, third = STORY
+    second = second.format(notes=notes)
+    if client == "claude-code":
+        runs = [agents.run_claude(bin_dir, url, workdir, first),
+                agents.run_claude(bin_dir, url, workdir, second, resume=True),
+                agents.run_claude(bin_dir, url, workdir, third)]
+    else:
+        home = agents.write_codex_home(workdir.parent / "codex-home", f"{url}/v1")
+        runs = [agents.run_codex(bin_dir, home, workdir, first),
+                agents.run_codex(bin_dir, home, workdir, second, resume=True),
+                agents.run_codex(bin_dir, home, workdir, third)]
+    for run in runs:
+        if run.returncode != 0:
+            raise SystemExit(f"{client} failed ({run.returncode}): {run.stderr[-800:]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("tests/fixtures/agents"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for client in ("claude-code", "codex"):
+        print(f"{client}: {record(client, args.out)} requests recorded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The real agent CLIs (Claude Code, Codex), installed from the npm registry and run against a
+base URL: shared by the end-to-end tests and ``scripts/record_agents.py``.
+
+    clis = install_clis()                      # None (with a reason) where npm cannot
+    run_claude(clis, base_url, workdir, "Remember this: ...")
+    run_codex(clis, base_url + "/v1", workdir, codex_home, "What is ...?")
+
+The versions are pinned: ``tests/fixtures/agents/`` was recorded from these.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.197"
+CODEX = "@openai/codex@0.171.0"
+CACHE = Path(os.environ.get("MEMPROXYD_AGENTS_DIR",
+                            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                            / "memproxyd-test-agents"))
+
+
+class Unavailable(Exception):
+    """The CLIs cannot be installed here; the message says why."""
+
+
+def install_clis(target: Path = CACHE) -> Path:
+    """``node_modules/.bin`` holding ``claude`` and ``codex``; installed once per machine."""
+    bin_dir = target / "node_modules" / ".bin"
+    if (bin_dir / "claude").exists() and (bin_dir / "codex").exists():
+        return bin_dir
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        raise Unavailable("npm and node are not installed (apt-get install nodejs npm)")
+    target.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix",
+                             str(target), CLAUDE_CODE, CODEX],
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0 or not (bin_dir / "claude").exists():
+        raise Unavailable(f"npm install failed: {result.stderr.strip()[-400:]}")
+    return bin_dir
+
+
+def _env(extra: dict[str, str], home: Path) -> dict[str, str]:
+    keep = ("PATH", "LANG", "TERM", "TMPDIR")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    return {**env, "HOME": str(home), **extra}
+
+
+def run_claude(bin_dir: Path, base_url: str, workdir: Path, prompt: str, *,
+               resume: bool = False, home: Path | None = None,
+               headers: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``claude -p PROMPT`` (``--continue`` with ``resume``) in ``workdir``; its own HOME, so
+    sessions and settings never touch the real user's."""
+    home = home or workdir.parent / "claude-home"
+    home.mkdir(exist_ok=True)
+    env = _env({"ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": "sk-ant-test-fake",
+                "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1",
+                "DISABLE_ERROR_REPORTING": "1"}, home)
+    if headers:
+        env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in headers.items())
+    args = [str(bin_dir / "claude"), "-p", *(["--continue"] if resume else []), prompt,
+            "--model", "claude-sonnet-4-5"]
+    return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def write_codex_home(home: Path, base_url: str) -> Path:
+    """A ``CODEX_HOME`` whose provider is ``base_url`` over the Responses API."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        'model = "gpt-5-codex"\nmodel_provider = "memproxyd"\n'
+        '[model_providers.memproxyd]\nname = "memproxyd"\n'
+        f'base_url = "{base_url}"\nenv_key = "MEMPROXY_API_KEY"\nwire_api = "responses"\n')
+    return home
+
+
+def run_codex(bin_dir: Path, codex_home: Path, workdir: Path, prompt: str, *,
+              resume: bool = False) -> subprocess.CompletedProcess:
+    """``codex exec PROMPT`` (``resume --last`` with ``resume``) in ``workdir``."""
+    env = _env({"CODEX_HOME": str(codex_home), "MEMPROXY_API_KEY": "sk-test-fake"},
+               codex_home.parent)
+    args = [str(bin_dir / "codex"), "exec", "--skip-git-repo-check",
+            *(["resume", "--last"] if resume else []), prompt]
+    return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def scrub(record: dict, paths: dict[str, str]) -> dict:
+    """A recorded request without this machine's paths and ids, tool descriptions cut to 200
+    characters (they are most of a request's bytes and nothing here reads them)."""
+    body = record["json"]
+    for tool in body.get("tools") or ():
+        if isinstance(tool.get("description"), str):
+            tool["description"] = tool["description"][:200]
+    text = json.dumps({"path": record["path"], "json": body})
+    for real, fake in sorted(paths.items(), key=lambda p: -len(p[0])):
+        text = text.replace(real, fake)
+    return json.loads(text)

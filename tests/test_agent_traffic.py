@@ -1,0 +1,86 @@
+"""The human's words, turns and side calls, on requests the real CLIs sent
+(``tests/fixtures/agents/``, recorded by ``scripts/record_agents.py``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from memproxyd.memory import anthropic_wire, openai_wire
+from memproxyd.memory.clients import human_words
+from memproxyd.memory.turn import memory_text
+
+FIXTURES = Path(__file__).parent / "fixtures" / "agents"
+FACT = "Remember this: our deploy target codename is BLUEFIN."
+READ = "Please read the notes in {} and tell me the indentation rule."
+QUESTION = "What is our deploy target codename?"
+
+
+def recorded(client: str) -> list[dict]:
+    return [json.loads(line)["json"] for line in (FIXTURES / f"{client}.jsonl").open()]
+
+
+@pytest.fixture(scope="module")
+def claude() -> list[dict]:
+    return recorded("claude-code")
+
+
+def test_claude_code_turns_are_the_human_words_alone(claude):
+    turns = [anthropic_wire.turn(body) for body in claude]
+    assert [t.human for t in turns[1:4]] == [FACT, READ.format("CLAUDE.md"),
+                                             READ.format("CLAUDE.md")]
+    assert turns[5].human == QUESTION
+    assert len(json.dumps(claude[1])) > 50_000          # what the client really sent
+
+
+def test_claude_code_title_calls_are_side_calls(claude):
+    assert anthropic_wire.turn(claude[0]).side_call
+    assert anthropic_wire.turn(claude[4]).side_call
+    assert not any(anthropic_wire.turn(claude[i]).side_call for i in (1, 2, 3, 5))
+
+
+def test_claude_code_tool_loop_call_continues_the_turn(claude):
+    start, loop = anthropic_wire.turn(claude[2]), anthropic_wire.turn(claude[3])
+    assert start.new and not loop.new
+    assert start.anchor == loop.anchor                 # one turn: one block, one memory
+    assert anthropic_wire.turn(claude[1]).anchor != start.anchor
+    assert loop.steps == ('[Read: {"file_path": "/home/dev/project/CLAUDE.md"}]',)
+
+
+def test_claude_code_recall_query_has_no_scaffolding(claude):
+    for body in claude[1:4] + claude[5:]:
+        query = anthropic_wire.query(body, "last_user", 2000)
+        assert "system-reminder" not in query and len(query) < 100
+    assert anthropic_wire.query(claude[3], "all_user", 2000) == \
+        f"{FACT}\n{READ.format('CLAUDE.md')}"
+
+
+def test_memory_of_a_tool_loop_turn_is_short_and_readable(claude):
+    turn = anthropic_wire.turn(claude[3])
+    text = memory_text(turn.human, turn.steps, "The notes say to use tabs. Done.", 1500)
+    assert text == (f"User: {READ.format('CLAUDE.md')}\nAssistant: "
+                    '[Read: {"file_path": "/home/dev/project/CLAUDE.md"}]\n'
+                    "The notes say to use tabs. Done.")
+
+
+def test_ide_attachments_become_mentions_and_tags_go():
+    body = json.loads((FIXTURES / "ide-attachments.json").read_text())["json"]
+    assert openai_wire.turn(body).human == (
+        "[attached: src/billing/invoice.py]\nWhy does the invoice total ignore discounts? "
+        "We agreed discounts apply before tax.")
+
+
+def test_strip_patterns_cut_what_the_table_does_not_know():
+    import re
+    extra = (re.compile(r"(?s)<jira-ticket>.*?</jira-ticket>"),)
+    assert human_words("<jira-ticket>ABC-1 ...</jira-ticket>\nShip it", extra) == "Ship it"
+    assert human_words("a <b>bold</b> claim") == "a <b>bold</b> claim"   # unknown tags stay
+
+
+def test_memory_text_keeps_start_and_end_within_the_bound():
+    answer = "start " + "x" * 5000 + " the end"
+    text = memory_text("question?", tuple(f"[Bash: step {i}]" for i in range(30)), answer, 1500)
+    assert len(text) <= 1500
+    assert text.startswith("User: question?\nAssistant: [Bash: step 0]")
+    assert "more tool calls" in text and text.endswith(" the end")
