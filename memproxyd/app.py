@@ -75,6 +75,21 @@ def _embedder(app: web.Application):
     return embed
 
 
+def _delivery_store(app: web.Application, store):
+    """What the outbox worker writes to: the store, or with ``extract_model`` a wrapper that
+    distils each turn into facts through that deployment (``memory/distill.py``)."""
+    name = app[appkeys.STATE].config.memory.extract_model
+    if not name:
+        return store
+    from memproxyd.memory.distill import DistillingStore
+
+    async def complete(user_id: str, messages: list[dict], system: str, session) -> str:
+        from memproxyd.completion import complete as model_call
+        deployment = app[appkeys.STATE].deployments.lookup(name)
+        return await model_call(deployment, session, messages, system=system)
+    return DistillingStore(store, complete)
+
+
 async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     from memproxyd.memory.outbox import Outbox, OutboxWorker
     config = app[appkeys.STATE].config
@@ -84,7 +99,8 @@ async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     outbox = Outbox(config.state_dir / "memory.db")
     await store.open()
     await outbox.open()
-    worker = OutboxWorker(outbox, lambda: store, sessions,
+    delivery = _delivery_store(app, store)
+    worker = OutboxWorker(outbox, lambda: delivery, sessions,
                           retry_max_seconds=config.memory.outbox_retry_max_seconds)
     await worker.start()
     app[appkeys.MEMORY] = MemoryService(app[appkeys.STATE], store, outbox, sessions)

@@ -249,6 +249,20 @@ async def embed(dep: Deployment, session: UserSession, body: dict) -> dict:
     return result.model_dump(exclude_none=True)
 
 
+async def complete_text(dep: Deployment, session: UserSession, messages: list[dict],
+                        system: str, max_tokens: int) -> str:
+    """One reply's text through ``litellm.acompletion`` (memproxyd's own calls, such as
+    distilling memories); failures as ``ApiError``."""
+    args: dict[str, Any] = {"max_tokens": max_tokens, "messages": (
+        [{"role": "system", "content": system}] if system else []) + messages}
+    args.update(deployment_kwargs(dep, session, False))
+    try:
+        result = await litellm().acompletion(**args)
+    except Exception as exc:
+        raise as_api_error(exc) from None
+    return result.choices[0].message.content or ""
+
+
 def as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc

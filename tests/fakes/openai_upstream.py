@@ -9,6 +9,8 @@ Behaviour is chosen by the upstream model name, so concurrent tests never interf
 * ``stall``: streams one chunk, then stops sending (for read timeouts);
 * ``echo-system``: the reply also echoes every system message received, one per line (as a
   model repeating its prompt would, injected memory block included);
+* ``extract-fixed``: a fixed memory extraction (``memory/distill.py``'s JSON): the first
+  memory offered whose text mentions "codename" is updated, and a fact about tabs is added;
 * ``garbage-chunk``: a stream with malformed chunks mid-way: ``{"choices": [null]}`` and a
   JSON array nested too deep for any parser.
 
@@ -65,7 +67,19 @@ def _record(request: web.Request, body: dict) -> tuple[str, dict]:
     return cookie or uuid.uuid4().hex, record
 
 
+def extraction(messages: list) -> str:
+    offered = json.loads(last_user_text(messages)).get("existing", [])
+    facts = [{"text": "The team indents with tabs.", "action": "add"}]
+    target = next((m["id"] for m in offered if "codename" in m["text"]), None)
+    if target:
+        facts.append({"text": "The deploy target codename is BLUEFIN.", "action": "update",
+                      "id": target})
+    return json.dumps({"facts": facts})
+
+
 def reply_text(model: str, messages: list) -> str:
+    if model == "extract-fixed":
+        return extraction(messages)
     text = "echo: " + last_user_text(messages)
     if model == "echo-system":
         text += "".join(f"\n{m['content']}" for m in messages
