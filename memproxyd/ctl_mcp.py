@@ -80,11 +80,11 @@ class MemoryTools:
         except CtlError as exc:
             raise ToolError(str(exc)) from None
 
-    def memory_search(self,
-               query: Annotated[str, Field(min_length=1, description="what to look for")],
-               limit: Annotated[int, Field(ge=1, le=SEARCH_LIMIT_MAX,
-                                           description="at most this many memories")] = 5,
-               ) -> dict[str, Any]:
+    def memory_search(
+            self, query: Annotated[str, Field(min_length=1, description="what to look for")],
+            limit: Annotated[int, Field(ge=1, le=SEARCH_LIMIT_MAX,
+                                        description="at most this many memories")] = 5,
+    ) -> dict[str, Any]:
         body = {"user_id": self.owner, "query": query, "limit": limit}
         found = self._call("POST", "/v1/memories/search", body).get("results", [])
         return {"owner": self.owner, "query": query, "results": found}
@@ -95,12 +95,12 @@ class MemoryTools:
         [memory] = self._call("POST", "/v1/memories", body)["data"]
         return {"owner": self.owner, "added": memory}
 
-    def memory_list(self,
-             limit: Annotated[int, Field(ge=1, le=LIST_LIMIT_MAX,
-                                         description="memories per page")] = 20,
-             cursor: Annotated[str | None, Field(description=(
-                 "next_cursor of the previous page; omit for the first page"))] = None,
-             ) -> dict[str, Any]:
+    def memory_list(
+            self, limit: Annotated[int, Field(ge=1, le=LIST_LIMIT_MAX,
+                                              description="memories per page")] = 20,
+            cursor: Annotated[str | None, Field(description=(
+                "next_cursor of the previous page; omit for the first page"))] = None,
+    ) -> dict[str, Any]:
         query = {"user_id": self.owner, "limit": limit, **({"cursor": cursor} if cursor else {})}
         page = self._call("GET", "/v1/memories", query=query)
         return {"owner": self.owner, "memories": page.get("data", []),

@@ -114,6 +114,7 @@ def test_add_project_without_port_picks_from_configured_range(make_config, run, 
     (["ide-config", "alpha", "--client", "vim"], "invalid choice"),
     ([], "required"),
     (["memory", "forget", "u"], "IDs or --all"),
+    (["mcp", "has space"], "invalid project or user id 'has space'"),
 ])
 def test_refusals_exit_1_with_one_line_and_change_nothing(run, registry_path, argv, message):
     assert run("add-project", "alpha", "--port", str(free_port()))[0] == 0
@@ -289,6 +290,17 @@ def test_ide_config_claude_code_mcp_line_is_a_shell_command_that_survives_spaces
     [line] = [line for line in out.splitlines() if line.startswith("claude mcp add")]
     assert shlex.split(line) == ["claude", "mcp", "add", "memproxyd", "--", "memproxyctl",
                                  "--config", str(config.resolve()), "mcp", "alpha"]
+
+
+def test_only_the_mcp_command_imports_the_mcp_sdk(config):
+    script = ("import sys\nfrom memproxyd import ctl\n"
+              f"ctl.main(['--config', {str(config)!r}, 'list-projects'])\n"
+              f"ctl.main(['--config', {str(config)!r}, 'ide-config', 'a', '--client', 'codex'])\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'pydantic')))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 # -- concurrency through the real entry point ------------------------------------------------
