@@ -3,6 +3,7 @@
     memproxyctl add-project alpha            # prints the base URLs to paste into clients
     memproxyctl ide-config alpha --client claude-code
     memproxyctl memory search alpha "deploy steps" --limit 3
+    memproxyctl mcp alpha                    # alpha's memory as MCP tools, on stdio
 
 Talks to the running daemon's admin and memory APIs (stdlib urllib: starts fast, never imports
 server internals). When the daemon is not running, project commands edit the registry file
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import urllib.parse
 
@@ -116,9 +118,17 @@ def cmd_reload(ctx: Context, args) -> int:
     return EXIT_OK
 
 
-# Lines mentioning {key} are dropped when no gateway key is configured.
+# Lines mentioning {key} or {key_env} are dropped when no gateway key is configured.
 _IDE_TEMPLATES = {
-    "claude-code": "ANTHROPIC_BASE_URL={anthropic}\nANTHROPIC_AUTH_TOKEN={key}",
+    "claude-code": ("ANTHROPIC_BASE_URL={anthropic}\nANTHROPIC_AUTH_TOKEN={key}\n"
+                    "# the project's memory as MCP tools in Claude Code:\n{claude_mcp_add}"),
+    "codex": ("# ~/.codex/config.toml (model_provider and model go above any [table])\n"
+              'model_provider = "memproxyd"\nmodel = {model_toml}\n\n'
+              '[model_providers.memproxyd]\nname = "memproxyd ({project})"\n'
+              'base_url = "{openai}"\nenv_key = "{key_env}"\nwire_api = "responses"\n\n'
+              "# the project's memory as MCP tools\n[mcp_servers.memproxyd]\n"
+              "command = {mcp_command}\nargs = {mcp_args}\n"
+              'env_vars = ["{key_env}"]   # Codex passes MCP servers a short env allow-list'),
     "pycharm": ("PyCharm AI Assistant > Settings > Tools > AI Assistant > Models > "
                 "Third-party AI providers\n  Provider: OpenAI-compatible\n  URL: {openai}\n"
                 "  API key: {key}"),
@@ -130,6 +140,21 @@ _IDE_TEMPLATES = {
     "env": "OPENAI_BASE_URL={openai}\nANTHROPIC_BASE_URL={anthropic}",
 }
 KEY_PLACEHOLDER = "<your memproxyd API key>"
+KEY_ENV = "MEMPROXY_API_KEY"   # what memproxyctl, and so its MCP server, read the key from
+
+
+def mcp_command(ctx: Context, project: str) -> list[str]:
+    """The command line that serves ``project``'s memory over MCP, reaching this daemon.
+
+    MCP clients start servers with an environment of their own (Codex passes a short
+    allow-list), so a config or URL named explicitly goes on the command line.
+    """
+    argv = ["memproxyctl"]
+    if ctx.config_explicit:
+        argv += ["--config", str(ctx.config_path.resolve())]
+    if ctx.url_explicit:
+        argv += ["--url", ctx.url]
+    return argv + ["mcp", project]
 
 
 def cmd_ide_config(ctx: Context, args) -> int:
@@ -138,13 +163,22 @@ def cmd_ide_config(ctx: Context, args) -> int:
         raise CtlError(f"no project named {args.name!r} (see: memproxyctl list-projects)")
     openai_url, anthropic_url = ctx.base_urls(project["port"])
     models = ctx.config.model_list
+    model = models[0].model_name if models else "<model_name from model_list>"
+    command = mcp_command(ctx, args.name)
     lines = _IDE_TEMPLATES[args.client].splitlines()
     if not ctx.has_gateway_key():
-        lines = [line for line in lines if "{key}" not in line]
+        lines = [line for line in lines if "{key" not in line]
     print("\n".join(lines).format(
-        openai=openai_url, anthropic=anthropic_url, key=KEY_PLACEHOLDER, project=args.name,
-        model=models[0].model_name if models else "<model_name from model_list>"))
+        openai=openai_url, anthropic=anthropic_url, key=KEY_PLACEHOLDER, key_env=KEY_ENV,
+        project=args.name, model=model, model_toml=json.dumps(model),
+        mcp_command=json.dumps(command[0]), mcp_args=json.dumps(command[1:]),
+        claude_mcp_add="claude mcp add memproxyd -- " + shlex.join(command)))
     return EXIT_OK
+
+
+def cmd_mcp(ctx: Context, args) -> int:
+    from memproxyd import ctl_mcp  # the MCP SDK is heavy: imported only by this command
+    return ctl_mcp.cmd_mcp(ctx, args)
 
 
 # -- parser -------------------------------------------------------------------------------
@@ -183,6 +217,11 @@ def _add_project_parsers(sub) -> None:
     p.add_argument("name")
     p.add_argument("--client", required=True, choices=sorted(_IDE_TEMPLATES))
     p.set_defaults(func=cmd_ide_config)
+    p = sub.add_parser("mcp", help="serve a project's memory as MCP tools on stdio")
+    p.add_argument("project", nargs="?",
+                   help="project (or user id) whose memory to serve; default: "
+                        "[identity] default_user_id")
+    p.set_defaults(func=cmd_mcp)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -94,8 +94,11 @@ def _http_error(exc: urllib.error.HTTPError, method: str, path: str) -> tuple[st
 
 class Context:
     def __init__(self, args: argparse.Namespace):
-        path = find_config_path(args.config)
-        self.config: Config = load_config(path)
+        self.config_path = find_config_path(args.config)
+        self.config: Config = load_config(self.config_path)
+        # named by the user rather than found: others starting memproxyctl must name them too
+        self.config_explicit = bool(args.config or os.environ.get("MEMPROXYD_CONFIG"))
+        self.url_explicit = bool(args.url)
         self.url = args.url or _daemon_url(self.config.server.host, self.config.server.port)
         self.host = urllib.parse.urlsplit(self.url).hostname or "127.0.0.1"
         self.key = os.environ.get("MEMPROXY_API_KEY") or _first_key(self.config)

@@ -4,6 +4,7 @@ contract)."""
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 import sys
@@ -11,6 +12,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from memproxyd import ctl
 from memproxyd.registry import read_registry
@@ -108,6 +114,7 @@ def test_add_project_without_port_picks_from_configured_range(make_config, run, 
     (["ide-config", "alpha", "--client", "vim"], "invalid choice"),
     ([], "required"),
     (["memory", "forget", "u"], "IDs or --all"),
+    (["mcp", "has space"], "invalid project or user id 'has space'"),
 ])
 def test_refusals_exit_1_with_one_line_and_change_nothing(run, registry_path, argv, message):
     assert run("add-project", "alpha", "--port", str(free_port()))[0] == 0
@@ -206,7 +213,10 @@ def alpha_port(run) -> int:
 
 
 @pytest.mark.parametrize("client, expected", [
-    ("claude-code", ["ANTHROPIC_BASE_URL=http://127.0.0.1:{port}"]),
+    ("claude-code", ["ANTHROPIC_BASE_URL=http://127.0.0.1:{port}",
+                     "claude mcp add memproxyd -- memproxyctl"]),
+    ("codex", ['base_url = "http://127.0.0.1:{port}/v1"', 'wire_api = "responses"',
+               "[mcp_servers.memproxyd]"]),
     ("pycharm", ["OpenAI-compatible", "URL: http://127.0.0.1:{port}/v1"]),
     ("continue", ["apiBase: http://127.0.0.1:{port}/v1", "provider: openai", "models:"]),
     ("cursor", ["Override OpenAI Base URL: http://127.0.0.1:{port}/v1"]),
@@ -218,7 +228,8 @@ def test_ide_config_prints_the_project_urls_for_each_client(run, alpha_port, cli
     assert code == 0
     for line in expected:
         assert line.format(port=alpha_port) in out
-    assert "AUTH_TOKEN" not in out and "API key" not in out  # no gateway key configured
+    # no gateway key configured: nothing asks for one
+    assert "AUTH_TOKEN" not in out and "API key" not in out and "API_KEY" not in out
 
 
 def test_ide_config_env_is_exactly_two_assignments(run, alpha_port):
@@ -233,9 +244,63 @@ def test_ide_config_with_gateway_key_shows_a_placeholder_never_the_secret(make_c
     run("add-project", "alpha", "--port", str(port), config_path=config)
     code, out, _ = run("ide-config", "alpha", "--client", "claude-code", config_path=config)
     assert code == 0
-    assert out.splitlines() == [f"ANTHROPIC_BASE_URL=http://127.0.0.1:{port}",
-                                f"ANTHROPIC_AUTH_TOKEN={ctl.KEY_PLACEHOLDER}"]
+    assert out.splitlines()[:2] == [f"ANTHROPIC_BASE_URL=http://127.0.0.1:{port}",
+                                    f"ANTHROPIC_AUTH_TOKEN={ctl.KEY_PLACEHOLDER}"]
     assert GATEWAY_KEY not in out
+
+
+def test_ide_config_codex_is_a_provider_and_an_mcp_server_in_valid_toml(run, config,
+                                                                       alpha_port):
+    url = f"http://127.0.0.1:{free_port()}"
+    code, out, _ = run("ide-config", "alpha", "--client", "codex", url=url)
+    assert code == 0
+    parsed = tomllib.loads(out)
+    assert parsed["model_provider"] == "memproxyd"
+    assert parsed["model_providers"]["memproxyd"] == {
+        "name": "memproxyd (alpha)", "base_url": f"http://127.0.0.1:{alpha_port}/v1",
+        "wire_api": "responses"}  # no env_key: no gateway key is configured
+    # the MCP server must reach the daemon this command reached, named the same way
+    assert parsed["mcp_servers"]["memproxyd"] == {
+        "command": "memproxyctl",
+        "args": ["--config", str(config.resolve()), "--url", url, "mcp", "alpha"]}
+
+
+def test_ide_config_codex_with_gateway_key_names_the_variable_never_the_key(make_config, run):
+    config = make_config(extra=f'[auth]\nkeys = ["{GATEWAY_KEY}"]')
+    run("add-project", "alpha", "--port", str(free_port()), config_path=config)
+    code, out, _ = run("ide-config", "alpha", "--client", "codex", url=None,
+                       config_path=config)
+    assert code == 0 and GATEWAY_KEY not in out
+    parsed = tomllib.loads(out)
+    assert parsed["model_providers"]["memproxyd"]["env_key"] == "MEMPROXY_API_KEY"
+    assert parsed["mcp_servers"]["memproxyd"]["env_vars"] == ["MEMPROXY_API_KEY"]
+    assert parsed["mcp_servers"]["memproxyd"]["args"] == [
+        "--config", str(config.resolve()), "mcp", "alpha"]
+
+
+def test_ide_config_claude_code_mcp_line_is_a_shell_command_that_survives_spaces(tmp_path,
+                                                                                 run):
+    config = tmp_path / "my configs" / "memproxyd.toml"
+    config.parent.mkdir()
+    config.write_text(f'[server]\nport = {free_port()}\nstate_dir = "{tmp_path / "state"}"\n')
+    run("add-project", "alpha", "--port", str(free_port()), config_path=config)
+    code, out, _ = run("ide-config", "alpha", "--client", "claude-code", url=None,
+                       config_path=config)
+    assert code == 0
+    [line] = [line for line in out.splitlines() if line.startswith("claude mcp add")]
+    assert shlex.split(line) == ["claude", "mcp", "add", "memproxyd", "--", "memproxyctl",
+                                 "--config", str(config.resolve()), "mcp", "alpha"]
+
+
+def test_only_the_mcp_command_imports_the_mcp_sdk(config):
+    script = ("import sys\nfrom memproxyd import ctl\n"
+              f"ctl.main(['--config', {str(config)!r}, 'list-projects'])\n"
+              f"ctl.main(['--config', {str(config)!r}, 'ide-config', 'a', '--client', 'codex'])\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'pydantic')))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 # -- concurrency through the real entry point ------------------------------------------------
