@@ -40,6 +40,13 @@ def test_claude_code_title_calls_are_side_calls(claude):
     assert not any(anthropic_wire.turn(claude[i]).side_call for i in (1, 2, 3, 5))
 
 
+def test_claude_code_sub_agent_calls_are_not_human_turns(claude):
+    body = json.loads(json.dumps(claude[1]))
+    body["system"][1]["text"] = ("You are an agent for Claude Code, Anthropic's official CLI "
+                                 "for Claude. Given the user's message, you should use the tools")
+    assert anthropic_wire.turn(body).side_call
+
+
 def test_claude_code_tool_loop_call_continues_the_turn(claude):
     start, loop = anthropic_wire.turn(claude[2]), anthropic_wire.turn(claude[3])
     assert start.new and not loop.new

@@ -40,6 +40,10 @@ CLIENTS: tuple[ClientRules, ...] = (
             r"Generate a concise, sentence-case title",                   # session title
             r"Your task is to create a detailed summary of the conversation so far",  # /compact
             r"(?i)analyze if this message indicates a new conversation topic",
+            # Sub-agents (the Agent tool): their "user" message is the main agent's words,
+            # not the person's (the CLI's built-in agent prompts, 2.1.197)
+            r"^You are (an agent|a file search specialist|a software architect and planning "
+            r"specialist) for Claude Code",
         ),
         # Claude Code's turns always offer tools; its side queries (titles, summaries,
         # suggestions) never do. Its requests open with this billing block.
