@@ -120,6 +120,7 @@ class MemoryConfig:
     skip_small_max_tokens: int = 0          # Anthropic housekeeping: max_tokens <= this skips
     skip_system_patterns: tuple[str, ...] = ()
     store_thinking: bool = False
+    completions: bool = False               # memory for /v1/completions (autocomplete)
     outbox_retry_max_seconds: float = 300.0
 
 

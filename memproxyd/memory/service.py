@@ -26,8 +26,8 @@ import uuid
 from typing import Any
 
 from memproxyd.config import Config
-from memproxyd.errors import ANTHROPIC, ApiError
-from memproxyd.memory import anthropic_wire, openai_wire
+from memproxyd.errors import ANTHROPIC, COMPLETIONS, RESPONSES, ApiError
+from memproxyd.memory import anthropic_wire, completions_wire, openai_wire, responses_wire
 from memproxyd.memory.block import BLOCK_END, BLOCK_START, strip_block
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory
 from memproxyd.memory.redact import redact
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 MODES = ("on", "off", "read", "write")
 MODE_HEADER = "x-memory-mode"
 CONVERSATION_HEADER = "x-memproxy-conversation-id"
-ADAPTERS = {ANTHROPIC: anthropic_wire}
+ADAPTERS = {ANTHROPIC: anthropic_wire, RESPONSES: responses_wire,
+            COMPLETIONS: completions_wire}
 
 
 def adapter_for(protocol: str):
@@ -143,7 +144,7 @@ class MemoryService:
 
     async def prepare(self, call: Call, session) -> tuple[dict[str, Any], RememberTap | None]:
         mode = self._mode(call)          # a bad header is the client's error: a 400
-        if mode == "off":
+        if mode == "off" or (call.protocol == COMPLETIONS and not self.config.memory.completions):
             call.memory_status = "off"
             return call.body, None
         try:
