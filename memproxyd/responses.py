@@ -34,8 +34,9 @@ from memproxyd.gateway import native_forwarder, new_call, proxy, read_json, upst
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
 
-# OpenAI's ids are ``resp_<hex>``; anything outside this set could reshape the upstream URL.
-RESPONSE_ID = re.compile(r"[A-Za-z0-9_.=+-]{1,256}")
+# OpenAI's ids are ``resp_<hex>``. No dots, no slashes: an id of ".." would walk the upstream
+# URL up a segment, with the deployment's credentials.
+RESPONSE_ID = re.compile(r"[A-Za-z0-9_=+-]{1,256}")
 forward_create = native_forwarder("/responses")
 
 

@@ -9,6 +9,7 @@ import uuid
 import aiohttp
 import openai
 import pytest
+from yarl import URL
 
 from tests.conftest import GATEWAY_KEY, UPSTREAM_KEY, Daemon, write_config
 from tests.fakes import responses_upstream
@@ -177,10 +178,20 @@ async def test_bad_input_is_a_400_in_openais_shape_and_reaches_no_upstream(
             error = (await resp.json())["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == code
     assert records(responses_fake, marker) == []
+
+
+@pytest.mark.parametrize("response_id", ["..", "a.b", "bad%2Fid", "%2E%2E"])
+async def test_a_response_id_that_could_reshape_the_upstream_url_is_a_400(
+        gateway, responses_fake, response_id):
+    before = responses_fake.call(lambda: len(responses_fake.app[responses_upstream.RECORDS]))
     async with aiohttp.ClientSession(headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as http:
-        async with http.get(gateway.url + "/v1/responses/bad%2Fid") as resp:
-            assert resp.status in (400, 404)
-            assert "error" in await resp.json()
+        # encoded=True: the path exactly as written, not normalised by the client
+        raw = URL(f"{gateway.url}/v1/responses/{response_id}/input_items", encoded=True)
+        async with http.get(raw) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["code"] == "invalid_response_id"
+    after = responses_fake.call(lambda: len(responses_fake.app[responses_upstream.RECORDS]))
+    assert after == before
 
 
 async def test_upstream_errors_pass_through_and_a_broken_stream_ends_with_an_error_event(

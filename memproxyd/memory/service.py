@@ -2,7 +2,11 @@
 a tap that remembers the exchange once the reply is complete.
 
 * **Mode** (``x-memory-mode``): ``on`` recall and remember, ``read`` recall only, ``write``
-  remember only, ``off`` neither.
+  remember only, ``off`` neither. Legacy completions are ``off`` unless ``[memory]
+  completions = true``.
+* **Adapters**: one per wire protocol (``ADAPTERS``: OpenAI chat, Anthropic Messages, the
+  Responses API, legacy completions), each with the same pure functions: ``query``,
+  ``is_housekeeping``, ``inject``, ``user_text`` and a ``ReplyCollector``.
 * **Recall** runs the user's search within ``recall_timeout_ms``; on timeout or any error the
   call goes on without memory (``x-memproxy-memory: error``). ``skipped`` means policy
   chose not to use memory for this call (model opted out, Memory Router deployment,
@@ -131,6 +135,11 @@ class MemoryService:
                            "invalid_memory_mode")
         return mode
 
+    def _enabled_for(self, call: Call) -> bool:
+        """Memory serves every endpoint but legacy completions, which need ``[memory]
+        completions = true`` (autocomplete: latency-critical, code fragments for prompts)."""
+        return call.protocol != COMPLETIONS or self.config.memory.completions
+
     def _skipped_by_policy(self, call: Call, adapter) -> bool:
         memory, name = self.config.memory, call.deployment.name
         if call.deployment.entry.supermemory_router:
@@ -144,7 +153,7 @@ class MemoryService:
 
     async def prepare(self, call: Call, session) -> tuple[dict[str, Any], RememberTap | None]:
         mode = self._mode(call)          # a bad header is the client's error: a 400
-        if mode == "off" or (call.protocol == COMPLETIONS and not self.config.memory.completions):
+        if mode == "off" or not self._enabled_for(call):
             call.memory_status = "off"
             return call.body, None
         try:
