@@ -117,7 +117,7 @@ class MemoryConfig:
     max_content_chars: int = 32000
     include_models: tuple[str, ...] = ()    # opt-in list; empty = every model
     exclude_models: tuple[str, ...] = ()    # opt-out list
-    skip_small_max_tokens: int = 0          # Anthropic housekeeping: max_tokens <= this skips
+    skip_small_max_tokens: int = 0          # housekeeping: max_(output_)tokens <= this skips
     skip_system_patterns: tuple[str, ...] = ()
     store_thinking: bool = False
     completions: bool = False               # memory for /v1/completions (autocomplete)

@@ -146,6 +146,18 @@ async def test_stored_response_routes_pass_through_to_the_first_native_deploymen
                      ("GET", f"/v1/responses/{created.id}", "")]
 
 
+async def test_a_stored_response_is_replayed_as_events_with_stream_true(gateway, responses_fake):
+    created = await client(gateway).responses.create(model="gpt-resp", input="replay me")
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as http:
+        async with http.get(f"{gateway.url}/v1/responses/{created.id}",
+                            params={"stream": "true", "starting_after": "2"}) as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            received = await resp.read()
+    [record] = records(responses_fake, created.id)
+    assert record["query"] == "stream=true&starting_after=2"
+    assert received == record["sent"] and b"event: response.completed" in received
+
+
 async def test_stored_response_routes_take_a_model_query_parameter(gateway, responses_fake):
     api = client(gateway)
     created = await api.responses.create(model="gpt-resp-tools", input="a stored one")

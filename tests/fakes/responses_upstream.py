@@ -163,9 +163,21 @@ def _json(request: web.Request, record: dict, value: dict) -> web.Response:
     return web.Response(body=payload, content_type="application/json")
 
 
-async def get_response(request: web.Request) -> web.Response:
+async def get_response(request: web.Request) -> web.StreamResponse:
+    """The stored response; with ``?stream=true``, its events replayed (as OpenAI does for a
+    background response)."""
     record = _record(request, None)
-    return _json(request, record, _stored(request)[0])
+    response = _stored(request)[0]
+    if request.query.get("stream") != "true":
+        return _json(request, record, response)
+    stream = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await stream.prepare(request)
+    for number, event in enumerate(events(response)):
+        data = json.dumps({**event, "sequence_number": number})
+        chunk = f"event: {event['type']}\ndata: {data}\n\n".encode()
+        record["sent"] += chunk
+        await stream.write(chunk)
+    return stream
 
 
 async def delete_response(request: web.Request) -> web.Response:
