@@ -14,7 +14,8 @@ records what it receives and the exact bytes it sends back (``sent``).
 * ``midstream-fail``: streams a few events, then drops the connection.
 
 Responses are kept, so ``GET/DELETE /v1/responses/{id}``, ``.../cancel`` and
-``.../input_items`` answer as OpenAI does (404 for an unknown id).
+``.../input_items`` answer as OpenAI does (404 for an unknown id); ``GET`` with
+``?stream=true`` replays the stored response's events.
 
 ``POST /v1/completions`` answers ``echo: <prompt>`` as JSON or SSE (``data: [DONE]`` last).
 """
@@ -98,6 +99,13 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         payload = json.dumps(response).encode()
         record["sent"] = payload
         return web.Response(body=payload, content_type="application/json")
+    fail_after = 4 if model == "midstream-fail" else None
+    return await send_events(request, record, response, fail_after)
+
+
+async def send_events(request: web.Request, record: dict, response: dict,
+                      fail_after: int | None = None) -> web.StreamResponse:
+    """``response`` as numbered SSE events; the connection dropped after event ``fail_after``."""
     stream = web.StreamResponse(headers={"content-type": "text/event-stream"})
     await stream.prepare(request)
     for number, event in enumerate(events(response)):
@@ -105,9 +113,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         chunk = f"event: {event['type']}\ndata: {data}\n\n".encode()
         record["sent"] += chunk
         await stream.write(chunk)
-        if model == "midstream-fail" and number == 4:
+        if number == fail_after:
             request.transport.close()
-            return stream
+            break
     return stream
 
 
@@ -170,14 +178,7 @@ async def get_response(request: web.Request) -> web.StreamResponse:
     response = _stored(request)[0]
     if request.query.get("stream") != "true":
         return _json(request, record, response)
-    stream = web.StreamResponse(headers={"content-type": "text/event-stream"})
-    await stream.prepare(request)
-    for number, event in enumerate(events(response)):
-        data = json.dumps({**event, "sequence_number": number})
-        chunk = f"event: {event['type']}\ndata: {data}\n\n".encode()
-        record["sent"] += chunk
-        await stream.write(chunk)
-    return stream
+    return await send_events(request, record, response)
 
 
 async def delete_response(request: web.Request) -> web.Response:
