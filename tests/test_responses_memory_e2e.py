@@ -9,6 +9,7 @@ import time
 import urllib.request
 import uuid
 
+import aiohttp
 import openai
 import pytest
 
@@ -170,6 +171,27 @@ async def test_housekeeping_calls_are_neither_recalled_for_nor_remembered(projec
     assert title.headers["x-memproxy-memory"] == "skipped"
     await asyncio.sleep(0.3)
     assert await memories(daemon, "codex") == []
+
+
+async def test_codex_compaction_is_passed_through_without_memory(project, responses_fake):
+    daemon, port = project
+    await create(codex(port), False, model="gpt-resp", input="The queue is named tortoise.")
+    await wait_memories(daemon, "codex", 1)
+    marker = uuid.uuid4().hex
+    history = [{"type": "message", "role": "user",
+                "content": [{"type": "input_text", "text": f"Which queue? tortoise {marker}"}]}]
+    body = {"model": "gpt-resp", "input": history, "instructions": "Summarize the history."}
+    url = f"http://127.0.0.1:{port}/v1/responses/compact"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=body) as resp:
+            assert resp.status == 200 and resp.headers["x-memproxy-memory"] == "skipped"
+            assert await resp.json() == {"output": [{"type": "compaction",
+                                                     "encrypted_content": "compacted 1 items"}]}
+        async with http.post(url, json={**body, "model": "resp-litellm"}) as resp:
+            assert resp.status == 501
+            assert (await resp.json())["error"]["code"] == "not_implemented"
+    assert upstream_request(responses_fake, marker) == {**body, "model": "ok"}
+    await wait_memories(daemon, "codex", 1)                  # nothing remembered
 
 
 async def test_the_litellm_path_remembers_too(project):

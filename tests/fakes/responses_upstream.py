@@ -17,6 +17,8 @@ Responses are kept, so ``GET/DELETE /v1/responses/{id}``, ``.../cancel`` and
 ``.../input_items`` answer as OpenAI does (404 for an unknown id); ``GET`` with
 ``?stream=true`` replays the stored response's events.
 
+``POST /v1/responses/compact`` answers one ``compaction`` item (Codex's remote compaction).
+
 ``POST /v1/completions`` answers ``echo: <prompt>`` as JSON or SSE (``data: [DONE]`` last).
 """
 from __future__ import annotations
@@ -204,6 +206,15 @@ async def list_input_items(request: web.Request) -> web.Response:
                                    "last_id": data[-1]["id"] if data else None})
 
 
+async def compact(request: web.Request) -> web.Response:
+    """Codex's remote compaction: the history in, one opaque compaction item out."""
+    body = await request.json()
+    record = _record(request, body)
+    items = input_items(body.get("input"))
+    return _json(request, record, {"output": [
+        {"type": "compaction", "encrypted_content": f"compacted {len(items)} items"}]})
+
+
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     record = _record(request, body)
@@ -235,6 +246,7 @@ def create_app() -> web.Application:
     app[RECORDS] = []
     app[STORED] = {}
     app.router.add_post("/v1/responses", create_response)
+    app.router.add_post("/v1/responses/compact", compact)
     app.router.add_get("/v1/responses/{id}", get_response)
     app.router.add_delete("/v1/responses/{id}", delete_response)
     app.router.add_post("/v1/responses/{id}/cancel", cancel_response)
