@@ -9,10 +9,12 @@ remembered, see ``memory/responses_wire.py``), then
   SSE event relayed byte for byte as it arrives, unknown event types included;
 * otherwise ``litellm.aresponses`` (``llm.responses``), answering OpenAI's JSON or events.
 
-``POST /v1/responses/compact`` is Codex's remote compaction (the history in, a compacted
-history out; Codex calls it when its provider is OpenAI, as with ``OPENAI_BASE_URL`` pointing
-here): housekeeping, so it is passed through to OpenAI-wire deployments without memory
-(``skipped``), and answers 501 elsewhere.
+Two side calls carry a ``model`` but are no conversation turn, and are passed through to
+OpenAI-wire deployments without memory (``skipped``), 501 elsewhere:
+``POST /v1/responses/compact``, Codex's remote compaction (the history in, a compacted
+history out; made when Codex's provider is OpenAI, as with ``OPENAI_BASE_URL`` pointing
+here), and ``POST /v1/responses/input_tokens`` (a count without the per-call memory block is
+what the client's own context accounting expects).
 
 The stored-response routes carry no ``model``: ``GET`` and ``DELETE /v1/responses/{id}``,
 ``POST /v1/responses/{id}/cancel``, ``GET /v1/responses/{id}/input_items``. They are passed
@@ -43,7 +45,7 @@ from memproxyd.pipeline import Call
 # URL up a segment, with the deployment's credentials.
 RESPONSE_ID = re.compile(r"[A-Za-z0-9_=+-]{1,256}")
 forward_create = native_forwarder("/responses")
-forward_compact = native_forwarder("/responses/compact")
+SIDE_CALLS = ("compact", "input_tokens")
 
 
 def validate(body: dict) -> None:
@@ -62,16 +64,19 @@ async def create(request: web.Request) -> web.StreamResponse:
                        llm.responses)
 
 
-async def compact(request: web.Request) -> web.StreamResponse:
+async def side_call(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/responses/compact`` and ``/v1/responses/input_tokens``."""
     body = await read_json(request)
     validate(body)
     call = new_call(request, body, RESPONSES)
+    action = request.match_info["action"]
     if call.deployment.wire != "openai":
-        raise ApiError(501, f"compaction is passed through to OpenAI-wire deployments only; "
-                            f"{call.deployment.name!r} is not one", "not_implemented")
-    call.memory_status = "skipped"   # a summary of the history, not a turn to remember
+        raise ApiError(501, f"/responses/{action} is passed through to OpenAI-wire deployments "
+                            f"only; {call.deployment.name!r} is not one", "not_implemented")
+    call.memory_status = "skipped"   # no turn: nothing to recall for, nothing to remember
+    forward = native_forwarder(f"/responses/{action}")
     async with request.app[appkeys.SESSIONS].lease(call.user_id) as session:
-        return await forward_compact(call, session, call.body)
+        return await forward(call, session, call.body)
 
 
 def stored_deployment(request: web.Request) -> Deployment:
@@ -111,7 +116,7 @@ async def stored(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     for prefix in ("/v1/responses", "/responses"):
         app.router.add_post(prefix, create)
-        app.router.add_post(prefix + "/compact", compact)
+        app.router.add_post(prefix + "/{action:" + "|".join(SIDE_CALLS) + "}", side_call)
         app.router.add_get(prefix + "/{id}", stored)
         app.router.add_delete(prefix + "/{id}", stored)
         app.router.add_post(prefix + "/{id}/{action:cancel}", stored)

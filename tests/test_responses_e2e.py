@@ -174,6 +174,16 @@ async def test_stored_response_routes_take_a_model_query_parameter(gateway, resp
     assert unknown.value.body["code"] == "model_not_found"
 
 
+async def test_input_tokens_are_counted_by_the_upstream_without_memory(gateway, responses_fake):
+    marker = uuid.uuid4().hex
+    items = [{"role": "user", "content": f"count me {marker}"}]
+    counted = await client(gateway).responses.input_tokens.count(model="gpt-resp", input=items)
+    assert counted.input_tokens == len(json.dumps(items)) // 4
+    [record] = records(responses_fake, marker)
+    assert record["path"] == "/v1/responses/input_tokens"
+    assert record["json"] == {"model": "ok", "input": items}
+
+
 @pytest.mark.parametrize("body,code", [
     ({"model": "gpt-resp", "input": {"role": "user"}}, "invalid_input"),
     ({"model": "gpt-resp", "input": "hi", "instructions": ["not", "text"]},

@@ -17,7 +17,8 @@ Responses are kept, so ``GET/DELETE /v1/responses/{id}``, ``.../cancel`` and
 ``.../input_items`` answer as OpenAI does (404 for an unknown id); ``GET`` with
 ``?stream=true`` replays the stored response's events.
 
-``POST /v1/responses/compact`` answers one ``compaction`` item (Codex's remote compaction).
+``POST /v1/responses/compact`` answers one ``compaction`` item (Codex's remote compaction),
+``POST /v1/responses/input_tokens`` a count (a quarter of the input's JSON length).
 
 ``POST /v1/completions`` answers ``echo: <prompt>`` as JSON or SSE (``data: [DONE]`` last).
 """
@@ -215,6 +216,13 @@ async def compact(request: web.Request) -> web.Response:
         {"type": "compaction", "encrypted_content": f"compacted {len(items)} items"}]})
 
 
+async def input_tokens(request: web.Request) -> web.Response:
+    body = await request.json()
+    record = _record(request, body)
+    return _json(request, record, {"object": "response.input_tokens",
+                                   "input_tokens": len(json.dumps(body.get("input"))) // 4})
+
+
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     record = _record(request, body)
@@ -247,6 +255,7 @@ def create_app() -> web.Application:
     app[STORED] = {}
     app.router.add_post("/v1/responses", create_response)
     app.router.add_post("/v1/responses/compact", compact)
+    app.router.add_post("/v1/responses/input_tokens", input_tokens)
     app.router.add_get("/v1/responses/{id}", get_response)
     app.router.add_delete("/v1/responses/{id}", delete_response)
     app.router.add_post("/v1/responses/{id}/cancel", cancel_response)
