@@ -159,3 +159,19 @@ def test_completions_adapter_prefixes_a_string_prompt_and_reads_choice_text():
     whole = completions_wire.ReplyCollector(False)
     whole.feed(json.dumps({"choices": [{"index": 0, "text": " a + b"}]}).encode())
     assert whole.text() == "a + b"
+
+
+@pytest.mark.parametrize("last", [
+    {"type": "response.failed", "response": {"status": "failed", "error": {"code": "x"}}},
+    {"type": "error", "code": "server_error", "message": "boom", "sequence_number": 9},
+])
+def test_a_failed_reply_is_not_remembered(last):
+    collector = responses_wire.ReplyCollector(True)
+    collector.feed(sse(STREAM[:7] + [last]))
+    assert collector.text() == ""
+    body = responses_wire.ReplyCollector(False)
+    body.feed(json.dumps({"status": "failed", "output": [MESSAGE]}).encode())
+    assert body.text() == ""
+    incomplete = responses_wire.ReplyCollector(False)
+    incomplete.feed(json.dumps({"status": "incomplete", "output": [MESSAGE]}).encode())
+    assert incomplete.text() == "Hello there"           # cut short is still a reply

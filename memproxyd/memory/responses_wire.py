@@ -27,6 +27,8 @@ from typing import Any
 from memproxyd.memory.block import strip_block
 from memproxyd.memory.openai_wire import content_text
 
+# Stream events that mean the response did not complete (an upstream failure mid-stream).
+_FAILED = ("response.failed", "error")
 # Output item type → (field holding the tool's name, field holding its arguments); a name
 # written in brackets is the name itself (Codex's ``local_shell_call`` carries none).
 _TOOL_ITEMS = {"function_call": ("name", "arguments"), "custom_tool_call": ("name", "input"),
@@ -123,7 +125,9 @@ class ReplyCollector:
     are parsed, each event carries its own ``type``. Text comes from
     ``response.output_text.delta`` events, every other item (function calls, reasoning) from
     its ``response.output_item.done``. Not streaming: the bytes are kept and the ``output``
-    items read once in ``text()``. Values of the wrong type are skipped, never raised on.
+    items read once in ``text()``. A reply that failed (``response.failed``, an ``error``
+    event, ``"status": "failed"``) is no reply: ``text()`` is "". Values of the wrong type are
+    skipped, never raised on.
     """
 
     def __init__(self, stream: bool, store_thinking: bool = False):
@@ -131,6 +135,7 @@ class ReplyCollector:
         self.store_thinking = store_thinking
         self._buf = bytearray()
         self._parts: dict[int, list[str]] = {}    # output_index → text pieces
+        self._failed = False
 
     def feed(self, chunk: bytes) -> None:
         self._buf += chunk
@@ -155,7 +160,9 @@ class ReplyCollector:
         index = event.get("output_index")
         index = index if isinstance(index, int) and not isinstance(index, bool) else 0
         kind = event.get("type")
-        if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+        if kind in _FAILED:
+            self._failed = True
+        elif kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
             self._parts.setdefault(index, []).append(event["delta"])
         elif kind == "response.output_item.done":
             item = event.get("item")
@@ -167,6 +174,8 @@ class ReplyCollector:
     def text(self) -> str:
         if not self.stream:
             self._from_body()
+        if self._failed:
+            return ""
         texts = ("".join(self._parts[i]).strip() for i in sorted(self._parts))
         return "\n".join(t for t in texts if t)
 
@@ -176,5 +185,6 @@ class ReplyCollector:
         except ValueError:
             return
         output = body.get("output") if isinstance(body, dict) else None
+        self._failed = isinstance(body, dict) and body.get("status") == "failed"
         self._parts = {i: [item_text(item, self.store_thinking)]
                        for i, item in enumerate(output if isinstance(output, list) else ())}
