@@ -289,7 +289,9 @@ def _dump(value) -> dict:
 
 def _responses_sse(event) -> bytes:
     data = _dump(event)
-    return f"event: {data.get('type')}\ndata: {json.dumps(data)}\n\n".encode()
+    kind = data.get("type")
+    kind = getattr(kind, "value", kind)   # litellm types some events with its str enum
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 async def _aiter(items):

@@ -255,6 +255,19 @@ async def test_other_providers_go_through_litellm_responses(gateway, responses_f
     assert record["json"]["tools"][0]["name"] == "lookup"
 
 
+@pytest.mark.parametrize("model", ["demo", "resp-litellm"])
+async def test_translated_events_name_their_type_on_the_event_line(gateway, model):
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as http:
+        async with http.post(gateway.url + "/v1/responses", json={
+                "model": model, "input": "hello", "stream": True}) as resp:
+            received = (await resp.read()).decode()
+    frames = [frame.split("\n") for frame in received.strip().split("\n\n")]
+    assert len(frames) > 5
+    for event_line, data_line in frames:
+        assert event_line == "event: " + json.loads(data_line[len("data: "):])["type"]
+    assert frames[-1][0] == "event: response.completed"
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_the_offline_demo_model_answers_responses(gateway, stream):
     if stream:
