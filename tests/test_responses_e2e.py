@@ -125,6 +125,23 @@ async def test_streamed_events_are_relayed_byte_for_byte_unknown_types_included(
         ("message", None), ("function_call", "lookup")]
 
 
+@pytest.mark.parametrize("model", ["gpt-resp", "resp-litellm"])
+async def test_each_users_session_keeps_its_own_cookie(gateway, responses_fake, model):
+    async def call(user_id: str) -> str | None:
+        marker = uuid.uuid4().hex
+        api = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=GATEWAY_KEY,
+                                 max_retries=0, default_headers={"x-memory-user-id": user_id})
+        assert (await api.responses.create(model=model, input=marker)).output_text == \
+            f"echo: {marker}"
+        return records(responses_fake, marker)[0]["cookie"]
+
+    ann, bob = f"ann-{model}", f"bob-{model}"
+    assert await call(ann) is None and await call(bob) is None
+    ann_cookie, bob_cookie = await call(ann), await call(bob)
+    assert ann_cookie and bob_cookie and ann_cookie != bob_cookie
+    assert await call(ann) == ann_cookie
+
+
 async def test_stored_response_routes_pass_through_to_the_first_native_deployment(
         gateway, responses_fake):
     api = client(gateway)

@@ -21,6 +21,9 @@ Responses are kept, so ``GET/DELETE /v1/responses/{id}``, ``.../cancel`` and
 ``POST /v1/responses/input_tokens`` a count (a quarter of the input's JSON length).
 
 ``POST /v1/completions`` answers ``echo: <prompt>`` as JSON or SSE (``data: [DONE]`` last).
+
+Every answer sets a ``sess`` cookie (the one presented, else a new one); each record keeps the
+cookie its request carried, which is how tests see whose session a call used.
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ STORED = web.AppKey("stored", dict)   # response id → (response, input items)
 
 def _record(request: web.Request, body: dict | None) -> dict:
     record = {"method": request.method, "path": request.path, "query": request.query_string,
-              "headers": dict(request.headers), "json": body, "sent": b""}
+              "headers": dict(request.headers), "json": body, "sent": b"",
+              "cookie": request.cookies.get("sess")}
     request.app[RECORDS].append(record)
     return record
 
@@ -249,8 +253,17 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return stream
 
 
+async def _session_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, JSON or stream, keeps the ``sess`` cookie the caller presented, or
+    starts a new one: which cookie a request carries shows whose session made it."""
+    # a header, not set_cookie(): aiohttp has already rendered its cookies at this point
+    cookie = request.cookies.get("sess") or uuid.uuid4().hex
+    response.headers.add("Set-Cookie", f"sess={cookie}; Path=/")
+
+
 def create_app() -> web.Application:
     app = web.Application()
+    app.on_response_prepare.append(_session_cookie)
     app[RECORDS] = []
     app[STORED] = {}
     app.router.add_post("/v1/responses", create_response)
