@@ -100,6 +100,8 @@ async def stored(request: web.Request) -> web.StreamResponse:
     if not RESPONSE_ID.fullmatch(response_id):
         raise ApiError(400, "invalid response id", "invalid_response_id")
     dep = stored_deployment(request)
+    # no request body here: the call's body only says whether events are asked for, which
+    # picks the deployment's stream_timeout
     call = Call(request=request, protocol=RESPONSES, user_id=request[USER_ID], deployment=dep,
                 body={"stream": request.query.get("stream") == "true"},
                 started=request[STARTED])
