@@ -12,7 +12,7 @@ import pytest
 from yarl import URL
 
 from tests.conftest import GATEWAY_KEY, UPSTREAM_KEY, Daemon, write_config
-from tests.fakes import responses_upstream
+from tests.fakes import anthropic_upstream, responses_upstream
 from tests.fakes.threaded import ThreadedServer
 
 
@@ -37,10 +37,20 @@ def responses_models(url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory, openai_fake, responses_fake):
+def anthropic_fake():
+    server = ThreadedServer(anthropic_upstream.create_app()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, openai_fake, responses_fake, anthropic_fake):
+    claude = ('[[model_list]]\nmodel_name = "claude-for-codex"\n[model_list.litellm_params]\n'
+              f'model = "anthropic/claude-x"\napi_base = "{anthropic_fake.url}"\n'
+              f'api_key = "{UPSTREAM_KEY}"\n')
     config = write_config(tmp_path_factory.mktemp("responses"), openai_fake.url,
                           auth=f'keys = ["{GATEWAY_KEY}"]',
-                          extra=responses_models(responses_fake.url))
+                          extra=responses_models(responses_fake.url) + claude)
     daemon = Daemon(config)
     try:
         yield daemon.wait_ready()
@@ -270,6 +280,23 @@ async def test_other_providers_go_through_litellm_responses(gateway, responses_f
     [record] = records(responses_fake, marker)
     assert record["json"]["instructions"] == "Be brief."
     assert record["json"]["tools"][0]["name"] == "lookup"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_codex_on_a_claude_deployment_goes_through_litellm(gateway, anthropic_fake, stream):
+    marker = uuid.uuid4().hex
+    kwargs = {"model": "claude-for-codex", "input": f"hello claude {marker}",
+              "instructions": "You are Codex.", "max_output_tokens": 256}
+    if stream:
+        events = [e async for e in await client(gateway).responses.create(**kwargs, stream=True)]
+        text = events[-1].response.output_text
+    else:
+        text = (await client(gateway).responses.create(**kwargs)).output_text
+    assert text == f"echo: hello claude {marker}"
+    found = anthropic_fake.call(lambda: list(anthropic_fake.app[anthropic_upstream.RECORDS]))
+    [record] = [r for r in found if marker in json.dumps(r["json"])]
+    assert record["path"] == "/v1/messages" and record["json"]["model"] == "claude-x"
+    assert "You are Codex." in json.dumps(record["json"]["system"])
 
 
 @pytest.mark.parametrize("model", ["demo", "resp-litellm"])
