@@ -167,8 +167,15 @@ async def test_housekeeping_calls_are_neither_recalled_for_nor_remembered(projec
     small = await create(api, False, model="gpt-resp", input="ping", max_output_tokens=16)
     title = await create(api, True, model="gpt-resp", input="fix the build",
                          instructions="Generate a concise title for this session.")
+    compaction = await create(api, True, model="gpt-resp", instructions="You are Codex.", input=[
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "fix the build"}]},
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "You are performing a CONTEXT CHECKPOINT "
+                                           "COMPACTION. Create a handoff summary."}]}])
     assert small.headers["x-memproxy-memory"] == "skipped"
     assert title.headers["x-memproxy-memory"] == "skipped"
+    assert compaction.headers["x-memproxy-memory"] == "skipped"
     await asyncio.sleep(0.3)
     assert await memories(daemon, "codex") == []
 

@@ -71,6 +71,19 @@ def test_housekeeping_by_max_output_tokens_or_instructions():
     assert responses_wire.is_housekeeping({"input": [
         {"role": "developer", "content": "Generate a concise title."}]}, 0, patterns)
     assert not responses_wire.is_housekeeping(CODEX, 32, patterns)
+    asked = {"input": [{"role": "user", "content": "Give the page a concise title."}]}
+    assert not responses_wire.is_housekeeping(asked, 0, patterns)   # the user's own words
+
+
+def test_codex_compaction_is_housekeeping_whatever_the_config():
+    prompt = ("You are performing a CONTEXT CHECKPOINT COMPACTION. Create a handoff summary "
+              "for another LLM that will resume the task.")
+    body = {**CODEX, "input": [*CODEX["input"], {"type": "message", "role": "user",
+                                                 "content": [{"type": "input_text",
+                                                              "text": prompt}]}]}
+    assert responses_wire.is_housekeeping(body, 0, [])
+    quoted = {"input": f"Why does Codex send '{prompt}'?"}
+    assert not responses_wire.is_housekeeping(quoted, 0, [])
 
 
 def sse(events: list[dict]) -> bytes:

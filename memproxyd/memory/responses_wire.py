@@ -27,6 +27,13 @@ from typing import Any
 from memproxyd.memory.block import strip_block
 from memproxyd.memory.openai_wire import content_text
 
+# Housekeeping prompts clients send as the last user input, recognised whatever the config
+# says: they are no human turn, and remembering them would store a summary of the history as
+# if the user had said it. Codex's local compaction (every non-OpenAI provider, memproxyd
+# included) appends its summarization prompt as a user message (openai/codex
+# codex-rs/core/src/compact.rs, run_inline_auto_compact_task; the text is
+# codex-rs/core/templates/compact/prompt.md).
+HOUSEKEEPING_USER_PROMPTS = (re.compile(r"^You are performing a CONTEXT CHECKPOINT COMPACTION"),)
 # Stream events that mean the response did not complete (an upstream failure mid-stream).
 _FAILED = ("response.failed", "error")
 # Output item type → (field holding the tool's name, field holding its arguments); a name
@@ -61,9 +68,15 @@ def query(body: dict, strategy: str, max_chars: int) -> str:
 
 
 def is_housekeeping(body: dict, max_tokens_limit: int, system_patterns: list[re.Pattern]) -> bool:
-    """The same knobs as for Anthropic: ``max_output_tokens <= max_tokens_limit`` (when the
-    limit is > 0), or ``instructions`` (or a system/developer input item) matching one of
-    ``system_patterns`` (Codex's title and summary calls)."""
+    """True for calls that are no conversation turn: Codex's compaction (its prompt as the
+    last user input, see ``HOUSEKEEPING_USER_PROMPTS``), and by the same knobs as for
+    Anthropic, ``max_output_tokens <= max_tokens_limit`` (when the limit is > 0), or
+    ``instructions`` (or a system/developer input item) matching one of ``system_patterns``.
+    The knobs' patterns never see the user's words: a pattern written for a system prompt
+    must not silence a user who happens to say the same thing."""
+    last = user_text(body)
+    if any(p.search(last) for p in HOUSEKEEPING_USER_PROMPTS):
+        return True
     limit = body.get("max_output_tokens")
     if (max_tokens_limit > 0 and isinstance(limit, int) and not isinstance(limit, bool)
             and limit <= max_tokens_limit):
