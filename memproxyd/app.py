@@ -11,7 +11,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from memproxyd import admin, anthropic, appkeys, gateway, memory_api
+from memproxyd import admin, anthropic, appkeys, gateway, memory_api, responses
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
@@ -36,6 +36,7 @@ def create_app(config: Config) -> web.Application:
         app.cleanup_ctx.append(_memory_ctx)
     gateway.add_routes(app)
     anthropic.add_routes(app)
+    responses.add_routes(app)
     memory_api.add_routes(app)
     admin.add_routes(app)
     return app

@@ -117,12 +117,13 @@ class MemoryConfig:
     max_content_chars: int = 32000
     include_models: tuple[str, ...] = ()    # opt-in list; empty = every model
     exclude_models: tuple[str, ...] = ()    # opt-out list
-    skip_small_max_tokens: int = 0          # Anthropic housekeeping: max_tokens <= this skips
+    skip_small_max_tokens: int = 0          # housekeeping: max_(output_)tokens <= this skips
     skip_system_patterns: tuple[str, ...] = ()
     strip_patterns: tuple[str, ...] = ()    # regexes removed from the human's words
     max_memory_chars: int = 1500            # one remembered turn, start and end kept
     extract_model: str = ""                 # a model_name: distil exchanges into facts
     store_thinking: bool = False
+    completions: bool = False               # memory for /v1/completions (autocomplete)
     outbox_retry_max_seconds: float = 300.0
 
 

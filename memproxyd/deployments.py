@@ -110,6 +110,15 @@ class DeploymentTable:
         raise ApiError(404, f"The model '{model}' does not exist or is not configured in "
                             "memproxyd", "model_not_found")
 
+    def first(self, wire: str) -> Deployment | None:
+        """The first deployment named exactly (no wildcard) whose wire is ``wire``, in
+        config order; None when there is none."""
+        for name, entry in self.exact.items():
+            found, upstream = wire_of(entry)
+            if found == wire:
+                return Deployment(name, entry, found, upstream)
+        return None
+
     def _from_pattern(self, model: str, matched: str, entry: ModelEntry) -> Deployment:
         target = entry.litellm_params.model
         provider, _, rest = target.partition("/")

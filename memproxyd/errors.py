@@ -2,16 +2,24 @@
 
 OpenAI clients get ``{"error": {"message", "type", "code", "param"}}``; Anthropic clients
 (``/v1/messages...``) get ``{"type": "error", "error": {"type", "message"}}``. The protocol is
-chosen by route, so a 404 for an unknown model reads naturally in either SDK.
+chosen by route, so a 404 for an unknown model reads naturally in either SDK. The Responses
+API (``/v1/responses...``) and legacy completions answer in OpenAI's shape too; only a
+Responses stream ends differently: with OpenAI's ``error`` event (``event: error``,
+``data: {"type": "error", "code", "message", "param", "sequence_number"}``).
 """
 from __future__ import annotations
 
 import json
+import re
 
 from aiohttp import web
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
+RESPONSES = "responses"        # OpenAI's Responses API: OpenAI errors, its own stream events
+COMPLETIONS = "completions"    # OpenAI's legacy completions: OpenAI errors and events
+
+_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 
 # status → (OpenAI type, Anthropic type)
 _TYPES = {
@@ -40,7 +48,11 @@ class ApiError(Exception):
 
 
 def protocol_of(path: str) -> str:
-    return ANTHROPIC if path.startswith("/v1/messages") else OPENAI
+    if path.startswith("/v1/messages"):
+        return ANTHROPIC
+    if path.startswith(("/v1/responses", "/responses")):
+        return RESPONSES
+    return OPENAI
 
 
 def error_body(protocol: str, status: int, message: str, code: str | None = None) -> dict:
@@ -57,8 +69,17 @@ def error_response(protocol: str, status: int, message: str, code: str | None = 
                              headers=headers)
 
 
-def sse_error_event(protocol: str, status: int, message: str) -> bytes:
-    """The last event of a stream whose upstream failed after the headers were sent."""
+def sse_error_event(protocol: str, status: int, message: str, before: bytes = b"") -> bytes:
+    """The last event of a stream whose upstream failed after the headers were sent.
+
+    ``before`` is the last piece relayed before the failure: Responses events are numbered,
+    and the error event takes the number after the last one seen there (0 when none is)."""
+    if protocol == RESPONSES:
+        numbers = _SEQUENCE.findall(before)
+        body = {"type": "error", "code": error_body(OPENAI, status, message)["error"]["code"],
+                "message": message, "param": None,
+                "sequence_number": int(numbers[-1]) + 1 if numbers else 0}
+        return f"event: error\ndata: {json.dumps(body)}\n\n".encode()
     body = json.dumps(error_body(protocol, status, message))
     if protocol == ANTHROPIC:
         return f"event: error\ndata: {body}\n\n".encode()

@@ -1,7 +1,9 @@
-"""OpenAI-compatible routes: chat completions, models, embeddings, health.
+"""OpenAI-compatible routes: chat completions, legacy completions, models, embeddings, health.
 
 Handlers are thin: parse, build a ``Call``, let memory prepare the outgoing body, forward
-natively (OpenAI-wire deployments) or through litellm (everything else).
+natively (OpenAI-wire deployments) or through litellm (everything else). Legacy completions
+(``/v1/completions``, autocomplete and fill-in-the-middle) get memory only with ``[memory]
+completions = true``.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from memproxyd import appkeys, llm, upstream
-from memproxyd.errors import OPENAI, ApiError
+from memproxyd.errors import COMPLETIONS, OPENAI, ApiError
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
 from memproxyd.sessions import UserSession
@@ -87,6 +89,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await proxy(new_call(request, body, OPENAI), "openai", forward_openai, llm.chat)
 
 
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    if not isinstance(body.get("prompt"), (str, list)):
+        raise ApiError(400, "'prompt' is required and must be a string or an array",
+                       "missing_prompt")
+    return await proxy(new_call(request, body, COMPLETIONS), "openai",
+                       native_forwarder("/completions"), llm.text_completion)
+
+
 async def proxy(call: Call, native_wire: str, native, translate) -> web.StreamResponse:
     """The shared pipeline of a model call: the user's session, memory's recall and tap, then
     native forwarding when the deployment speaks the client's protocol, else translation."""
@@ -97,12 +108,19 @@ async def proxy(call: Call, native_wire: str, native, translate) -> web.StreamRe
         return await forward(call, session, outgoing, tap)
 
 
-async def forward_openai(call: Call, session: UserSession, body: dict, tap) -> web.StreamResponse:
-    dep = call.deployment
-    payload = {**body, "model": dep.upstream_model}
-    headers = upstream_headers(call)
-    return await upstream.forward(call, session, f"{dep.api_base}/chat/completions",
-                                  headers, payload, tap)
+def native_forwarder(path: str):
+    """The native forwarder of one OpenAI-wire endpoint (``/chat/completions``, ...): the
+    body as prepared, ``model`` replaced by the deployment's upstream name."""
+    async def forward(call: Call, session: UserSession, body: dict,
+                      tap=None) -> web.StreamResponse:
+        dep = call.deployment
+        payload = {**body, "model": dep.upstream_model}
+        return await upstream.forward(call, session, f"{dep.api_base}{path}",
+                                      upstream_headers(call), payload, tap)
+    return forward
+
+
+forward_openai = native_forwarder("/chat/completions")
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
@@ -137,6 +155,8 @@ async def readiness(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/completions", completions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
     app.router.add_post("/v1/embeddings", embeddings)

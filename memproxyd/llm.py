@@ -41,6 +41,18 @@ MESSAGES_PARAMS = frozenset({
     "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
     "thinking", "tool_choice", "tools", "top_k", "top_p", "output_format", "output_config",
 })
+# Responses API parameters ``litellm.aresponses`` names (``/v1/responses`` → non-OpenAI).
+RESPONSES_PARAMS = frozenset({
+    "input", "include", "instructions", "max_output_tokens", "prompt", "metadata",
+    "parallel_tool_calls", "previous_response_id", "reasoning", "store", "background",
+    "stream", "temperature", "text", "tool_choice", "tools", "top_p", "truncation", "user",
+    "service_tier", "safety_identifier",
+})
+COMPLETION_PARAMS = frozenset({
+    "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens",
+    "n", "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix",
+    "temperature", "top_p", "user",
+})
 _DEPLOYMENT_PARAMS = ("api_version", "organization", "aws_region_name", "aws_access_key_id",
                       "aws_secret_access_key", "vertex_project", "vertex_location")
 _OPENAI_STYLE = ("openai/", "azure/", "hosted_vllm/", "openrouter/", "deepseek/", "groq/")
@@ -119,19 +131,9 @@ async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.St
     args = {k: v for k, v in body.items() if k in CHAT_PARAMS}
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))
-    sent = time.perf_counter()
-    try:
-        result = await litellm().acompletion(**args)
-    except Exception as exc:  # litellm raises its own hierarchy; map by status
-        raise as_api_error(exc) from None
-    call.upstream_s += time.perf_counter() - sent
+    result = await _call(call, litellm().acompletion, args)
     if not call.stream:
-        payload = json.dumps(result.model_dump(exclude_none=True)).encode()
-        if tap is not None:
-            tap.feed(payload)
-            await tap.finish(call, True)
-        return web.Response(body=payload, content_type="application/json",
-                            headers=call.headers())
+        return await _whole(call, result, tap)
     return await _stream(call, result, tap)
 
 
@@ -144,7 +146,7 @@ async def _stream(call: Call, chunks, tap, encode=_openai_sse,
     response = web.StreamResponse(headers={**call.headers(), "content-type": "text/event-stream",
                                            "cache-control": "no-cache"})
     await response.prepare(call.request)
-    ok = True
+    ok, data = True, b""
     try:
         async for chunk in chunks:
             data = encode(chunk)
@@ -160,7 +162,8 @@ async def _stream(call: Call, chunks, tap, encode=_openai_sse,
         error = as_api_error(exc)
         log.warning("litellm stream failed user_id=%s model=%s status=%s",
                     call.user_id, call.deployment.name, error.status)
-        await response.write(sse_error_event(call.protocol, error.status, error.message))
+        await response.write(sse_error_event(call.protocol, error.status, error.message,
+                                             data))
     if tap is not None:
         await tap.finish(call, ok)
     await response.write_eof()
@@ -173,12 +176,7 @@ async def messages(call: Call, session: UserSession, body: dict, tap=None) -> we
     args = {k: v for k, v in body.items() if k in MESSAGES_PARAMS}
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))
-    sent = time.perf_counter()
-    try:
-        result = await litellm().anthropic.messages.acreate(**args)
-    except Exception as exc:
-        raise as_api_error(exc) from None
-    call.upstream_s += time.perf_counter() - sent
+    result = await _call(call, litellm().anthropic.messages.acreate, args)
     if isinstance(result, dict) and call.stream:
         result = _as_events(result)   # mock deployments answer whole messages only
     if not call.stream:
@@ -224,6 +222,81 @@ async def _as_events(message: dict):
                                               "stop_sequence": None},
            "usage": {"output_tokens": usage.get("output_tokens", 0)}}
     yield {"type": "message_stop"}
+
+
+async def responses(call: Call, session: UserSession, body: dict,
+                    tap=None) -> web.StreamResponse:
+    """``/v1/responses`` through ``litellm.aresponses``: Responses JSON, or Responses SSE
+    events (``event: <type>``) ending without ``[DONE]``, as OpenAI sends them."""
+    args = {k: v for k, v in body.items() if k in RESPONSES_PARAMS}
+    args.update(deployment_kwargs(call.deployment, session, call.stream,
+                                   call.router_headers()))
+    if "client" in args:
+        # litellm's Responses path takes its own HTTP handler, never an AsyncOpenAI
+        args["client"] = http_handler(session)
+    result = await _call(call, litellm().aresponses, args)
+    if call.stream and not hasattr(result, "__aiter__"):
+        # mock deployments answer whole responses only: replay them as OpenAI's events
+        from litellm.responses.streaming_iterator import build_synthetic_response_events
+        result = _aiter(build_synthetic_response_events(transformed=result, logging_obj=None,
+                                                        chunk_size=16))
+    if call.stream:
+        return await _stream(call, result, tap, encode=_responses_sse, done=b"")
+    return await _whole(call, result, tap)
+
+
+async def text_completion(call: Call, session: UserSession, body: dict,
+                          tap=None) -> web.StreamResponse:
+    """``/v1/completions`` through ``litellm.atext_completion``; OpenAI's JSON or SSE."""
+    args = {k: v for k, v in body.items() if k in COMPLETION_PARAMS}
+    args.update(deployment_kwargs(call.deployment, session, call.stream,
+                                   call.router_headers()))
+    result = await _call(call, litellm().atext_completion, args)
+    if call.stream:
+        return await _stream(call, result, tap, encode=_completion_sse)
+    return await _whole(call, result, tap)
+
+
+def _completion_sse(chunk) -> bytes:
+    data = _dump(chunk)
+    for choice in data.get("choices") or ():
+        choice.setdefault("text", "")   # litellm's last chunk lacks it; OpenAI always sends it
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+async def _call(call: Call, function, args: dict):
+    sent = time.perf_counter()
+    try:
+        result = await function(**args)
+    except Exception as exc:  # litellm raises its own hierarchy; map by status
+        raise as_api_error(exc) from None
+    call.upstream_s += time.perf_counter() - sent
+    return result
+
+
+async def _whole(call: Call, result, tap) -> web.Response:
+    payload = json.dumps(_dump(result)).encode()
+    if tap is not None:
+        tap.feed(payload)
+        await tap.finish(call, True)
+    return web.Response(body=payload, content_type="application/json", headers=call.headers())
+
+
+def _dump(value) -> dict:
+    # litellm's usage objects trip pydantic's serializer warnings; the dump itself is right
+    return value.model_dump(exclude_none=True, warnings=False)
+
+
+def _responses_sse(event) -> bytes:
+    data = _dump(event)
+    kind = data.get("type")
+    kind = getattr(kind, "value", kind)   # litellm types some events with its str enum
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _aiter(items):
+    for item in items:
+        yield item
 
 
 async def count_tokens(dep: Deployment, texts: list[str]) -> int:

@@ -18,7 +18,7 @@ SUPERMEMORY_KEY_HEADER = "x-supermemory-api-key"
 @attrs.define
 class Call:
     request: web.Request
-    protocol: str                       # errors.OPENAI | errors.ANTHROPIC
+    protocol: str                       # errors.OPENAI | ANTHROPIC | RESPONSES | COMPLETIONS
     user_id: str
     deployment: Deployment
     body: dict[str, Any]                # the client's JSON; never mutated

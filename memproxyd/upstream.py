@@ -45,13 +45,16 @@ def relay_headers(upstream: aiohttp.ClientResponse, call: Call) -> dict[str, str
 
 
 async def forward(call: Call, session: UserSession, url: str, headers: dict[str, str],
-                  payload: dict, tap: Tap | None = None) -> web.StreamResponse:
-    """POST ``payload`` to ``url`` and relay the reply to the client of ``call``."""
+                  payload: dict | None, tap: Tap | None = None,
+                  method: str = "POST") -> web.StreamResponse:
+    """Send ``payload`` (None: no body, for GET and DELETE) to ``url`` and relay the reply to
+    the client of ``call``."""
     timeout = call.deployment.timeout(call.stream)
+    data = json.dumps(payload).encode() if payload is not None else None
     sent = time.perf_counter()
     try:
-        upstream = await session.http.post(
-            url, data=json.dumps(payload).encode(), headers=headers,
+        upstream = await session.http.request(
+            method, url, data=data, headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 30.0),
                                           sock_read=timeout))
     except asyncio.TimeoutError:
@@ -90,7 +93,7 @@ async def _relay_stream(call: Call, upstream: aiohttp.ClientResponse,
                         tap: Tap | None) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, headers=relay_headers(upstream, call))
     await response.prepare(call.request)
-    ok = True
+    ok, chunk = True, b""
     try:
         async for chunk in upstream.content.iter_any():
             if tap is not None:
@@ -101,7 +104,7 @@ async def _relay_stream(call: Call, upstream: aiohttp.ClientResponse,
         log.warning("upstream stream failed user_id=%s model=%s error=%s",
                     call.user_id, call.deployment.name, type(exc).__name__)
         await response.write(sse_error_event(
-            call.protocol, 502, f"upstream stream failed: {type(exc).__name__}"))
+            call.protocol, 502, f"upstream stream failed: {type(exc).__name__}", chunk))
     if tap is not None:
         await tap.finish(call, ok)
     await response.write_eof()

@@ -51,3 +51,10 @@ def test_missing_environment_key_disables_only_that_model(monkeypatch):
     assert info.value.status == 503 and "MEMPROXY_T_KEY" in info.value.message
     monkeypatch.setenv("MEMPROXY_T_KEY", "sk-now-set")
     assert deployments.lookup("a").api_key() == "sk-now-set"
+
+
+def test_first_native_deployment_in_config_order_skips_wildcards_and_other_wires():
+    deployments = table(("any-*", "openai/*", ""), ("gem", "gemini/g", ""),
+                        ("one", "openai/one", ""), ("two", "openai/two", ""))
+    assert deployments.first("openai").name == "one"
+    assert table(("gem", "gemini/g", ""), ("c", "anthropic/c", "")).first("openai") is None

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from memproxyd.errors import ANTHROPIC, OPENAI, error_body, protocol_of, sse_error_event
+from memproxyd.errors import (ANTHROPIC, OPENAI, RESPONSES, error_body, protocol_of,
+                              sse_error_event)
 
 
 @pytest.mark.parametrize("status,openai_type,anthropic_type", [
@@ -28,6 +29,8 @@ def test_protocol_is_chosen_by_route():
     assert protocol_of("/v1/messages") == ANTHROPIC
     assert protocol_of("/v1/messages/count_tokens") == ANTHROPIC
     assert protocol_of("/v1/chat/completions") == OPENAI
+    assert protocol_of("/v1/responses/resp_1/cancel") == RESPONSES
+    assert error_body(RESPONSES, 404, "m", "c") == error_body(OPENAI, 404, "m", "c")
 
 
 def test_stream_error_events_are_valid_sse_for_each_protocol():
@@ -37,3 +40,14 @@ def test_stream_error_events_are_valid_sse_for_each_protocol():
     anthropic_event = sse_error_event(ANTHROPIC, 502, "boom").decode()
     assert anthropic_event.startswith("event: error\ndata: ")
     assert json.loads(anthropic_event.split("data: ", 1)[1])["error"]["type"] == "api_error"
+
+
+def test_a_responses_stream_ends_with_openais_error_event_numbered_after_the_last():
+    before = b'event: response.output_text.delta\ndata: {"type": "x", "sequence_number": 41}\n\n'
+    event = sse_error_event(RESPONSES, 502, "boom", before).decode()
+    assert event.startswith("event: error\ndata: ") and event.endswith("\n\n")
+    assert json.loads(event.split("data: ", 1)[1]) == {
+        "type": "error", "code": "api_error", "message": "boom", "param": None,
+        "sequence_number": 42}
+    assert json.loads(sse_error_event(RESPONSES, 504, "slow").decode().split("data: ")[1])[
+        "sequence_number"] == 0

@@ -56,11 +56,14 @@ CLIENTS: tuple[ClientRules, ...] = (
               "subagent_notification", "skills_instructions", "plugins_instructions",
               "apps_instructions", "permissions instructions", "collaboration_mode",
               "INSTRUCTIONS"),
-        part_prefixes=("# AGENTS.md instructions for ",),
-        side_call_patterns=(
-            r"CONTEXT CHECKPOINT COMPACTION",                             # /compact
-            r"(?i)^generate a (short |concise )?title for",
-        ),
+        # After a compaction Codex sends the summary as a user message with this prefix
+        # (codex-rs templates/compact/summary_prefix.md): the history, not the person.
+        part_prefixes=("# AGENTS.md instructions for ",
+                       "Another language model started to solve this problem"),
+        # Its local compaction (every non-OpenAI provider, memproxyd included) sends this
+        # prompt as the last user input (codex-rs core/src/compact.rs, the text in
+        # core/templates/compact/prompt.md): a summary of the history is no turn.
+        side_call_patterns=(r"^You are performing a CONTEXT CHECKPOINT COMPACTION",),
     ),
     ClientRules(
         # Continue, Cursor and PyCharm paste attached files and selections into the user

@@ -2,7 +2,12 @@
 a tap that remembers the exchange once the reply is complete.
 
 * **Mode** (``x-memory-mode``): ``on`` recall and remember, ``read`` recall only, ``write``
-  remember only, ``off`` neither.
+  remember only, ``off`` neither. Legacy completions are ``off`` unless ``[memory]
+  completions = true``.
+* **Adapters**: one per wire protocol (``ADAPTERS``: OpenAI chat, Anthropic Messages, the
+  Responses API, legacy completions), each with the same pure functions: ``query``,
+  ``turn``, ``is_housekeeping``, ``inject`` and a ``ReplyCollector`` (``answer``,
+  ``tool_calls``).
 * **Recall** runs the user's search within ``recall_timeout_ms``; on timeout or any error the
   call goes on without memory (``x-memproxy-memory: error``). ``skipped`` means policy
   chose not to use memory for this call (model opted out, Memory Router deployment,
@@ -34,8 +39,8 @@ import time
 from typing import Any
 
 from memproxyd.config import Config
-from memproxyd.errors import ANTHROPIC, ApiError
-from memproxyd.memory import anthropic_wire, openai_wire
+from memproxyd.errors import ANTHROPIC, COMPLETIONS, RESPONSES, ApiError
+from memproxyd.memory import anthropic_wire, completions_wire, openai_wire, responses_wire
 from memproxyd.memory.block import BLOCK_END, BLOCK_START, strip_block
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory
 from memproxyd.memory.redact import redact
@@ -49,7 +54,8 @@ log = logging.getLogger(__name__)
 MODES = ("on", "off", "read", "write")
 MODE_HEADER = "x-memory-mode"
 CONVERSATION_HEADER = "x-memproxy-conversation-id"
-ADAPTERS = {ANTHROPIC: anthropic_wire}
+ADAPTERS = {ANTHROPIC: anthropic_wire, RESPONSES: responses_wire,
+            COMPLETIONS: completions_wire}
 
 
 def adapter_for(protocol: str):
@@ -148,6 +154,11 @@ class MemoryService:
                            "invalid_memory_mode")
         return mode
 
+    def _enabled_for(self, call: Call) -> bool:
+        """Memory serves every endpoint but legacy completions, which need ``[memory]
+        completions = true`` (autocomplete: latency-critical, code fragments for prompts)."""
+        return call.protocol != COMPLETIONS or self.config.memory.completions
+
     def _skipped_by_policy(self, call: Call, adapter) -> bool:
         memory, name = self.config.memory, call.deployment.name
         if call.deployment.entry.supermemory_router:
@@ -161,7 +172,7 @@ class MemoryService:
 
     async def prepare(self, call: Call, session) -> tuple[dict[str, Any], RememberTap | None]:
         mode = self._mode(call)          # a bad header is the client's error: a 400
-        if mode == "off":
+        if mode == "off" or not self._enabled_for(call):
             call.memory_status = "off"
             return call.body, None
         try:
