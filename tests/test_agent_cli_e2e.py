@@ -82,3 +82,17 @@ def test_claude_code_remembers_the_fact_and_recalls_it_next_session(clis, projec
     system = json.dumps(last_turn_request(agent_fake, "/v1/messages")["system"])
     check_remembered_and_recalled(daemon, first.stdout.strip(), system)
     assert "From memory: " in second.stdout and "BLUEFIN" in second.stdout
+
+
+def test_codex_remembers_the_fact_and_recalls_it_next_session(clis, project, agent_fake):
+    daemon, base_url, workdir = project
+    home = agents.write_codex_home(workdir.parent / "codex-home", f"{base_url}/v1")
+    first = agents.run_codex(clis, home, workdir, FACT)
+    assert first.returncode == 0, first.stderr[-2000:]
+    reply = first.stdout.strip().splitlines()[-1]
+    check_remembered_and_recalled(daemon, reply, "BLUEFIN <memproxy-memory>")
+    second = agents.run_codex(clis, home, workdir, QUESTION)
+    assert second.returncode == 0, second.stderr[-2000:]
+    instructions = last_turn_request(agent_fake, "/v1/responses")["instructions"]
+    check_remembered_and_recalled(daemon, reply, instructions)
+    assert "From memory: " in second.stdout and "BLUEFIN" in second.stdout

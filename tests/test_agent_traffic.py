@@ -91,3 +91,30 @@ def test_memory_text_keeps_start_and_end_within_the_bound():
     assert len(text) <= 1500
     assert text.startswith("User: question?\nAssistant: [Bash: step 0]")
     assert "more tool calls" in text and text.endswith(" the end")
+
+
+@pytest.fixture(scope="module")
+def codex() -> list[dict]:
+    return recorded("codex")
+
+
+def test_codex_turns_are_the_human_words_without_agents_md_or_environment(codex):
+    from memproxyd.memory import responses_wire
+    turns = [responses_wire.turn(body) for body in codex]
+    assert [t.human for t in turns] == [FACT, READ.format("AGENTS.md"),
+                                        READ.format("AGENTS.md"), QUESTION]
+    assert "AGENTS.md instructions" in json.dumps(codex[0]["input"])    # what was sent
+    assert [t.new for t in turns] == [True, True, False, True]
+    assert turns[1].anchor == turns[2].anchor != turns[3].anchor
+    assert turns[2].steps == ('[exec_command: {"cmd": "cat AGENTS.md"}]',)
+    assert not any(t.side_call for t in turns)
+
+
+def test_codex_summary_after_compaction_is_not_the_human(codex):
+    from memproxyd.memory import responses_wire
+    body = json.loads(json.dumps(codex[3]))
+    body["input"].insert(-1, {"type": "message", "role": "user", "content": [{
+        "type": "input_text", "text": "Another language model started to solve this problem "
+                                      "and produced a summary of its thinking process. ..."}]})
+    assert responses_wire.turn(body).human == QUESTION
+    assert responses_wire.query(body, "all_user", 2000) == QUESTION
