@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.request
 import uuid
@@ -159,6 +160,33 @@ async def test_a_tool_loop_is_remembered_once_with_its_calls_as_lines(project, s
     assert stored["content"] == (f"User: find it {marker}\nAssistant: "
                                  '[lookup: {"query": "config"}]\n'
                                  f"echo: find it {marker}")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_tool_loop_continued_by_previous_response_id_keeps_its_turn(
+        project, responses_fake, stream):
+    """An SDK agent that continues by ``previous_response_id`` sends only the tool's output:
+    the call still belongs to the turn (the same block) and its answer is remembered with the
+    human's words and the tool call."""
+    daemon, port = project
+    marker = uuid.uuid4().hex
+    api = codex(port)
+    await create(api, False, model="gpt-resp", input=f"Our config lives in config.toml {marker}")
+    await wait_memories(daemon, "codex", 1)
+    first = await create(api, stream, model="gpt-resp-tools", input=f"find config {marker}")
+    sent = upstream_request(responses_fake, f"find config {marker}")
+    response_id = [r for r in responses_fake.call(lambda: list(
+        responses_fake.app[responses_upstream.RECORDS])) if r["json"] == sent][0]["sent"]
+    response_id = re.search(rb'"id": ?"(resp_[^"]+)"', response_id).group(1).decode()
+    loop = await create(api, stream, model="gpt-resp", previous_response_id=response_id,
+                        input=[{"type": "function_call_output", "call_id": "call_1",
+                                "output": "config.toml"}])
+    assert first.headers["x-memproxy-memory"] == loop.headers["x-memproxy-memory"] == "injected"
+    continued = upstream_request(responses_fake, response_id)
+    assert continued["instructions"] == sent["instructions"] and marker in sent["instructions"]
+    found = await wait_memories(daemon, "codex", 2)
+    assert found[0]["content"].startswith(f"User: find config {marker}\nAssistant: "
+                                          '[lookup: {"query": "config"}]\n')
 
 
 async def test_the_memory_block_echoed_back_is_never_stored(project):

@@ -89,7 +89,8 @@ def turn(body: dict, extra: tuple = ()) -> Turn:
     """The human turn this call belongs to: a call whose newest input is a tool output
     continues the turn of the last user message (see ``memory/turn.py``). A call continuing a
     stored conversation (``previous_response_id``) carries only its new input: with only tool
-    outputs in it, it has no human words here."""
+    outputs in it, it has no human words here (the memory service finds its turn by that
+    id, ``MemoryService.link``)."""
     items = _items(body)
     context = "\n".join([_str(body.get("instructions")), *(
         content_text(i.get("content")) for i in items if isinstance(i, dict)
@@ -187,6 +188,7 @@ class ReplyCollector:
         self._tools: dict[int, tuple[str, str]] = {}   # output_index → (name, arguments)
         self._failed = False
         self._parsed = False                      # a whole body, parsed once
+        self.response_id = ""                     # the reply's id, for previous_response_id
 
     def feed(self, chunk: bytes) -> None:
         self._buf += chunk
@@ -211,6 +213,8 @@ class ReplyCollector:
         index = event.get("output_index")
         index = index if isinstance(index, int) and not isinstance(index, bool) else 0
         kind = event.get("type")
+        if kind in ("response.created", "response.completed"):
+            self._id_of(event.get("response"))
         if kind in _FAILED:
             self._failed = True
         elif kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
@@ -226,6 +230,10 @@ class ReplyCollector:
         text = item_text(item, self.store_thinking)
         if text and not (message and index in self._parts):   # its deltas came first
             self._parts[index] = [text]
+
+    def _id_of(self, response: Any) -> None:
+        if isinstance(response, dict) and isinstance(response.get("id"), str):
+            self.response_id = response["id"]
 
     def text(self) -> str:
         """The whole reply: output text, tool calls as ``[tool call name: arguments]``."""
@@ -256,6 +264,7 @@ class ReplyCollector:
             body = json.loads(bytes(self._buf))
         except ValueError:
             return
+        self._id_of(body)
         output = body.get("output") if isinstance(body, dict) else None
         self._failed = isinstance(body, dict) and body.get("status") == "failed"
         for i, item in enumerate(output if isinstance(output, list) else ()):

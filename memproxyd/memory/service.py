@@ -38,6 +38,8 @@ import re
 import time
 from typing import Any
 
+import attrs
+
 from memproxyd.config import Config
 from memproxyd.errors import ANTHROPIC, COMPLETIONS, RESPONSES, ApiError
 from memproxyd.memory import anthropic_wire, completions_wire, openai_wire, responses_wire
@@ -123,8 +125,10 @@ class RememberTap:
         if not ok or self.broken:
             return
         try:
-            if self.collector.tool_calls():
-                return   # a step of the loop: the turn is remembered with its answer
+            calls = self.collector.tool_calls()
+            if calls:    # a step of the loop: the turn is remembered with its answer
+                self.service.link(call, self.turn, calls, self.collector)
+                return
             await self.service.remember(call, self.turn, self.collector.answer())
         except Exception:  # memory never fails the call; the reason is in the log
             log.exception("remember failed user_id=%s", call.user_id)
@@ -137,7 +141,8 @@ class MemoryService:
         self.store = store
         self.outbox = outbox
         self.sessions = sessions
-        self.turns = TurnCache()
+        self.turns = TurnCache()                 # anchor → the turn's block
+        self.links = TurnCache(size=1024)        # response id → its turn (Responses API)
 
     @property
     def config(self) -> Config:
@@ -188,6 +193,8 @@ class MemoryService:
         adapter = adapter_for(call.protocol)
         call.memory_status = "skipped"
         turn = adapter.turn(call.body, compiled(self.config.memory.strip_patterns))
+        if not turn.human and not turn.side_call:
+            turn = self._continued(call, turn)
         if turn.side_call or not turn.human or self._skipped_by_policy(call, adapter):
             return call.body, None
         anchor = self._anchor(call, turn)
@@ -196,6 +203,20 @@ class MemoryService:
             body = await self._recall(call, session, adapter, anchor)
         tap = RememberTap(self, call, adapter, turn) if mode in ("on", "write") else None
         return body, tap
+
+    def link(self, call: Call, turn: Turn, calls: list[str], collector) -> None:
+        """A reply that ended in tool calls and has an id (Responses API): the call that
+        continues it by ``previous_response_id`` sends only the tools' outputs, so the turn
+        (and the steps so far) is kept under that id."""
+        response_id = getattr(collector, "response_id", "")
+        if response_id:
+            self.links.put(call.user_id, response_id,
+                           attrs.evolve(turn, new=False, steps=(*turn.steps, *calls)))
+
+    def _continued(self, call: Call, turn: Turn) -> Turn:
+        previous = call.body.get("previous_response_id")
+        linked = self.links.get(call.user_id, previous) if isinstance(previous, str) else None
+        return linked or turn
 
     @staticmethod
     def _anchor(call: Call, turn: Turn) -> str:
@@ -264,6 +285,7 @@ class MemoryService:
         """Forget everything of the user, including exchanges still waiting in the outbox:
         those are purged first, so none is delivered after the store was emptied."""
         self.turns.forget(user_id)
+        self.links.forget(user_id)
         purged = await self.outbox.purge(user_id)
         if purged:
             log.info("outbox purged user_id=%s entries=%d", user_id, purged)

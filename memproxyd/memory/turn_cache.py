@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import Any
 
 import attrs
 
@@ -25,11 +26,15 @@ class Recalled:
 
 
 class TurnCache:
+    """``(user id, key) → value`` with LRU eviction and a TTL: the turn's ``Recalled`` block
+    by anchor, or (``MemoryService.links``) a ``Turn`` by the id of a response that ended in
+    a tool call, for the next call that continues it by ``previous_response_id``."""
+
     def __init__(self, size: int = 4096, ttl: float = 900.0, clock=time.monotonic):
         self.size, self.ttl, self.clock = size, ttl, clock
-        self._entries: OrderedDict[tuple[str, str], tuple[float, Recalled]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Any]] = OrderedDict()
 
-    def get(self, user_id: str, anchor: str) -> Recalled | None:
+    def get(self, user_id: str, anchor: str) -> Any:
         key = (user_id, anchor)
         entry = self._entries.get(key)
         if entry is None:
@@ -40,7 +45,7 @@ class TurnCache:
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, user_id: str, anchor: str, recalled: Recalled) -> None:
+    def put(self, user_id: str, anchor: str, recalled: Any) -> None:
         self._entries[(user_id, anchor)] = (self.clock(), recalled)
         self._entries.move_to_end((user_id, anchor))
         while len(self._entries) > self.size:
@@ -49,7 +54,7 @@ class TurnCache:
     def forget(self, user_id: str, memory_id: str | None = None) -> int:
         """Drop the user's turns (those that injected ``memory_id``, when given)."""
         doomed = [key for key, (_, recalled) in self._entries.items() if key[0] == user_id
-                  and (memory_id is None or memory_id in recalled.ids)]
+                  and (memory_id is None or memory_id in getattr(recalled, "ids", ()))]
         for key in doomed:
             del self._entries[key]
         return len(doomed)
