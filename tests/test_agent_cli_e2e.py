@@ -4,7 +4,6 @@ be installed from the npm registry."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
@@ -13,6 +12,7 @@ from tests import agents
 from tests.conftest import free_port, write_config
 from tests.fakes import agent_upstream
 from tests.fakes.threaded import ThreadedServer
+from tests.test_agent_memory_e2e import stored
 from tests.test_agent_traffic import FACT, QUESTION
 
 
@@ -50,16 +50,6 @@ def project(tmp_path, openai_fake, agent_fake, start_daemon):
     return daemon, f"http://127.0.0.1:{port}", tmp_path / "work"
 
 
-def memories(daemon, count: int) -> list[str]:
-    deadline = time.monotonic() + 15
-    while True:
-        url = f"{daemon.url}/v1/memories?user_id=alpha&limit=100"
-        found = [m["content"] for m in json.loads(urllib.request.urlopen(url).read())["data"]]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
-
-
 def last_turn_request(fake, path: str) -> dict:
     records = fake.call(lambda: list(fake.app[agent_upstream.RECORDS]))
     return [r["json"] for r in records if r["path"] == path
@@ -67,7 +57,7 @@ def last_turn_request(fake, path: str) -> dict:
 
 
 def check_remembered_and_recalled(daemon, first_reply: str, recalled_in: str) -> None:
-    fact = memories(daemon, 1)[-1]                     # newest first: the fact is the oldest
+    fact = stored(daemon, 1)[-1]                     # newest first: the fact is the oldest
     assert fact == f"User: {FACT}\nAssistant: {first_reply}" and len(fact) < 2000
     assert "BLUEFIN" in recalled_in and "<memproxy-memory>" in recalled_in
 

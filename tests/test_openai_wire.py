@@ -100,7 +100,7 @@ def test_reply_collector_keeps_only_the_unparsed_tail_while_streaming():
     for _ in range(1000):
         collector.feed(f"data: {json.dumps(event)}\r\n\r\n".encode())
     collector.feed(b'data: {"choi')
-    assert len(collector._buffer) == len(b'data: {"choi')
+    assert len(collector._reader.body) == len(b'data: {"choi')
     assert collector.text() == "x" * 100_000
 
 

@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from memproxyd.memory.block import strip_block
+from memproxyd.memory.sse import ReplyReader
 from memproxyd.memory.clients import human_words, is_side_call
 from memproxyd.memory.turn import Turn, anchor, step_line
 
@@ -153,22 +154,13 @@ class ReplyCollector:
     def __init__(self, stream: bool, store_thinking: bool = False):
         self.stream = stream
         self.store_thinking = store_thinking
-        self._buf = bytearray()
+        self._reader = ReplyReader(stream)
         self._blocks: dict[int, list] = {}   # index → [kind, name, parts]
         self._parsed: list | None = None     # a whole message, parsed once
 
     def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if not self.stream:
-            return
-        end = self._buf.rfind(b"\n")
-        if end < 0:
-            return
-        lines = bytes(self._buf[:end]).split(b"\n")
-        del self._buf[:end + 1]
-        for line in lines:
-            if line.startswith(b"data:"):
-                self._event(line[5:])
+        for data in self._reader.feed(chunk):
+            self._event(data)
 
     def _event(self, data: bytes) -> None:
         try:
@@ -228,7 +220,7 @@ class ReplyCollector:
 
     def _parse_message(self) -> list[tuple[str, str, str]]:
         try:
-            message = json.loads(bytes(self._buf))
+            message = json.loads(bytes(self._reader.body))
         except ValueError:
             return []
         parts = []

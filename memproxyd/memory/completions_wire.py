@@ -13,6 +13,7 @@ import json
 import re
 
 from memproxyd.memory.block import strip_block
+from memproxyd.memory.sse import ReplyReader
 from memproxyd.memory.turn import Turn, anchor
 
 
@@ -58,26 +59,17 @@ class ReplyCollector:
 
     def __init__(self, stream: bool, store_thinking: bool = False):
         self.stream = stream
-        self._buf = bytearray()
+        self._reader = ReplyReader(stream)
         self._text: list[str] = []
 
     def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if not self.stream:
-            return
-        end = self._buf.rfind(b"\n")
-        if end < 0:
-            return
-        lines = bytes(self._buf[:end]).split(b"\n")
-        del self._buf[:end + 1]
-        for line in lines:
-            data = line[5:].strip() if line.startswith(b"data:") else b"[DONE]"
+        for data in self._reader.feed(chunk):
             if data != b"[DONE]":
                 self._text.append(_choice_text(_loads(data)))
 
     def text(self) -> str:
         if not self.stream:
-            return _choice_text(_loads(bytes(self._buf))).strip()
+            return _choice_text(_loads(bytes(self._reader.body))).strip()
         return "".join(self._text).strip()
 
     answer = text

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from memproxyd.memory.block import strip_block
+from memproxyd.memory.sse import ReplyReader
 from memproxyd.memory.clients import human_words, is_side_call
 from memproxyd.memory.turn import Turn, anchor, step_line
 
@@ -134,25 +135,15 @@ class ReplyCollector:
 
     def __init__(self, stream: bool, store_thinking: bool = False):
         self.stream = stream
-        self._buffer = bytearray()
+        self._reader = ReplyReader(stream)
         self._text: list[str] = []
         self._tools: dict[int, dict[str, str]] = {}
         self._parsed = False                 # a whole body, parsed once
 
     def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        if not self.stream:
-            return
-        end = self._buffer.rfind(b"\n")
-        if end < 0:
-            return
-        lines = bytes(self._buffer[:end]).split(b"\n")
-        del self._buffer[:end + 1]
-        for line in lines:
-            if line.startswith(b"data:"):
-                data = line[5:].strip()       # also drops the \r of CRLF framing
-                if data != b"[DONE]":
-                    self._delta(data)
+        for data in self._reader.feed(chunk):
+            if data != b"[DONE]":
+                self._delta(data)
 
     def _delta(self, data: bytes) -> None:
         try:
@@ -196,7 +187,7 @@ class ReplyCollector:
     def _from_body(self) -> None:
         self._parsed = True
         try:
-            body = json.loads(self._buffer)
+            body = json.loads(bytes(self._reader.body))
         except ValueError:
             return
         self._text, self._tools = [], {}

@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 from memproxyd.memory.block import strip_block
+from memproxyd.memory.sse import ReplyReader
 from memproxyd.memory.clients import human_words, is_side_call
 from memproxyd.memory.openai_wire import PROBE_MAX_TOKENS, content_text
 from memproxyd.memory.turn import Turn, anchor, step_line
@@ -183,7 +184,7 @@ class ReplyCollector:
     def __init__(self, stream: bool, store_thinking: bool = False):
         self.stream = stream
         self.store_thinking = store_thinking
-        self._buf = bytearray()
+        self._reader = ReplyReader(stream)
         self._parts: dict[int, list[str]] = {}    # output_index → text pieces
         self._tools: dict[int, tuple[str, str]] = {}   # output_index → (name, arguments)
         self._failed = False
@@ -191,17 +192,8 @@ class ReplyCollector:
         self.response_id = ""                     # the reply's id, for previous_response_id
 
     def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if not self.stream:
-            return
-        end = self._buf.rfind(b"\n")
-        if end < 0:
-            return
-        lines = bytes(self._buf[:end]).split(b"\n")
-        del self._buf[:end + 1]
-        for line in lines:
-            if line.startswith(b"data:"):
-                self._event(line[5:].strip())
+        for data in self._reader.feed(chunk):
+            self._event(data)
 
     def _event(self, data: bytes) -> None:
         try:
@@ -261,7 +253,7 @@ class ReplyCollector:
     def _from_body(self) -> None:
         self._parsed = True
         try:
-            body = json.loads(bytes(self._buf))
+            body = json.loads(bytes(self._reader.body))
         except ValueError:
             return
         self._id_of(body)
