@@ -159,16 +159,10 @@ class ReplyCollector:
         self._parsed: list | None = None     # a whole message, parsed once
 
     def feed(self, chunk: bytes) -> None:
-        for data in self._reader.feed(chunk):
-            self._event(data)
+        for event in self._reader.events(chunk):
+            self._event(event)
 
-    def _event(self, data: bytes) -> None:
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
+    def _event(self, event: dict) -> None:
         kind, index = event.get("type"), _index(event.get("index", 0))
         if kind == "content_block_start" and isinstance(event.get("content_block"), dict):
             self._start(index, event["content_block"])
@@ -219,10 +213,7 @@ class ReplyCollector:
         return self._parsed
 
     def _parse_message(self) -> list[tuple[str, str, str]]:
-        try:
-            message = json.loads(bytes(self._reader.body))
-        except ValueError:
-            return []
+        message = self._reader.whole()
         parts = []
         for block in _blocks(message.get("content") if isinstance(message, dict) else None):
             kind = block.get("type")

@@ -9,7 +9,6 @@ arrays are left alone: nothing recalled, nothing remembered. The reply is ``choi
 """
 from __future__ import annotations
 
-import json
 import re
 
 from memproxyd.memory.block import strip_block
@@ -63,13 +62,12 @@ class ReplyCollector:
         self._text: list[str] = []
 
     def feed(self, chunk: bytes) -> None:
-        for data in self._reader.feed(chunk):
-            if data != b"[DONE]":
-                self._text.append(_choice_text(_loads(data)))
+        for event in self._reader.events(chunk):
+            self._text.append(_choice_text(event))
 
     def text(self) -> str:
         if not self.stream:
-            return _choice_text(_loads(bytes(self._reader.body))).strip()
+            return _choice_text(self._reader.whole()).strip()
         return "".join(self._text).strip()
 
     answer = text
@@ -77,9 +75,3 @@ class ReplyCollector:
     def tool_calls(self) -> list[str]:
         return []       # completions call no tools
 
-
-def _loads(data: bytes) -> object:
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None

@@ -7,7 +7,6 @@ anywhere earlier, it would invalidate the cached history on every call.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from memproxyd.memory.block import strip_block
@@ -141,16 +140,11 @@ class ReplyCollector:
         self._parsed = False                 # a whole body, parsed once
 
     def feed(self, chunk: bytes) -> None:
-        for data in self._reader.feed(chunk):
-            if data != b"[DONE]":
-                self._delta(data)
+        for event in self._reader.events(chunk):
+            self._delta(event)
 
-    def _delta(self, data: bytes) -> None:
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return
-        for choice in _list(_dict(event).get("choices")):
+    def _delta(self, event: dict) -> None:
+        for choice in _list(event.get("choices")):
             delta = _dict(_dict(choice).get("delta"))
             self._text.append(_str(delta.get("content")))
             for call in _list(delta.get("tool_calls")):
@@ -186,9 +180,8 @@ class ReplyCollector:
 
     def _from_body(self) -> None:
         self._parsed = True
-        try:
-            body = json.loads(bytes(self._reader.body))
-        except ValueError:
+        body = self._reader.whole()
+        if body is None:
             return
         self._text, self._tools = [], {}
         for choice in _list(_dict(body).get("choices"))[:1]:

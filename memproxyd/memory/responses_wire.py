@@ -192,16 +192,10 @@ class ReplyCollector:
         self.response_id = ""                     # the reply's id, for previous_response_id
 
     def feed(self, chunk: bytes) -> None:
-        for data in self._reader.feed(chunk):
-            self._event(data)
+        for event in self._reader.events(chunk):
+            self._event(event)
 
-    def _event(self, data: bytes) -> None:
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
+    def _event(self, event: dict) -> None:
         index = event.get("output_index")
         index = index if isinstance(index, int) and not isinstance(index, bool) else 0
         kind = event.get("type")
@@ -252,9 +246,8 @@ class ReplyCollector:
 
     def _from_body(self) -> None:
         self._parsed = True
-        try:
-            body = json.loads(bytes(self._reader.body))
-        except ValueError:
+        body = self._reader.whole()
+        if body is None:
             return
         self._id_of(body)
         output = body.get("output") if isinstance(body, dict) else None
