@@ -1,0 +1,77 @@
+"""Term statistics for the PostgreSQL store: which query terms to score, and how much each counts.
+
+``ts_rank`` scores a row by where and how often the query's words occur in it, but not by how
+rare they are, and a search's cost grows with the rows its words match. ``TermStats`` keeps,
+per process, a capped count of the rows holding each term (one GIN lookup per new term,
+cached) and the number of memories, and turns them into
+
+* the BM25 inverse document frequency of each term (``idf``), the weight of its ``ts_rank``;
+* the rarest terms whose rows together stay within ``POSTINGS_BUDGET``, and the share of
+  those rows a search may score (below 1 when even the rarest term alone is that common; the
+  store then scores the newest rows only), as ``sqlite_store`` does.
+
+The counts span all users, like FTS5's own statistics in the SQLite store: they read no
+memory, only how many rows match a word. Counts are refreshed after ``POSTINGS_BUDGET``
+writes by this process or ``MAX_AGE`` seconds (other daemons write too).
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+
+import asyncpg
+
+POSTINGS_BUDGET = 2500    # index rows one search may score
+COUNT_CAP = 4 * POSTINGS_BUDGET
+MAX_AGE = 60.0            # seconds a count is trusted
+_PLAIN = re.compile(r"[^\W_]+")    # what ``text.words`` yields; never a tsquery operator
+
+
+def idf(df: int, n: int) -> float:
+    """BM25's inverse document frequency (always positive)."""
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+class TermStats:
+    def __init__(self):
+        self._postings: dict[str, int] = {}
+        self._total = 0
+        self._writes = 0
+        self._counted_at = 0.0
+
+    def wrote(self, n: int) -> None:
+        self._writes += n
+
+    async def choose_terms(self, conn: asyncpg.Connection,
+                           terms: list[str]) -> tuple[list[tuple[str, float]], float]:
+        """[(term, idf)] rarest first within the budget, and the share of rows to score."""
+        terms = [t for t in terms if _PLAIN.fullmatch(t)]
+        await self._refresh(conn, terms)
+        present = sorted((t for t in terms if self._postings[t] > 0),
+                         key=self._postings.__getitem__)
+        keep, total = [], 0
+        for term in present:
+            if keep and total + self._postings[term] > POSTINGS_BUDGET:
+                break
+            keep.append((term, idf(self._postings[term], max(self._total, 1))))
+            total += self._postings[term]
+        return keep, min(1.0, POSTINGS_BUDGET / max(total, 1))
+
+    async def _refresh(self, conn: asyncpg.Connection, terms: list[str]) -> None:
+        stale = (self._writes > POSTINGS_BUDGET or len(self._postings) > 50_000
+                 or time.monotonic() - self._counted_at > MAX_AGE)
+        if stale:
+            self._postings.clear()
+            self._writes = 0
+            self._counted_at = time.monotonic()
+            self._total = await conn.fetchval("SELECT count(*) FROM memories")
+        missing = [t for t in terms if t not in self._postings]
+        if missing:
+            # Statistics only (how many rows of any user hold the term, capped): no memory is
+            # read, so this is the one statement outside the store's ``_UserScope``.
+            rows = await conn.fetch(
+                "SELECT t, (SELECT count(*) FROM (SELECT 1 FROM memories"
+                " WHERE tsv @@ to_tsquery('english', t) LIMIT $2) s) AS n"
+                " FROM unnest($1::text[]) AS t", missing, COUNT_CAP)
+            self._postings.update((r["t"], r["n"]) for r in rows)
