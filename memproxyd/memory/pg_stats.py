@@ -29,7 +29,8 @@ _PLAIN = re.compile(r"[^\W_]+")    # what ``text.words`` yields; never a tsquery
 
 
 def idf(df: int, n: int) -> float:
-    """BM25's inverse document frequency (always positive)."""
+    """BM25's inverse document frequency; positive even when ``n`` is a stale count."""
+    n = max(n, df)
     return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
 
@@ -42,19 +43,20 @@ class TermStats:
 
     def wrote(self, n: int) -> None:
         self._writes += n
+        self._total += n
 
     async def choose_terms(self, conn: asyncpg.Connection,
                            terms: list[str]) -> tuple[list[tuple[str, float]], float]:
         """[(term, idf)] rarest first within the budget, and the share of rows to score."""
         terms = [t for t in terms if _PLAIN.fullmatch(t)]
         await self._refresh(conn, terms)
-        present = sorted((t for t in terms if self._postings[t] > 0),
-                         key=self._postings.__getitem__)
+        # A count of 0 may be stale (counted before another call stored the word): such a
+        # term costs nothing to search, so it is kept, with the highest weight.
         keep, total = [], 0
-        for term in present:
+        for term in sorted(terms, key=self._postings.__getitem__):
             if keep and total + self._postings[term] > POSTINGS_BUDGET:
                 break
-            keep.append((term, idf(self._postings[term], max(self._total, 1))))
+            keep.append((term, idf(self._postings[term], self._total)))
             total += self._postings[term]
         return keep, min(1.0, POSTINGS_BUDGET / max(total, 1))
 
