@@ -37,6 +37,7 @@ def idf(df: int, n: int) -> float:
 class TermStats:
     def __init__(self):
         self._postings: dict[str, int] = {}
+        self._queries: dict[str, str] = {}      # term → its tsquery (text), '' = no lexeme
         self._total = 0
         self._writes = 0
         self._counted_at = 0.0
@@ -47,16 +48,18 @@ class TermStats:
 
     async def choose_terms(self, conn: asyncpg.Connection,
                            terms: list[str]) -> tuple[list[tuple[str, float]], float]:
-        """[(term, idf)] rarest first within the budget, and the share of rows to score."""
+        """[(tsquery text, idf)] rarest first within the budget, and the share of rows to
+        score. A term the ``english`` configuration drops (a stop word there) is left out."""
         terms = [t for t in terms if _PLAIN.fullmatch(t)]
         await self._refresh(conn, terms)
+        terms = [t for t in dict.fromkeys(terms) if self._queries[t]]
         # A count of 0 may be stale (counted before another call stored the word): such a
         # term costs nothing to search, so it is kept, with the highest weight.
         keep, total = [], 0
         for term in sorted(terms, key=self._postings.__getitem__):
             if keep and total + self._postings[term] > POSTINGS_BUDGET:
                 break
-            keep.append((term, idf(self._postings[term], self._total)))
+            keep.append((self._queries[term], idf(self._postings[term], self._total)))
             total += self._postings[term]
         return keep, min(1.0, POSTINGS_BUDGET / max(total, 1))
 
@@ -65,6 +68,7 @@ class TermStats:
                  or time.monotonic() - self._counted_at > MAX_AGE)
         if stale:
             self._postings.clear()
+            self._queries.clear()
             self._writes = 0
             self._counted_at = time.monotonic()
             self._total = await conn.fetchval("SELECT count(*) FROM memories")
@@ -73,7 +77,8 @@ class TermStats:
             # Statistics only (how many rows of any user hold the term, capped): no memory is
             # read, so this is the one statement outside the store's ``_UserScope``.
             rows = await conn.fetch(
-                "SELECT t, (SELECT count(*) FROM (SELECT 1 FROM memories"
-                " WHERE tsv @@ to_tsquery('english', t) LIMIT $2) s) AS n"
-                " FROM unnest($1::text[]) AS t", missing, COUNT_CAP)
+                "SELECT t, q::text AS q, (SELECT count(*) FROM (SELECT 1 FROM memories"
+                " WHERE tsv @@ q LIMIT $2) s) AS n"
+                " FROM unnest($1::text[]) AS t, to_tsquery('english', t) AS q", missing, COUNT_CAP)
             self._postings.update((r["t"], r["n"]) for r in rows)
+            self._queries.update((r["t"], r["q"]) for r in rows)
