@@ -10,6 +10,10 @@ cached) and the number of memories, and turns them into
   those rows a search may score (below 1 when even the rarest term alone is that common; the
   store then scores the newest rows only), as ``sqlite_store`` does.
 
+Counting a common word's rows is what costs (a heap visit per row), so a word that
+PostgreSQL's own statistics list among the table's most common elements (``pg_stats``, kept
+by autovacuum's ANALYZE) takes its frequency from there; only the others are counted.
+
 The counts span all users, like FTS5's own statistics in the SQLite store: they read no
 memory, only how many rows match a word. Counts are refreshed after ``POSTINGS_BUDGET``
 writes by this process or ``MAX_AGE`` seconds (other daemons write too).
@@ -26,6 +30,7 @@ POSTINGS_BUDGET = 2500    # index rows one search may score
 COUNT_CAP = 4 * POSTINGS_BUDGET
 MAX_AGE = 60.0            # seconds a count is trusted
 _PLAIN = re.compile(r"[^\W_]+")    # what ``text.words`` yields; never a tsquery operator
+_LEXEME = re.compile(r"'((?:[^']|'')*)'")
 
 
 def idf(df: int, n: int) -> float:
@@ -41,6 +46,7 @@ class TermStats:
         self._total = 0
         self._writes = 0
         self._counted_at = 0.0
+        self._common: dict[str, float] = {}     # lexeme → share of rows (pg_stats)
 
     def wrote(self, n: int) -> None:
         self._writes += n
@@ -67,18 +73,44 @@ class TermStats:
         stale = (self._writes > POSTINGS_BUDGET or len(self._postings) > 50_000
                  or time.monotonic() - self._counted_at > MAX_AGE)
         if stale:
-            self._postings.clear()
-            self._queries.clear()
-            self._writes = 0
-            self._counted_at = time.monotonic()
-            self._total = await conn.fetchval("SELECT count(*) FROM memories")
-        missing = [t for t in terms if t not in self._postings]
-        if missing:
-            # Statistics only (how many rows of any user hold the term, capped): no memory is
+            await self._restart(conn)
+        missing = [t for t in dict.fromkeys(terms) if t not in self._postings]
+        if not missing:
+            return
+        rows = await conn.fetch("SELECT t, to_tsquery('english', t)::text AS q"
+                                " FROM unnest($1::text[]) AS t", missing)
+        self._queries.update((r["t"], r["q"]) for r in rows)
+        to_count = []
+        for term in missing:
+            lexemes = _LEXEME.findall(self._queries[term])
+            if lexemes and all(lx in self._common for lx in lexemes):
+                freq = min(self._common[lx] for lx in lexemes)
+                self._postings[term] = int(freq * self._total)
+            else:
+                to_count.append(self._queries[term] or "''")
+        if to_count:
+            # Statistics only (how many rows of any user hold the word, capped): no memory is
             # read, so this is the one statement outside the store's ``_UserScope``.
-            rows = await conn.fetch(
-                "SELECT t, q::text AS q, (SELECT count(*) FROM (SELECT 1 FROM memories"
-                " WHERE tsv @@ q LIMIT $2) s) AS n"
-                " FROM unnest($1::text[]) AS t, to_tsquery('english', t) AS q", missing, COUNT_CAP)
-            self._postings.update((r["t"], r["n"]) for r in rows)
-            self._queries.update((r["t"], r["q"]) for r in rows)
+            counts = await conn.fetch(
+                "SELECT q, (SELECT count(*) FROM (SELECT 1 FROM memories WHERE tsv @@ q::tsquery"
+                " LIMIT $2) s) AS n FROM unnest($1::text[]) AS q", to_count, COUNT_CAP)
+            by_query = {r["q"]: r["n"] for r in counts}
+            for term in missing:
+                if term not in self._postings:
+                    self._postings[term] = by_query.get(self._queries[term] or "''", 0)
+
+    async def _restart(self, conn: asyncpg.Connection) -> None:
+        """Forget every count; read the table size and its common words from ``pg_stats``
+        (kept by autovacuum's ANALYZE: frequent words need no counting at all)."""
+        self._postings.clear()
+        self._queries.clear()
+        self._writes = 0
+        self._counted_at = time.monotonic()
+        row = await conn.fetchrow(
+            "SELECT s.most_common_elems::text::text[] AS words, s.most_common_elem_freqs AS"
+            " freqs, c.reltuples::bigint AS n FROM pg_class c LEFT JOIN pg_stats s ON"
+            " s.tablename = 'memories' AND s.attname = 'tsv' AND s.schemaname = ANY"
+            " (current_schemas(false)) WHERE c.oid = 'memories'::regclass")
+        self._common = dict(zip(row["words"] or (), row["freqs"] or ()))
+        self._total = row["n"] if row["n"] > 0 and self._common else await conn.fetchval(
+            "SELECT count(*) FROM memories")

@@ -67,7 +67,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " created_at DOUBLE PRECISION NOT NULL, tsv TSVECTOR NOT NULL, embedding REAL[])",
         "CREATE UNIQUE INDEX memories_user_key ON memories(user_id, key) WHERE key IS NOT NULL",
         "CREATE INDEX memories_user_seq ON memories(user_id, seq)",
-        "CREATE INDEX memories_tsv ON memories USING gin(tsv)",
+        # No pending list: every search would scan it linearly; writes are one per exchange.
+        "CREATE INDEX memories_tsv ON memories USING gin(tsv) WITH (fastupdate = off)",
     ),
 )
 
