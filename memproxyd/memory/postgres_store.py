@@ -243,13 +243,16 @@ class PostgresStore(MemoryStore):
                 "SELECT min(seq) AS low, max(seq) AS high FROM memories WHERE user_id = $1"))[0]
             floor = int(high - (high - low) * share) if high is not None else 0
         # Each term's tsquery is a typed parameter: computed once, not once per row.
-        ranks = " + ".join(f"ts_rank($2::float4[], m.tsv, ${i}::tsquery, {SATURATE}) * ${i + 1}"
-                           for i in range(6, 6 + 2 * len(weighted), 2))
+        ranks = " + ".join(f"ts_rank($2::float4[], m.tsv, ${i}::tsquery, {SATURATE})"
+                           f" * ${i + 1}" for i in range(6, 6 + 2 * len(weighted), 2))
         args = [a for query, idf in weighted for a in (query, idf)]
+        # "seq + 0": the floor filters the full-text hits; as an index condition the planner
+        # would AND half the table's primary key into the bitmap (10x slower at 100k).
         return await scope.rows(
             f"SELECT {_COLUMNS}, ({ranks})::float8 AS r FROM memories m WHERE m.user_id = $1"
-            " AND m.tsv @@ $3::tsquery AND m.seq >= $4 ORDER BY r DESC, m.seq DESC LIMIT $5",
-            RANK_WEIGHTS, " | ".join(f"({q})" for q, _ in weighted), floor, limit, *args)
+            " AND m.tsv @@ $3::tsquery AND m.seq + 0 >= $4 ORDER BY r DESC, m.seq DESC"
+            " LIMIT $5", RANK_WEIGHTS, " | ".join(f"({q})" for q, _ in weighted), floor, limit,
+            *args)
 
     async def _embed(self, texts: list[str], session) -> list | None:
         if self.embedder is None:

@@ -1,0 +1,115 @@
+"""What is particular to the PostgreSQL store: its user scope, migrations, term statistics.
+(The behaviour it shares with SQLite is in ``test_store_contract.py``.)"""
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from memproxyd.config import PostgresConfig
+from memproxyd.memory import pg_stats, postgres_store
+from memproxyd.memory.base import MemoryError_, NewMemory
+from memproxyd.memory.postgres_db import PgDatabase
+from memproxyd.memory.postgres_store import PostgresStore
+from tests.conftest import free_port
+
+
+@pytest.fixture
+async def db(pg_dsn):
+    database = PgDatabase(PostgresConfig(dsn=pg_dsn))
+    await database.open()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def store(db):
+    s = PostgresStore(db)
+    await s.open()
+    return s
+
+
+@pytest.mark.parametrize("sql", ["SELECT content FROM memories",
+                                 "SELECT content FROM memories WHERE user_id = $10",
+                                 "SELECT content FROM memories WHERE user_id = $2"])
+async def test_every_memory_statement_must_bind_the_user_id_as_1(store, sql):
+    async with store.db.connection() as conn:
+        with pytest.raises(AssertionError):
+            await postgres_store._UserScope(conn, "alice").rows(sql)
+
+
+async def test_schema_versions_are_recorded_and_a_new_migration_runs_once(pg_dsn, monkeypatch):
+    opened = []
+    for extra in ((), (("CREATE TABLE migrated_marker (x INTEGER)",),)):
+        monkeypatch.setattr(postgres_store, "MIGRATIONS", postgres_store.MIGRATIONS + extra)
+        for _ in range(2):           # a second open must not re-run it (CREATE would fail)
+            db = PgDatabase(PostgresConfig(dsn=pg_dsn))
+            await db.open()
+            await PostgresStore(db).open()
+            opened.append(dict(db.versions))
+            await db.close()
+    assert opened == [{"memories": 1}] * 2 + [{"memories": 2}] * 2
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval("SELECT version FROM schema_version"
+                                   " WHERE component = 'memories'") == 2
+    finally:
+        await conn.close()
+
+
+async def test_daemons_starting_together_migrate_once(pg_dsn):
+    dbs = [PgDatabase(PostgresConfig(dsn=pg_dsn)) for _ in range(4)]
+    await asyncio.gather(*(d.open() for d in dbs))
+    try:
+        await asyncio.gather(*(PostgresStore(d).open() for d in dbs))
+        assert [d.versions for d in dbs] == [{"memories": 1}] * 4
+    finally:
+        await asyncio.gather(*(d.close() for d in dbs))
+
+
+async def test_an_unreachable_database_is_a_memory_error_and_a_status():
+    port = free_port()
+    db = PgDatabase(PostgresConfig(dsn=f"postgresql://u:pw@127.0.0.1:{port}/d",
+                                   connect_timeout=1.0))
+    await db.open()                  # the daemon starts all the same
+    try:
+        store = PostgresStore(db)
+        await store.open()
+        with pytest.raises(MemoryError_):
+            await store.search("alice", "tangerine", 5)
+        with pytest.raises(MemoryError_):
+            await store.add("alice", "tangerine")
+        status = store.status()
+        assert status["reachable"] is False and status["database"] == f"127.0.0.1:{port}/d"
+        assert "pw" not in repr(status)
+    finally:
+        await db.close()
+
+
+def test_idf_is_positive_even_with_a_stale_table_size():
+    assert pg_stats.idf(5, 0) > 0
+    assert pg_stats.idf(1, 1000) > pg_stats.idf(100, 1000) > 0
+
+
+async def test_when_even_the_rarest_word_is_too_common_the_newest_rows_are_scored(
+        store, monkeypatch):
+    monkeypatch.setattr(pg_stats, "POSTINGS_BUDGET", 10)
+    await store.add_many("alice", [NewMemory(f"apple note {i}", {"i": i}) for i in range(40)])
+    hits = await store.search("alice", "apple", 5)
+    assert len(hits) == 5
+    assert min(h.metadata["i"] for h in hits) >= 30          # within the newest quarter
+
+
+async def test_frequent_words_take_their_counts_from_pg_stats(store):
+    await store.add_many("alice", [NewMemory(f"kettle number {i}") for i in range(300)])
+    await store.add("alice", "the rare teapot")
+    async with store.db.connection() as conn:
+        await conn.execute("ANALYZE memories")
+        store.stats._counted_at = 0.0                      # as after MAX_AGE
+        weighted, _ = await store.stats.choose_terms(conn, ["kettle", "teapot"])
+    assert "kettl" in store.stats._common                  # from pg_stats, not counted
+    assert [q for q, _ in weighted] == ["'teapot'", "'kettl'"]    # rarest first
+    assert weighted[0][1] > weighted[1][1]
+    hits = await store.search("alice", "teapot kettle", 1)
+    assert hits[0].content == "the rare teapot"
