@@ -156,7 +156,7 @@ RESTART_KEYS = (
     "server.host", "server.port", "server.state_dir", "server.max_body_bytes",
     "server.max_sessions", "server.session_idle_ttl", "server.shutdown_timeout",
     "server.log_format", "server.log_level", "memory.backend", "memory.embedding_model",
-    "supermemory",
+    "supermemory", "postgres",
 )
 
 

@@ -75,6 +75,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 # ``user_id = $1`` in a condition, ``$1 AS user_id`` in an INSERT ... SELECT (never ``$10``).
 _BINDS_USER = re.compile(r"user_id = \$1\b|\$1 AS user_id\b")
 _COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at"
+# One statement per batch, rows in batch order (``seq`` is the list order).
+_INSERT = (
+    "INSERT INTO memories(id, user_id, key, content, metadata, created_at, tsv, embedding)"
+    " SELECT b.id, $1 AS user_id, b.key, b.content, b.metadata::jsonb, b.created_at,"
+    f" {TSV}, b.embedding::real[] FROM unnest($2::text[], $3::text[], $4::text[],"
+    " $5::text[], $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[])"
+    " WITH ORDINALITY AS b(id, key, content, metadata, created_at, body, near, far,"
+    " embedding, ord) ORDER BY b.ord"
+    " ON CONFLICT (user_id, key) WHERE key IS NOT NULL DO NOTHING RETURNING id")
 
 
 class _UserScope:
@@ -172,16 +181,10 @@ class PostgresStore(MemoryStore):
         whose key is already stored, by this or another daemon, is skipped)."""
         near_far = [_context(items, i) for i in fresh]
         rows = await scope.rows(
-            "INSERT INTO memories(id, user_id, key, content, metadata, created_at, tsv,"
-            f" embedding) SELECT b.id, $1 AS user_id, b.key, b.content, b.metadata::jsonb, b.created_at,"
-            f" {TSV}, b.embedding::real[] FROM unnest($2::text[], $3::text[], $4::text[], $5::text[],"
-            " $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[])"
-            " WITH ORDINALITY AS b(id, key, content, metadata, created_at, body, near, far,"
-            " embedding, ord) ORDER BY b.ord"
-            " ON CONFLICT (user_id, key) WHERE key IS NOT NULL DO NOTHING RETURNING id",
-            [new[i].id for i in fresh], [items[i].key for i in fresh],
+            _INSERT, [new[i].id for i in fresh], [items[i].key for i in fresh],
             [items[i].content for i in fresh], [json.dumps(new[i].metadata) for i in fresh],
-            [new[i].created_at for i in fresh], [text.index_text(items[i].content) for i in fresh],
+            [new[i].created_at for i in fresh],
+            [text.index_text(items[i].content) for i in fresh],
             [nf[0] for nf in near_far], [nf[1] for nf in near_far],
             [_vector_text(vectors[i]) if vectors else None for i in fresh])
         ids = {r["id"] for r in rows}
