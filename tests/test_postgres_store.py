@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from memproxyd.config import PostgresConfig
-from memproxyd.memory import pg_stats, postgres_store
+from memproxyd.memory import pg_stats, postgres_db, postgres_store
 from memproxyd.memory.base import MemoryError_, NewMemory
 from memproxyd.memory.postgres_db import PgDatabase
 from memproxyd.memory.postgres_store import PostgresStore
@@ -113,3 +113,12 @@ async def test_frequent_words_take_their_counts_from_pg_stats(store):
     assert weighted[0][1] > weighted[1][1]
     hits = await store.search("alice", "teapot kettle", 1)
     assert hits[0].content == "the rare teapot"
+
+
+@pytest.mark.parametrize("dsn,shown", [
+    ("postgresql://bob:hunter2@db.example:6543/mem", "db.example:6543/mem"),
+    ("postgres://bob:hunter2@db.example/mem?sslmode=require", "db.example:5432/mem"),
+    ("host=db user=bob password=hunter2", "(not a postgresql:// URL)"),
+])
+def test_the_dsn_is_shown_without_user_or_password(dsn, shown):
+    assert postgres_db.describe_dsn(dsn) == shown

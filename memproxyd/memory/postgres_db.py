@@ -49,9 +49,15 @@ class Unreachable(MemoryError_):
 
 
 def describe_dsn(dsn: str) -> str:
-    """host:port/database of a DSN, without user or password."""
+    """host:port/database of a DSN, without user or password (nor anything else)."""
     parts = urlsplit(dsn)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = "?"
+    if parts.scheme not in ("postgres", "postgresql"):
+        return "(not a postgresql:// URL)"
+    return f"{parts.hostname or 'localhost'}:{port}{parts.path or '/'}"
 
 
 class PgDatabase:
