@@ -122,3 +122,17 @@ async def test_frequent_words_take_their_counts_from_pg_stats(store):
 ])
 def test_the_dsn_is_shown_without_user_or_password(dsn, shown):
     assert postgres_db.describe_dsn(dsn) == shown
+
+
+async def test_a_common_but_minority_word_scores_its_newest_rows_too(store, monkeypatch):
+    """The other way to the newest rows (through the word's rows, filtered by seq)."""
+    monkeypatch.setattr(pg_stats, "POSTINGS_BUDGET", 10)
+    for i in range(50):
+        await store.add_many("alice", [NewMemory(f"filler {i}-{j}") for j in range(19)])
+        await store.add("alice", f"apple note {i}", {"i": i})
+    async with store.db.connection() as conn:
+        _, share = await store.stats.choose_terms(conn, ["apple"])
+        _, by_seq = await store._floor(postgres_store._UserScope(conn, "alice"), share)
+    assert share == pytest.approx(0.2) and by_seq is False
+    hits = await store.search("alice", "apple", 5)
+    assert len(hits) == 5 and min(h.metadata["i"] for h in hits) >= 40
