@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
 import asyncpg
 import pytest
@@ -136,3 +138,29 @@ async def test_a_common_but_minority_word_scores_its_newest_rows_too(store, monk
     assert share == pytest.approx(0.2) and by_seq is False
     hits = await store.search("alice", "apple", 5)
     assert len(hits) == 5 and min(h.metadata["i"] for h in hits) >= 40
+
+
+async def test_after_a_failed_connect_uses_fail_at_once_then_probe_again():
+    """A server that accepts but never answers: the first use waits for the connect
+    timeout, the next ones fail at once (an acknowledgement then goes to the spill without
+    waiting), and after the pause a use tries again."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    db = PgDatabase(PostgresConfig(dsn=f"postgresql://u@127.0.0.1:{port}/d",
+                                   connect_timeout=0.5))
+    await db.open()
+    try:
+        timings = []
+        for pause in (0, 0, postgres_db.PAUSE_AFTER_FAILED_CONNECT + 0.1):
+            await asyncio.sleep(pause)
+            started = time.monotonic()
+            with pytest.raises(MemoryError_):
+                async with db.connection():
+                    pass
+            timings.append(time.monotonic() - started)
+        assert timings[0] >= 0.4 and timings[1] < 0.1 and timings[2] >= 0.4
+    finally:
+        await db.close()
+        silent.close()

@@ -44,6 +44,9 @@ CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionEr
                      asyncpg.AdminShutdownError, asyncpg.InsufficientResourcesError)
 
 
+PAUSE_AFTER_FAILED_CONNECT = 1.0   # seconds in which uses fail at once, after a failed connect
+
+
 class Unreachable(MemoryError_):
     """The database cannot be reached (down, refused, no DSN); the operation may be retried."""
 
@@ -71,6 +74,7 @@ class PgDatabase:
         self.versions: dict[str, int] = {}
         self.last_error = "" if self.dsn else "postgres.dsn is empty or names an unset variable"
         self.last_ok = 0.0
+        self._down_until = 0.0
 
     async def open(self) -> None:
         """Create the pool (no connection is made yet; see ``connection``)."""
@@ -86,8 +90,7 @@ class PgDatabase:
                                  # scans a user's every row; planning costs ~0.2 ms.
                                  "plan_cache_mode": "force_custom_plan"})
             await self._pool
-            with contextlib.suppress(MemoryError_):
-                await self._ensure_migrated()
+            await self._try_migrate()
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -100,8 +103,16 @@ class PgDatabase:
         """Register ``component``'s migrations; applied now if the server is reachable."""
         self._migrations[component] = migrations
         self._migrated.discard(component)
-        with contextlib.suppress(MemoryError_):
+        await self._try_migrate()
+
+    async def _try_migrate(self) -> None:
+        """Migrate now if possible; otherwise the first use will (and fail until it can)."""
+        try:
             await self._ensure_migrated()
+        except Unreachable:
+            pass                       # logged once by ``_failed``
+        except MemoryError_ as exc:    # e.g. a schema newer than this program
+            log.error("postgres schema not usable: %s", exc)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -114,12 +125,26 @@ class PgDatabase:
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
             raise Unreachable(self.last_error or "database is not open")
+        if time.monotonic() < self._down_until:
+            # Connecting failed just now: fail fast rather than make every call (and every
+            # acknowledgement, which then goes to the spill) wait for the connect timeout.
+            raise Unreachable(f"database unreachable: {self.last_error}")
         try:
-            async with self._pool.acquire(timeout=self.config.connect_timeout) as conn:
-                yield conn
+            conn = await self._pool.acquire(timeout=self.config.connect_timeout)
         except CONNECTION_ERRORS as exc:
+            self._down_until = time.monotonic() + PAUSE_AFTER_FAILED_CONNECT
             self._failed(exc)
             raise Unreachable(f"database unreachable: {type(exc).__name__}") from exc
+        try:
+            yield conn
+        except CONNECTION_ERRORS as exc:   # e.g. a pooled connection the server dropped
+            self._failed(exc)
+            raise Unreachable(f"database unreachable: {type(exc).__name__}") from exc
+        finally:
+            with contextlib.suppress(*CONNECTION_ERRORS):   # a dead connection is dropped
+                await self._pool.release(conn)
+        if self.last_error:
+            log.info("postgres reachable database=%s", describe_dsn(self.dsn))
         self.last_ok, self.last_error = time.time(), ""
 
     def _failed(self, exc: BaseException) -> None:
