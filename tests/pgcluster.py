@@ -63,6 +63,14 @@ def _run_as() -> str | None:
     raise RuntimeError("running as root and no unprivileged user (nobody, postgres) exists")
 
 
+def _as_user(name: str) -> list[str]:
+    """A command prefix that runs the rest as ``name`` (we are root)."""
+    if shutil.which("runuser"):
+        return ["runuser", "-u", name, "--"]
+    entry = pwd.getpwnam(name)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"]
+
+
 class PgCluster:
     def __init__(self, bindir: Path):
         self.bindir = bindir
@@ -78,7 +86,7 @@ class PgCluster:
         return cls(bindir) if bindir else None
 
     def _cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        prefix = _as_user(self.user) if self.user else []
         out = subprocess.run(prefix + list(args), cwd=self.root, capture_output=True, text=True,
                              timeout=60)
         if check and out.returncode != 0:
