@@ -29,8 +29,10 @@ SUPERUSER = "postgres"
 
 
 def find_bindir() -> Path | None:
-    """``pg_config --bindir`` when it holds initdb, else the newest /usr/lib/postgresql/N/bin."""
-    candidates = []
+    """``$MEMPROXYD_TEST_PG_BINDIR`` (another server, e.g. one with pgvector), else
+    ``pg_config --bindir`` when it holds initdb, else the newest /usr/lib/postgresql/N/bin."""
+    candidates = [os.environ["MEMPROXYD_TEST_PG_BINDIR"]] if os.environ.get(
+        "MEMPROXYD_TEST_PG_BINDIR") else []
     if shutil.which("pg_config"):
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
         if out.returncode == 0:
