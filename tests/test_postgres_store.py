@@ -164,3 +164,39 @@ async def test_after_a_failed_connect_uses_fail_at_once_then_probe_again():
     finally:
         await db.close()
         silent.close()
+
+
+def topic_embedder(calls: list):
+    async def embed(texts, session):
+        calls.append(texts)
+        return [[1.0, 0.0, 0.0] if ("cat" in t or "kitten" in t) else [0.0, 1.0, 0.1]
+                for t in texts]
+    return embed
+
+
+async def test_pgvector_finds_the_nearest_memory_however_old(db, pg_cluster):
+    if not pg_cluster.psql("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"):
+        pytest.skip("pgvector is not installed in this PostgreSQL (MEMPROXYD_TEST_PG_BINDIR "
+                    "can name a server that has it)")
+    calls: list = []
+    store = PostgresStore(db, embedder=topic_embedder(calls))
+    await store.open()
+    assert store.status()["pgvector"] is True
+    await store.add("alice", "my kitten sleeps all day")             # the oldest memory
+    for i in range(3):
+        await store.add_many("alice", [NewMemory(f"report {i}-{j} is due") for j in range(100)])
+    await store.add("bob", "bob's kitten")
+    hits = await store.search("alice", "cat", 1)
+    assert [h.content for h in hits] == ["my kitten sleeps all day"]
+
+
+async def test_without_pgvector_the_newest_memories_are_compared_in_process(db):
+    calls: list = []
+    store = PostgresStore(db, embedder=topic_embedder(calls))
+    await store.open()
+    store.pgvector = False                       # as on a server without the extension
+    await store.add("alice", "my kitten sleeps all day")
+    await store.add_many("alice", [NewMemory(f"report {j} is due") for j in range(20)])
+    hits = await store.search("alice", "cat", 1)
+    assert [h.content for h in hits] == ["my kitten sleeps all day"]
+    assert calls[-1] == ["cat"]

@@ -21,9 +21,8 @@ Ranking carries over the SQLite store's ideas (see ``sqlite_store``):
    (``pg_stats``): a sum over terms shaped like BM25's.
 4. Bounded work: the rarest terms whose rows stay within ``POSTINGS_BUDGET``, the newest rows
    only when even the rarest term is that common (``pg_stats.choose_terms``).
-5. With an embedder, cosine similarity over the lexical hits and the newest memories is fused
-   with the lexical ranking by reciprocal rank fusion (``sqlite_store``'s ``RRF_K``). Vectors
-   are stored as ``real[]`` and compared in process, so they work without pgvector.
+5. With an embedder, vector similarity is fused with the lexical ranking by reciprocal rank
+   fusion; through pgvector where the database has it, else in process (``pg_vectors``).
 """
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
-from . import pg_stats, text
+from . import pg_stats, pg_vectors, text
 from .base import InvalidCursor, Memory, MemoryStore, NewMemory
 from .postgres_db import PgDatabase
 
@@ -48,8 +47,7 @@ Embedder = Callable[[list, Any], Awaitable[list]]
 NEAR_WEIGHT = 0.4         # the memories just before and after
 FAR_WEIGHT = 0.3          # the ones after those
 FAR = 2                   # how far out the far context reaches
-RRF_K = 60                # reciprocal rank fusion constant (Cormack et al., 2009)
-VECTOR_CANDIDATES = 200   # lexical hits + most recent memories compared by vector
+VECTOR_CANDIDATES = pg_vectors.CANDIDATES   # lexical hits fused with the vector ranking
 # ts_rank's weights are listed {D, C, B, A}.
 # Normalisation 32 (rank / (rank + 1)): a term's weight saturates with repetition, like BM25's
 # k1; on the LoCoMo dev split it ranks as well as the SQLite store (recall@10 0.825 vs 0.828,
@@ -142,12 +140,16 @@ class PostgresStore(MemoryStore):
         self.db = db
         self.embedder = embedder
         self.stats = pg_stats.TermStats()
+        self.pgvector: bool | None = None      # None: not known yet (database unreachable)
 
     async def open(self) -> None:
         await self.db.migrate("memories", MIGRATIONS)
+        if self.embedder is not None:
+            self.pgvector = await pg_vectors.enable(self.db)
 
     def status(self) -> dict[str, Any]:
-        return {"backend": self.name, **self.db.status(), "vectors": self.embedder is not None}
+        return {"backend": self.name, **self.db.status(), "vectors": self.embedder is not None,
+                "pgvector": self.pgvector}
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -186,7 +188,7 @@ class PostgresStore(MemoryStore):
             [new[i].created_at for i in fresh],
             [text.index_text(items[i].content) for i in fresh],
             [nf[0] for nf in near_far], [nf[1] for nf in near_far],
-            [_vector_text(vectors[i]) if vectors else None for i in fresh])
+            [pg_vectors.array_literal(vectors[i]) if vectors else None for i in fresh])
         ids = {r["id"] for r in rows}
         return {i for i in fresh if new[i].id in ids}
 
@@ -229,12 +231,21 @@ class PostgresStore(MemoryStore):
             qvec = (await self._embed([query], session) or [None])[0]
         if not terms and qvec is None:
             return []
+        if qvec is not None and self.pgvector is None:
+            self.pgvector = await pg_vectors.enable(self.db)
         async with self.db.connection() as conn:
             scope = _UserScope(conn, user_id)
             lexical = await self._lexical(scope, terms, VECTOR_CANDIDATES if qvec else limit)
             if qvec is None:
                 return [_memory(row, row["r"]) for row in lexical]
-            return await _fuse(scope, lexical, qvec, limit)
+            rows = {row["seq"]: row for row in lexical}
+            similar = await pg_vectors.nearest(scope, _COLUMNS, qvec, list(rows),
+                                               bool(self.pgvector))
+        for row in similar:
+            rows.setdefault(row["seq"], row)
+        fused = pg_vectors.fuse([[r["seq"] for r in lexical], [r["seq"] for r in similar]],
+                                limit)
+        return [_memory(rows[seq], score) for seq, score in fused]
 
     async def _lexical(self, scope: _UserScope, terms: list[str], limit: int) -> list:
         weighted, share = await self.stats.choose_terms(scope.conn, terms)
@@ -273,31 +284,3 @@ class PostgresStore(MemoryStore):
         except Exception as exc:   # an embedding outage degrades to lexical, never fails
             log.warning("memory embedding failed error=%s", type(exc).__name__)
             return None
-
-
-def _vector_text(vector) -> str:
-    """A unit vector as a ``real[]`` literal (stored normalised: cosine is a dot product)."""
-    norm = sum(x * x for x in vector) ** 0.5 or 1.0
-    return "{" + ",".join(repr(float(x) / norm) for x in vector) + "}"
-
-
-async def _fuse(scope: _UserScope, lexical: list, qvec, limit: int) -> list[Memory]:
-    """Reciprocal rank fusion of the lexical ranking and cosine similarity."""
-    by_seq = {row["seq"]: row for row in lexical}
-    norm = sum(x * x for x in qvec) ** 0.5 or 1.0
-    q = [x / norm for x in qvec]
-    stored = await scope.rows(
-        f"SELECT {_COLUMNS}, m.embedding FROM memories m WHERE m.user_id = $1"
-        " AND m.embedding IS NOT NULL AND (m.seq = ANY($2::bigint[]) OR m.seq >="
-        " (SELECT coalesce(min(s.seq), 0) FROM (SELECT seq FROM memories WHERE user_id = $1"
-        " AND embedding IS NOT NULL ORDER BY seq DESC LIMIT $3) s))",
-        list(by_seq), VECTOR_CANDIDATES)
-    rows = {**{r["seq"]: r for r in stored}, **by_seq}
-    sims = sorted(((sum(a * b for a, b in zip(q, r["embedding"])), r["seq"])
-                   for r in stored if len(r["embedding"]) == len(q)), reverse=True)
-    fused: dict[int, float] = {}
-    for ranking in (list(by_seq), [seq for _, seq in sims]):
-        for rank, seq in enumerate(ranking):
-            fused[seq] = fused.get(seq, 0.0) + 1.0 / (RRF_K + rank + 1)
-    best = sorted(fused, key=fused.__getitem__, reverse=True)[:limit]
-    return [_memory(rows[s], fused[s]) for s in best]
