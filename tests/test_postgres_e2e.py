@@ -14,7 +14,7 @@ from collections import Counter
 import openai
 import pytest
 
-from tests.conftest import GATEWAY_KEY, free_port, write_config
+from tests.conftest import GATEWAY_KEY, free_port, upstream_records, write_config
 from tests.test_memory_e2e import http_json
 
 MEMORY = ('backend = "postgres"\nrecall_timeout_ms = 2000\noutbox_retry_max_seconds = 2\n')
@@ -180,3 +180,21 @@ async def test_status_shows_backend_pool_and_outbox_depth(pg_daemons):
     assert memory["backend"] == "postgres" and memory["reachable"] is True
     assert memory["schema_versions"] == {"memories": 1, "outbox": 1}
     assert memory["pool"]["size"] >= 1 and memory["outbox"]["depth"] in (0, 1)
+
+
+async def test_embedding_model_adds_vector_recall(tmp_path, openai_fake, start_daemon, pg_dsn):
+    daemon = start_daemon(write_config(
+        tmp_path, openai_fake.url, extra=pg_toml(pg_dsn),
+        memory='backend = "postgres"\nembedding_model = "embed-ok"\nrecall_timeout_ms = 20000'))
+    user = f"vec-{uuid.uuid4().hex[:6]}"
+    before = len([r for r in upstream_records(openai_fake) if r["path"] == "/v1/embeddings"])
+    status, _ = await http_json("POST", f"{daemon.url}/v1/memories", json={
+        "user_id": user, "memories": [{"content": "short"}, {"content": "a much longer memory"}]})
+    assert status == 201
+    status, found = await http_json("POST", f"{daemon.url}/v1/memories/search",
+                                    json={"user_id": user, "query": "longer memory"})
+    assert status == 200 and found["results"][0]["content"] == "a much longer memory"
+    embedded = [r for r in upstream_records(openai_fake) if r["path"] == "/v1/embeddings"]
+    assert len(embedded) >= before + 2       # the memories, then the query
+    _, ready = await http_json("GET", f"{daemon.url}/health/readiness")
+    assert ready["memory"]["vectors"] is True and ready["memory"]["pgvector"] in (True, False)
