@@ -89,7 +89,7 @@ async def status(request: web.Request) -> web.Response:
         "registry": {"path": str(state.config.registry_path),
                      "error": listeners.registry_error or None},
         "sessions": {"count": len(users), "users": users},
-        "memory": request.app[appkeys.MEMORY].status(),
+        "memory": await request.app[appkeys.MEMORY].health(),
     })
 
 

@@ -53,13 +53,27 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     await sessions.close()
 
 
-def _make_store(app: web.Application):
+def _make_store(app: web.Application, db=None):
     config = app[appkeys.STATE].config
     if config.memory.backend == "supermemory":
         from memproxyd.memory.supermemory_store import SupermemoryStore
         return SupermemoryStore(config.supermemory)
+    if config.memory.backend == "postgres":
+        from memproxyd.memory.postgres_store import PostgresStore
+        return PostgresStore(db, embedder=_embedder(app))
     from memproxyd.memory.sqlite_store import SqliteStore
     return SqliteStore(config.state_dir / "memory.db", embedder=_embedder(app))
+
+
+def _make_outbox(config: Config, db=None):
+    """The local outbox in the memory file; with postgres, the shared one in the database
+    (the local file then holds what arrives while the database is unreachable)."""
+    from memproxyd.memory.outbox import Outbox
+    local = Outbox(config.state_dir / "memory.db")
+    if db is None:
+        return local
+    from memproxyd.memory.postgres_outbox import PostgresOutbox
+    return PostgresOutbox(db, local, lease_seconds=config.postgres.outbox_lease_seconds)
 
 
 def _embedder(app: web.Application):
@@ -92,12 +106,17 @@ def _delivery_store(app: web.Application, store):
 
 
 async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
-    from memproxyd.memory.outbox import Outbox, OutboxWorker
+    from memproxyd.memory.outbox import OutboxWorker
     config = app[appkeys.STATE].config
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     sessions = app[appkeys.SESSIONS]
-    store = _make_store(app)
-    outbox = Outbox(config.state_dir / "memory.db")
+    db = None
+    if config.memory.backend == "postgres":
+        from memproxyd.memory.postgres_db import PgDatabase
+        db = PgDatabase(config.postgres)
+        await db.open()            # an unreachable server is a state, not a startup failure
+    store = _make_store(app, db)
+    outbox = _make_outbox(config, db)
     await store.open()
     await outbox.open()
     delivery = _delivery_store(app, store)
@@ -112,3 +131,5 @@ async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     await worker.close()
     await outbox.close()
     await store.close()
+    if db is not None:
+        await db.close()

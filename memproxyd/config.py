@@ -105,7 +105,7 @@ class ModelEntry:
 
 @attrs.frozen
 class MemoryConfig:
-    backend: str = "sqlite"                 # sqlite | supermemory | off
+    backend: str = "sqlite"                 # sqlite | postgres | supermemory | off
     top_k: int = 5
     min_score: float = 0.0
     recall_timeout_ms: int = 250
@@ -138,6 +138,15 @@ class SupermemoryConfig:
 
 
 @attrs.frozen
+class PostgresConfig:
+    dsn: str = "os.environ/MEMPROXYD_DSN"   # postgresql://user:password@host:port/database
+    pool_size: int = 10                     # connections per daemon at most
+    statement_timeout_ms: int = 5000        # the server cancels a statement running longer
+    connect_timeout: float = 5.0            # seconds to connect or wait for a free connection
+    outbox_lease_seconds: float = 60.0      # a claimed outbox entry is retried after this
+
+
+@attrs.frozen
 class Config:
     path: str = ""
     server: ServerConfig = ServerConfig()
@@ -146,6 +155,7 @@ class Config:
     model_list: tuple[ModelEntry, ...] = ()
     memory: MemoryConfig = MemoryConfig()
     supermemory: SupermemoryConfig = SupermemoryConfig()
+    postgres: PostgresConfig = PostgresConfig()
 
     @property
     def state_dir(self) -> Path:
@@ -244,7 +254,7 @@ def _kind(value) -> str:
 _CHOICES = {
     "server.log_format": ("json", "text"),
     "server.log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-    "memory.backend": ("sqlite", "supermemory", "off"),
+    "memory.backend": ("sqlite", "postgres", "supermemory", "off"),
     "memory.query_strategy": ("last_user", "last_user_plus_previous", "all_user"),
 }
 # A user id: what may reach storage as a memory owner (``identity.py`` checks requests).
@@ -254,7 +264,7 @@ USER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 def _validate(config: Config, file: str) -> None:
     """Everything the schema walker cannot see, so ``--check`` catches what would fail later."""
     for check in (_check_choices, _check_ports, _check_models, _check_identity,
-                  _check_patterns):
+                  _check_patterns, _check_postgres):
         problem = check(config)
         if problem:
             raise ConfigError(f"{file}: {problem}")
@@ -318,4 +328,15 @@ def _check_patterns(config: Config) -> str | None:
             re.compile(pattern)
         except re.error as exc:
             return f"'{key}' is not a valid regular expression: {exc}"
+    return None
+
+
+def _check_postgres(config: Config) -> str | None:
+    pg = config.postgres
+    if not pg.dsn.startswith((ENV_PREFIX, "postgresql://", "postgres://")):
+        return "'postgres.dsn' expected a postgresql:// URL or os.environ/NAME"
+    if pg.pool_size < 1:
+        return f"'postgres.pool_size' expected at least 1, got {pg.pool_size}"
+    if pg.statement_timeout_ms < 0 or pg.connect_timeout <= 0 or pg.outbox_lease_seconds <= 0:
+        return "'postgres' timeouts expected positive numbers"
     return None

@@ -148,7 +148,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def readiness(request: web.Request) -> web.Response:
-    memory = request.app[appkeys.MEMORY].status()
+    memory = await request.app[appkeys.MEMORY].health()
     return web.json_response({"status": "ready", "memory": memory})
 
 

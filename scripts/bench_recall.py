@@ -3,6 +3,7 @@
 
     python scripts/bench_recall.py ../shared/bench/locomo-dev --url http://127.0.0.1:8764 --key K
     python scripts/bench_recall.py ../shared/bench/locomo-dev --direct   # SqliteStore in-process
+    python scripts/bench_recall.py ../shared/bench/locomo-dev --direct --backend postgres [--dsn D]
 
 Each conversation file becomes one user id (``locomo-<n>-<random>``); every turn becomes one
 memory ``"<speaker>: <text>"`` (plus `` [image: <caption>]`` where the turn shared one) with
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TOP_K = 10
 
@@ -49,19 +51,24 @@ def load_conversation(path: Path) -> tuple[list[list[dict]], list[dict]]:
 
 
 class DirectClient:
-    """SqliteStore in-process on a temporary file."""
+    """A store in-process: SqliteStore on a temporary file, or PostgresStore on ``dsn`` (a
+    throwaway local server when none is given, see ``tests/pgcluster.py``)."""
+
+    def __init__(self, backend: str = "sqlite", dsn: str | None = None):
+        self.backend = backend
+        self.dsn = dsn
 
     async def __aenter__(self):
         from memproxyd.memory.base import NewMemory
-        from memproxyd.memory.sqlite_store import SqliteStore
+        from stores import open_store
         self._new = NewMemory
         self._tmp = tempfile.TemporaryDirectory()
-        self.store = SqliteStore(Path(self._tmp.name) / "memory.db")
-        await self.store.open()
+        self.store, self._close = await open_store(self.backend, Path(self._tmp.name),
+                                                   self.dsn)
         return self
 
     async def __aexit__(self, *exc):
-        await self.store.close()
+        await self._close()
         self._tmp.cleanup()
 
     async def add(self, user_id, memories):
@@ -147,14 +154,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--url", default="http://127.0.0.1:8764", help="daemon base URL")
     parser.add_argument("--key", help="bearer key for the daemon")
     parser.add_argument("--direct", action="store_true",
-                        help="use SqliteStore in-process on a temp file instead of the daemon")
+                        help="use a store in-process instead of the daemon")
+    parser.add_argument("--backend", default="sqlite", choices=("sqlite", "postgres"),
+                        help="the in-process store of --direct")
+    parser.add_argument("--dsn", help="postgres database for --direct --backend postgres "
+                        "(default: a throwaway local server)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every miss at 10")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    client = DirectClient() if args.direct else HttpClient(args.url, args.key)
+    client = (DirectClient(args.backend, args.dsn) if args.direct
+              else HttpClient(args.url, args.key))
 
     async def go():
         async with client:

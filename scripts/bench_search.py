@@ -1,32 +1,43 @@
 #!/usr/bin/env python3
-"""Search latency of SqliteStore with a large store for one user.
+"""Search latency and memory-on overhead with a large store for one user, per backend.
 
-    python scripts/bench_search.py ../shared/bench/locomo-dev [--memories 100000] [--queries 300]
+    python scripts/bench_search.py ../shared/bench/locomo-dev [--backend sqlite postgres]
+        [--memories 10000 100000] [--queries 300] [--calls 200] [--dsn postgresql://...]
 
-Fills one user's store (a temp file, in-process) with synthetic but realistic memories --
-LoCoMo turns re-sampled with their speakers swapped, words dropped and numbers changed, added
-in batches of 100 as a conversation import would -- then times ``search`` for the benchmark's
-questions (and variants) and prints p50/p95 in ms.
+Fills one user's store (in-process; SQLite on a temp file, PostgreSQL on ``--dsn`` or a
+throwaway local server) with synthetic but realistic memories -- LoCoMo turns re-sampled with
+their speakers swapped, words dropped and numbers changed, added in batches of 100 as a
+conversation import would -- up to each size in turn. At each size it times ``search`` for
+the benchmark's questions (p50/p95, top 10; PostgreSQL after an ``ANALYZE``, as autovacuum
+keeps it), then starts the real daemon on that store with a
+fake upstream and sends ``--calls`` chat completions with those questions, reading the
+daemon's own ``x-memproxy-overhead-ms`` with memory on (recall + remember) and off.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_overhead import free_port, wait_http  # noqa: E402
 from bench_recall import load_conversation  # noqa: E402
 from memproxyd.memory.base import NewMemory  # noqa: E402
-from memproxyd.memory.sqlite_store import SqliteStore  # noqa: E402
+from stores import open_store  # noqa: E402
 
 NAMES = ["Alex", "Sam", "Jordan", "Priya", "Chen", "Maria", "Tom", "Aisha", "Lena", "Omar"]
+USER = "bench-user"
 
 
 def corpus(folder: Path) -> tuple[list[str], list[str]]:
@@ -46,51 +57,126 @@ def vary(turn: str, rng: random.Random) -> str:
     return f"{rng.choice(NAMES)}: {' '.join(words)}"
 
 
-async def fill(store: SqliteStore, user_id: str, turns: list[str], n: int, seed: int) -> float:
-    rng = random.Random(seed)
+async def fill(store, turns: list[str], start: int, end: int, rng: random.Random) -> float:
     started = time.perf_counter()
-    for start in range(0, n, 100):
-        batch = [NewMemory(vary(rng.choice(turns), rng), {"i": start + j})
-                 for j in range(min(100, n - start))]
-        await store.add_many(user_id, batch)
+    for first in range(start, end, 100):
+        batch = [NewMemory(vary(rng.choice(turns), rng), {"i": first + j})
+                 for j in range(min(100, end - first))]
+        await store.add_many(USER, batch)
     return time.perf_counter() - started
 
 
-async def measure(folder: Path, n: int, queries: int, seed: int) -> None:
-    turns, questions = corpus(folder)
-    rng = random.Random(seed)
+def pcts(values: list[float]) -> tuple[float, float]:
+    values = sorted(values)
+    return statistics.median(values), values[min(len(values) - 1, int(len(values) * 0.95))]
+
+
+async def time_search(store, asked: list[str]) -> tuple[float, float]:
+    for q in asked[:20]:                      # warm caches
+        await store.search(USER, q, 10)
+    latencies = []
+    for q in asked:
+        started = time.perf_counter()
+        await store.search(USER, q, 10)
+        latencies.append((time.perf_counter() - started) * 1000)
+    return pcts(latencies)
+
+
+def daemon_config(folder: Path, port: int, upstream: str, backend: str, dsn: str | None) -> Path:
+    pg = f'[postgres]\ndsn = "{dsn}"\n' if backend == "postgres" else ""
+    path = folder / "bench-daemon.toml"
+    path.write_text(
+        f'[server]\nport = {port}\nstate_dir = "{folder}"\nlog_level = "WARNING"\n'
+        f'[memory]\nbackend = "{backend}"\nrecall_timeout_ms = 1000\n{pg}'
+        f'[[model_list]]\nmodel_name = "bench"\n[model_list.litellm_params]\n'
+        f'model = "openai/m"\napi_base = "{upstream}/v1"\napi_key = "sk-bench"\n')
+    return path
+
+
+async def overhead(url: str, asked: list[str], mode: str) -> tuple[float, float]:
+    reported = []
+    headers = {"x-memory-user-id": USER, "x-memory-mode": mode}
+    async with aiohttp.ClientSession() as http:
+        for i, q in enumerate(asked):
+            body = {"model": "bench", "messages": [{"role": "user", "content": q}]}
+            async with http.post(f"{url}/v1/chat/completions", json=body,
+                                 headers=headers) as resp:
+                await resp.read()
+                if i >= 10:                       # the first calls warm connections
+                    reported.append(float(resp.headers["x-memproxy-overhead-ms"]))
+    return pcts(reported)
+
+
+async def through_daemon(folder: Path, backend: str, dsn, upstream: str,
+                         asked: list[str]) -> dict:
+    port = free_port()
+    config = daemon_config(folder, port, upstream, backend, dsn)
+    proc = subprocess.Popen([sys.executable, "-m", "memproxyd", "--config", str(config)])
+    try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/health")
+        url = f"http://127.0.0.1:{port}"
+        return {"off": await overhead(url, asked, "off"), "on": await overhead(url, asked, "on")}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def measure(args, backend: str, upstream: str) -> None:
+    turns, questions = corpus(args.path)
+    rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteStore(Path(tmp) / "memory.db")
-        await store.open()
+        folder = Path(tmp)
+        store, close = await open_store(backend, folder, args.dsn)
+        dsn = getattr(store, "dsn", None)
         try:
-            took = await fill(store, "bench-user", turns, n, seed)
             await store.add_many("other-user", [NewMemory(t) for t in turns[:1000]])
-            print(f"filled {n} memories in {took:.1f} s ({n / took:.0f}/s)")
-            asked = [rng.choice(questions) for _ in range(queries)]
-            for q in asked[:20]:                      # warm the page cache
-                await store.search("bench-user", q, 10)
-            latencies = []
-            for q in asked:
-                started = time.perf_counter()
-                await store.search("bench-user", q, 10)
-                latencies.append((time.perf_counter() - started) * 1000)
+            have = 0
+            for size in sorted(args.memories):
+                took = await fill(store, turns, have, size, rng)
+                print(f"[{backend}] filled {size - have} memories in {took:.1f} s "
+                      f"({(size - have) / took:.0f}/s)", flush=True)
+                have = size
+                if backend == "postgres":    # what autovacuum does within a minute
+                    async with store.db.connection() as conn:
+                        await conn.execute("ANALYZE memories")
+                p50, p95 = await time_search(store, [rng.choice(questions)
+                                                     for _ in range(args.queries)])
+                calls = [rng.choice(questions) for _ in range(args.calls)]
+                cost = await through_daemon(folder, backend, dsn, upstream, calls)
+                (on50, on95), (off50, off95) = cost["on"], cost["off"]
+                print(json.dumps({"backend": backend, "memories": size,
+                                  "search_p50_ms": round(p50, 2), "search_p95_ms": round(p95, 2),
+                                  "overhead_on_p50_ms": round(on50, 2),
+                                  "overhead_on_p95_ms": round(on95, 2),
+                                  "overhead_off_p50_ms": round(off50, 2),
+                                  "overhead_off_p95_ms": round(off95, 2),
+                                  "memory_on_added_p50_ms": round(on50 - off50, 2)}), flush=True)
         finally:
-            await store.close()
-    latencies.sort()
-    p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
-    print(f"search over {n} memories, {queries} queries, top 10: "
-          f"p50 {statistics.median(latencies):.2f} ms, p95 {p95:.2f} ms, "
-          f"max {latencies[-1]:.2f} ms")
+            await close()
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("path", type=Path, help="folder of LoCoMo conversation JSON files")
-    parser.add_argument("--memories", type=int, default=100_000)
+    parser.add_argument("--backend", nargs="+", default=["sqlite", "postgres"],
+                        choices=("sqlite", "postgres"))
+    parser.add_argument("--memories", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--calls", type=int, default=200, help="daemon calls per mode")
+    parser.add_argument("--dsn", help="postgres database (default: a throwaway local server)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    asyncio.run(measure(args.path, args.memories, args.queries, args.seed))
+    upstream_port = free_port()
+    fake = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bench_overhead.py")),
+                             "--serve-fake", str(upstream_port)])
+    try:
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        wait_http(upstream + "/health")
+        for backend in args.backend:
+            asyncio.run(measure(args, backend, upstream))
+    finally:
+        fake.terminate()
+        fake.wait(10)
     return 0
 
 

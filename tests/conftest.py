@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,21 @@ def daemon(tmp_path, openai_fake, start_daemon) -> Daemon:
     """The real daemon with gateway auth, on the fake OpenAI upstream, memory off."""
     return start_daemon(write_config(tmp_path, openai_fake.url,
                                      auth=f'keys = ["{GATEWAY_KEY}"]'))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL server for the whole run (``tests/pgcluster.py``)."""
+    from tests.pgcluster import INSTALL_HINT, PgCluster
+    cluster = PgCluster.find()
+    if cluster is None:
+        pytest.skip(INSTALL_HINT)
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster) -> str:
+    """A fresh database of its own for each test."""
+    return pg_cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")

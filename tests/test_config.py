@@ -25,6 +25,7 @@ def test_shipped_config_is_valid_and_equals_code_defaults():
     assert config.server == default.server
     assert config.memory == default.memory
     assert config.supermemory == default.supermemory
+    assert config.postgres == default.postgres
     assert config.identity == default.identity
     assert config.auth == default.auth
     assert [m.model_name for m in config.model_list] == ["demo"]
@@ -37,7 +38,7 @@ def test_shipped_config_is_valid_and_equals_code_defaults():
     ("[[model_list]]\nmodel_name = \"a\"\n", "missing required key 'model_list[0].litellm_params'"),
     ("[[model_list]]\nmodel_name = \"a\"\n[model_list.litellm_params]\nmodel = \"x\"\n"
      "api_kee = \"k\"\n", "unknown key 'model_list[0].litellm_params.api_kee'"),
-    ("[memory]\nbackend = \"redis\"\n", "'memory.backend' expected one of sqlite, supermemory, off"),
+    ("[memory]\nbackend = \"redis\"\n", "'memory.backend' expected one of sqlite, postgres, supermemory, off"),
     ("[server]\nport = 70000\n", "'server.port' expected 0-65535"),
     ("[memory]\ntop_k = true\n", "'memory.top_k' expected an integer, got a boolean"),
     ("[server\n", "invalid TOML"),
@@ -46,6 +47,8 @@ def test_shipped_config_is_valid_and_equals_code_defaults():
     ("[[identity.header_patterns]]\nheader = \"user-agent\"\npattern = \"^(unclosed\"\n"
      "user_id = \"x\"\n", "'identity.header_patterns[0].pattern' is not a valid regular"),
     ("[memory]\nskip_system_patterns = [\"[\"]\n", "'memory.skip_system_patterns[0]' is not a"),
+    ("[postgres]\ndsn = \"mysql://x\"\n", "'postgres.dsn' expected a postgresql:// URL"),
+    ("[postgres]\npool_size = 0\n", "'postgres.pool_size' expected at least 1"),
 ])
 def test_invalid_config_names_file_key_and_expectation(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:

@@ -152,6 +152,16 @@ class MemoryService:
     def status(self) -> dict[str, Any]:
         return self.store.status()
 
+    async def health(self) -> dict[str, Any]:
+        """``status`` and the outbox depth read now (within a second: a database that does
+        not answer must not hold up readiness; its depth is then null)."""
+        outbox = dict(getattr(self.outbox, "status", dict)())
+        try:
+            outbox["depth"] = await asyncio.wait_for(self.outbox.count(), 1.0)
+        except Exception as exc:  # noqa: BLE001 - reported, never raised
+            outbox["depth"], outbox["error"] = None, type(exc).__name__
+        return {**self.status(), "outbox": outbox}
+
     def _mode(self, call: Call) -> str:
         mode = call.request.headers.get(MODE_HEADER, "on").strip().lower()
         if mode not in MODES:
@@ -301,3 +311,6 @@ class NoMemory:
 
     def status(self) -> dict[str, Any]:
         return {"backend": "off"}
+
+    async def health(self) -> dict[str, Any]:
+        return self.status()
