@@ -158,7 +158,8 @@ async def run(args, daemon: procs.Proc, fake: procs.Proc, peer) -> dict:
     rounds = []
     for i in range(args.rounds):
         print(f"round {i + 1}/{args.rounds}", flush=True)
-        rounds.append(await measure_round(cells, Questions(questions, seed=i), args, i))
+        rounds.append(await measure_round(cells, Questions(questions, seed=i, start=i * 10**7),
+                                          args, i))
     sent = set().union(*(t.sent for group in cells.values() for t in group))
     return {"rounds": rounds, "results": median_rows(rounds),
             "outbox": await check_remembered(daemon.url, sent)}

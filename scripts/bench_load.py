@@ -49,10 +49,10 @@ class Questions:
 
     TAG = re.compile(r"\(question (\d+)\)")
 
-    def __init__(self, questions: list[str], seed: int = 7):
+    def __init__(self, questions: list[str], seed: int = 7, start: int = 1):
         self.rng = random.Random(seed)
         self.questions = questions
-        self.counter = itertools.count(1)
+        self.counter = itertools.count(start)
 
     def next(self) -> tuple[int, str]:
         n = next(self.counter)

@@ -9,12 +9,17 @@ memory ``"<speaker>: <text>"`` (plus `` [image: <caption>]`` where the turn shar
 metadata ``{dia_id, session, date}``, added one ``add_many`` per session in session order.
 Every question with evidence (category 5, adversarial, skipped) is searched with the question
 as the query; it is a hit at k when any evidence turn is in the top k.
+
+``--distractors N`` first fills each user's memory with N other memories (turns of the *other*
+conversations, varied: speakers swapped, words dropped), as a store that has been in use for
+a while: recall at a realistic size, where bounded work (the postings budget) matters.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import random
 import re
 import secrets
 import statistics
@@ -24,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TOP_K = 10
 
@@ -110,13 +116,24 @@ class HttpClient:
             resp.raise_for_status()
 
 
-async def run(folder: Path, client, verbose: bool) -> dict:
+def distractors(folder: Path, path: Path, n: int) -> list[list[dict]]:
+    """``n`` varied turns of the conversations other than ``path``, in batches of 100."""
+    from bench_load import vary
+    turns = [m["content"] for other in sorted(folder.glob("*.json")) if other != path
+             for batch in load_conversation(other)[0] for m in batch]
+    rng = random.Random(path.stem)
+    made = [{"content": vary(rng.choice(turns), rng), "metadata": {"distractor": True}}
+            for _ in range(n)]
+    return [made[i:i + 100] for i in range(0, n, 100)]
+
+
+async def run(folder: Path, client, verbose: bool, n_distractors: int = 0) -> dict:
     hits5 = hits10 = total = 0
     latencies = []
     for path in sorted(folder.glob("*.json")):
         sessions, questions = load_conversation(path)
         user_id = f"locomo-{path.stem}-{secrets.token_hex(4)}"
-        for batch in sessions:
+        for batch in distractors(folder, path, n_distractors) + sessions:
             await client.add(user_id, batch)
         try:
             for q in questions:
@@ -148,6 +165,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--key", help="bearer key for the daemon")
     parser.add_argument("--direct", action="store_true",
                         help="use SqliteStore in-process on a temp file instead of the daemon")
+    parser.add_argument("--distractors", type=int, default=0,
+                        help="other memories stored first in each user's memory")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every miss at 10")
     return parser.parse_args(argv)
 
@@ -158,7 +177,7 @@ def main(argv=None) -> int:
 
     async def go():
         async with client:
-            return await run(args.path, client, args.verbose)
+            return await run(args.path, client, args.verbose, args.distractors)
 
     result = asyncio.run(go())
     print(f"recall@5  {result['recall@5']:.3f}")

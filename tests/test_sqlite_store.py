@@ -1,3 +1,4 @@
+import asyncio
 import sqlite3
 
 import pytest
@@ -131,13 +132,14 @@ async def test_a_new_migration_runs_once_on_reopen(tmp_path, monkeypatch):
     store = SqliteStore(path)
     await store.open()
     await store.close()
+    versions = len(sqlite_store.MIGRATIONS)
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", sqlite_store.MIGRATIONS + (
         ("CREATE TABLE migrated_marker (x INTEGER)",),))
     for _ in range(2):        # a second open must not re-run it (CREATE would fail)
         store = SqliteStore(path)
         await store.open()
         await store.close()
-    assert store.schema_version == 2
+    assert store.schema_version == versions + 1
 
 
 async def test_search_with_only_stop_words_returns_nothing(store):
@@ -168,3 +170,67 @@ async def test_vectors_fuse_with_bm25_when_an_embedder_is_given(tmp_path):
         assert calls[-1] == ["cat"]
     finally:
         await store.close()
+
+
+async def test_a_v1_database_keeps_its_memories_and_their_context_after_the_upgrade(tmp_path):
+    from memproxyd.memory.sqlite_db import migrate
+    path = tmp_path / "memory.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, "memories", sqlite_store.MIGRATIONS[:1])
+    turns = ["Bob: did you finish the pottery class?", "Ann: yes, I made a bowl!",
+             "Bob: we should get dinner soon"]
+    for seq, content in enumerate(turns, 1):      # one v1 batch: consecutive, same second
+        conn.execute("INSERT INTO memories(seq, id, user_id, content, metadata, created_at)"
+                     " VALUES (?, ?, 'ann', ?, '{}', 1000.0)", (seq, f"m{seq}", content))
+        conn.execute("INSERT INTO memories_fts(rowid, body, near, far) VALUES (?, ?, '', '')",
+                     (seq, content))
+    conn.execute("INSERT INTO memories(seq, id, user_id, content, metadata, created_at)"
+                 " VALUES (4, 'm4', 'ann', 'Ann: pottery again', '{}', 5000.0)")
+    conn.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        hits = await store.search("ann", "pottery", 4)
+        assert [h.id for h in hits][:2] in (["m1", "m4"], ["m4", "m1"])
+        assert "m2" in [h.id for h in hits]          # found through its neighbour m1
+        assert await store.get("ann", "m3") is not None
+    finally:
+        await store.close()
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT seq, grp FROM memories ORDER BY seq").fetchall() == [
+        (1, 1), (2, 1), (3, 1), (4, 4)]
+    assert not check.execute("SELECT name FROM sqlite_master WHERE name = 'memories_fts'"
+                             ).fetchall()
+    check.close()
+
+
+async def test_search_is_the_same_after_a_restart_rebuilds_the_index(tmp_path):
+    path = tmp_path / "memory.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.add_many("ann", [NewMemory("Bob: did you finish the pottery class?"),
+                                 NewMemory("Ann: yes, I made a bowl last weekend!")])
+    await store.add("ann", "Ann: pottery is relaxing")
+    await store.search("ann", "pottery", 5)        # index built, then kept current
+    await store.add("ann", "Bob: the pottery kiln broke")
+    live = [(h.id, round(h.score, 4)) for h in await store.search("ann", "pottery", 5)]
+    await store.close()
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        assert [(h.id, round(h.score, 4))
+                for h in await reopened.search("ann", "pottery", 5)] == live
+    finally:
+        await reopened.close()
+
+
+async def test_writes_racing_the_first_index_build_are_indexed_once(store):
+    await store.add_many("ann", [NewMemory(f"Ann: note {i} about kites") for i in range(50)])
+    store._indexes.clear()                          # as after a restart: not built yet
+    adds = [store.add("ann", f"Ann: kite number {i}") for i in range(20)]
+    results = await asyncio.gather(store.search("ann", "kites", 100), *adds,
+                                   store.search("ann", "kite", 100))
+    hits = await store.search("ann", "kite", 100)
+    assert len(hits) == 70 == len({h.id for h in hits})
+    assert results[-1]                               # searches during the build answer
