@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -63,6 +64,21 @@ def litellm():
         _litellm = module
         log.info("litellm imported seconds=%.2f", time.perf_counter() - started)
     return _litellm
+
+
+def needed(config) -> bool:
+    """Whether a deployment goes through litellm, or the memory embeds (always litellm)."""
+    from memproxyd.deployments import wire_of
+    return bool(config.memory.embedding_model) or any(
+        wire_of(entry)[0] == "litellm" for entry in config.model_list)
+
+
+def preload(config) -> None:
+    """Import litellm on a thread once the daemon is ready, when the config will need it, so
+    the first litellm-routed call (the offline ``demo`` model too) does not wait ~5 s. A
+    daemon thread: a stop during the import does not wait for it."""
+    if _litellm is None and needed(config):
+        threading.Thread(target=litellm, name="litellm-import", daemon=True).start()
 
 
 def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool,
