@@ -59,6 +59,7 @@ class UserIndex:
         self.live_length = 0.0
         self._norms: Any = ()              # k1 * (1 - b + b * length / avg) per slot (numpy)
         self._norms_avg = 0.0
+        self._scores: Any = ()             # reused accumulator (numpy), zero between searches
 
     def __len__(self) -> int:
         return len(self.seqs) - len(self.deleted)
@@ -113,7 +114,8 @@ class UserIndex:
         if not count or not lists:
             return []
         norms = self._current_norms(count)
-        scores = np.zeros(len(self.seqs), dtype=np.float32)
+        scores = self._scores_buffer()
+        touched = []
         budget = POSTINGS_BUDGET
         for slot_array, frequency_array in lists:
             if budget <= 0:
@@ -126,13 +128,30 @@ class UserIndex:
             budget -= len(slots)
             # a term's slots are distinct, so a fancy-indexed += adds each posting once
             scores[slots] += (idf if idf > 0 else 1e-6) * (K1 + 1) * f / (f + norms[slots])
+            touched.append(slots)
         if self.deleted:
             scores[list(self.deleted)] = 0.0
-        k = min(limit, len(scores))
-        best = np.argpartition(scores, -k)[-k:]
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [(self.seqs[slot], float(scores[slot])) for slot in best.tolist()
-                if scores[slot] > 0]
+        candidates = np.concatenate(touched)
+        values = scores[candidates]
+        scores[candidates] = 0.0             # the buffer is all zeros again for the next
+        # a slot is in ``candidates`` once per matching term: take enough to cover repeats
+        k = min(len(values), limit * len(touched))
+        top = np.argpartition(values, -k)[-k:]
+        top = top[np.argsort(-values[top], kind="stable")]
+        out: dict[int, float] = {}
+        for slot, score in zip(candidates[top].tolist(), values[top].tolist()):
+            if score > 0 and slot not in out:
+                out[slot] = score
+                if len(out) == limit:
+                    break
+        return [(self.seqs[slot], score) for slot, score in out.items()]
+
+    def _scores_buffer(self):
+        """A zeroed float32 array with a place per slot, reused across searches."""
+        np = _numpy()
+        if len(self._scores) < len(self.seqs):
+            self._scores = np.zeros(max(1024, 2 * len(self.seqs)), dtype=np.float32)
+        return self._scores
 
     def _current_norms(self, count: int):
         """Per-slot length normalisation ``k1 * (1 - b + b * length / avg)``, recomputed
