@@ -39,7 +39,7 @@ K1, B = 1.2, 0.75          # FTS5's bm25() constants
 NEAR_WEIGHT = 0.4          # the memories just before and after
 FAR_WEIGHT = 0.3           # the ones after those
 FAR = 2                    # how far out the far context reaches
-POSTINGS_BUDGET = 250_000  # postings one search may score (see 4. above)
+POSTINGS_BUDGET = 30_000  # postings one search may score (see 4. above)
 
 
 def index_stems(content: str) -> list[str]:
