@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_procs as procs  # noqa: E402
 import bench_report  # noqa: E402
-from bench_load import (Questions, Target, corpus, latencies, summary,  # noqa: E402
-                        throughput, vary)
+from bench_load import (Questions, Target, corpus, latencies, one,  # noqa: E402
+                        summary, throughput, vary)
 
 USER = "bench"
 
@@ -73,7 +73,24 @@ def targets(fake: procs.Proc, daemon: procs.Proc, peer) -> dict[str, list[Target
         key = {"authorization": f"Bearer {procs.PEER_KEY}"}
         out["chat"].append(Target("LiteLLM proxy", peer.url + "/v1/chat/completions",
                                   chat_body, {**json_ct, **key}))
+        out["messages"].append(Target("LiteLLM proxy", peer.url + "/v1/messages",
+                                      messages_body, {**anthropic, **key}))
     return out
+
+
+async def usable(cells: dict[str, list[Target]], questions: Questions) -> list[str]:
+    """Drop the targets that fail a first request (JSON and streaming); the reasons."""
+    dropped = []
+    async with aiohttp.ClientSession() as http:
+        for group, group_targets in cells.items():
+            for target in list(group_targets):
+                try:
+                    for stream in (False, True):
+                        await one(http, target, questions, stream)
+                except (RuntimeError, aiohttp.ClientError) as exc:
+                    group_targets.remove(target)
+                    dropped.append(f"{group} {target.name}: {exc}")
+    return dropped
 
 
 async def fill(url: str, turns: list[str], n: int, seed: int = 1) -> float:
@@ -91,15 +108,17 @@ async def fill(url: str, turns: list[str], n: int, seed: int = 1) -> float:
 
 
 async def stored_questions(url: str) -> list[int]:
-    """The question numbers found in the user's stored memories (with repeats)."""
+    """The request numbers of the user's stored exchanges (with repeats), from the
+    conversation id each one was remembered under."""
     found, cursor = [], None
     async with aiohttp.ClientSession() as http:
         while True:
             params = {"user_id": USER, "limit": "1000", **({"cursor": cursor} if cursor else {})}
             async with http.get(url + "/v1/memories", params=params) as resp:
                 page = await resp.json()
-            found += [int(m) for item in page["data"]
-                      for m in Questions.TAG.findall(item["content"])[:1]]
+            found += [int(conversation[6:]) for item in page["data"]
+                      if (conversation := str(item["metadata"].get("conversation_id", "")))
+                      .startswith("bench-")]
             cursor = page.get("next_cursor")
             if not cursor:
                 return found
@@ -155,20 +174,23 @@ def median_rows(rounds: list[dict]) -> dict:
 async def run(args, daemon: procs.Proc, fake: procs.Proc, peer) -> dict:
     turns, questions = corpus(args.data)
     cells = targets(fake, daemon, peer)
+    dropped = await usable(cells, Questions(questions, seed=99, start=99 * 10**7))
+    for reason in dropped:
+        print(f"not measured: {reason}", file=sys.stderr)
     rounds = []
     for i in range(args.rounds):
         print(f"round {i + 1}/{args.rounds}", flush=True)
         rounds.append(await measure_round(cells, Questions(questions, seed=i, start=i * 10**7),
                                           args, i))
     sent = set().union(*(t.sent for group in cells.values() for t in group))
-    return {"rounds": rounds, "results": median_rows(rounds),
+    return {"rounds": rounds, "results": median_rows(rounds), "not_measured": dropped,
             "outbox": await check_remembered(daemon.url, sent)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="LoCoMo folder (default: "
-                        "../shared/bench/locomo-dev when present, else synthetic text)")
+    parser.add_argument("--data", type=Path, help="LoCoMo folder (default: the nearest "
+                        "shared/bench/locomo-dev above the repository, else synthetic text)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=300, help="per c=1 cell and round")
     parser.add_argument("--seconds", type=float, default=4.0, help="per c=32 cell and round")
@@ -176,9 +198,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-peer", action="store_true", help="skip the LiteLLM proxy")
     parser.add_argument("--out", type=Path, default=procs.ROOT / "bench")
     args = parser.parse_args(argv)
+    if args.data is None:    # ../shared beside the clone (or beside a worktree's parent)
+        found = [p / "shared" / "bench" / "locomo-dev" for p in procs.ROOT.parents]
+        args.data = next((p for p in found if p.is_dir()), None)
     if args.data is None:
-        default = procs.ROOT.parent / "shared" / "bench" / "locomo-dev"
-        args.data = default if default.is_dir() else None
+        print("bench: no LoCoMo folder found (--data): memories and questions are synthetic",
+              file=sys.stderr)
     return args
 
 

@@ -1,8 +1,10 @@
 """Load generation for ``bench.py``: realistic questions, latency, throughput, time to first
 token, each against one target (a URL, a body maker, headers).
 
-Every request carries a new question (a LoCoMo question with its names swapped and a number,
-as a new human turn would), so memory recall really runs on every call.
+Every request carries a new question (a LoCoMo question with its names swapped, as a new
+human turn would), so memory recall really runs on every call. Each request is its own
+conversation (``x-memproxy-conversation-id: bench-<n>``, kept in the remembered memory's
+metadata), which is how the bench finds every remembered exchange in the store afterwards.
 """
 from __future__ import annotations
 
@@ -45,9 +47,9 @@ def vary(turn: str, rng: random.Random) -> str:
 
 
 class Questions:
-    """An endless supply of distinct questions; ``asked`` records them by number."""
+    """An endless supply of numbered questions."""
 
-    TAG = re.compile(r"\(question (\d+)\)")
+    CONVERSATION = "x-memproxy-conversation-id"
 
     def __init__(self, questions: list[str], seed: int = 7, start: int = 1):
         self.rng = random.Random(seed)
@@ -60,7 +62,7 @@ class Questions:
         for name in set(re.findall(r"\b[A-Z][a-z]+\b", text)) & {"Caroline", "Melanie",
                                                                 "Jon", "Gina", "John", "Maria"}:
             text = text.replace(name, self.rng.choice(NAMES))
-        return n, f"{text} (question {n})"
+        return n, text
 
 
 @attrs.define
@@ -78,8 +80,9 @@ async def one(http: aiohttp.ClientSession, target: Target, questions: Questions,
     """Seconds to the full reply (or to the first whole SSE event when streaming)."""
     n, question = questions.next()
     started = time.perf_counter()
+    headers = {**target.headers, Questions.CONVERSATION: f"bench-{n}"}
     async with http.post(target.url, data=target.make_body(question, stream),
-                         headers=target.headers) as resp:
+                         headers=headers) as resp:
         if stream:
             await resp.content.readuntil(b"\n\n")
             elapsed = time.perf_counter() - started

@@ -60,6 +60,8 @@ def table(report: dict) -> str:
                  f"{o['missing']}, doubled {o['doubled']}.")
     if report.get("peer_error"):
         lines.append(f"LiteLLM proxy not measured: {report['peer_error']}")
+    for reason in report.get("not_measured", ()):
+        lines.append(f"Not measured: {reason[:300]}")
     return "\n".join(lines) + "\n"
 
 

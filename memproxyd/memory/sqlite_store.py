@@ -6,7 +6,7 @@ in-memory BM25 index per user (``lexical.py``) ranks them; optional vectors.
     await store.add_many("alice", [NewMemory("Alice: I adopted a cat named Miso")])
     hits = await store.search("alice", "what is the name of alice's pet cat?", limit=5)
 
-Isolation: every statement that touches memories goes through ``_UserScope``, which refuses
+Isolation: every statement that touches memories goes through ``UserScope``, which refuses
 SQL that does not bind ``:user_id`` and always binds it to the scope's user; each user has an
 index of their own.
 
@@ -18,7 +18,6 @@ thread, in order with the writes), then updated after each committed write.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -29,8 +28,12 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from . import lexical, text, vectors
-from .base import InvalidCursor, Memory, MemoryStore, NewMemory
+from .base import Memory, MemoryStore, NewMemory
 from .sqlite_db import Migration, SqliteReaders, SqliteThread, transaction
+from .sqlite_rows import (COLUMNS, UserScope, decode_cursor, encode_cursor, fetch,
+                          memory as as_memory, rows as scoped_rows)
+
+_UserScope = UserScope   # the name the isolation test knows
 
 log = logging.getLogger(__name__)
 
@@ -69,45 +72,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         "DROP TABLE memories_fts",
     ),
 )
-
-_COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at"
-
-
-class _UserScope:
-    """The only way to run SQL on memory tables: ``:user_id`` is always bound to one user."""
-
-    def __init__(self, conn: sqlite3.Connection, user_id: str):
-        self.conn = conn
-        self.user_id = user_id
-
-    def execute(self, sql: str, **params) -> sqlite3.Cursor:
-        if ":user_id" not in sql:
-            raise AssertionError(f"memory SQL without :user_id: {sql}")
-        return self.conn.execute(sql, {**params, "user_id": self.user_id})
-
-    def rows(self, sql: str, **params) -> list[tuple]:
-        return self.execute(sql, **params).fetchall()
-
-
-def _memory(row: tuple, score: float = 0.0) -> Memory:
-    _, mid, user_id, content, metadata, created_at = row[:6]
-    return Memory(mid, user_id, content, json.loads(metadata), created_at, score)
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, seq = raw.split(":")
-        if tag != "v1":
-            raise ValueError(tag)
-        return int(seq)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidCursor(f"invalid cursor {cursor!r}") from None
-
 
 class SqliteStore(MemoryStore):
     name = "sqlite"
@@ -179,7 +143,7 @@ class SqliteStore(MemoryStore):
 
     @staticmethod
     def _load(conn, user_id: str) -> lexical.UserIndex:
-        rows = _UserScope(conn, user_id).rows(
+        rows = UserScope(conn, user_id).rows(
             "SELECT seq, grp, content FROM memories WHERE user_id = :user_id ORDER BY seq")
         batches: list[list[tuple[int, str]]] = []
         group = object()
@@ -206,14 +170,14 @@ class SqliteStore(MemoryStore):
         index = self._indexes.get(user_id)     # None: a build to come reads the rows
         if index is not None:
             for rows in added:
-                index.add_batch(rows)
+                index.add_batch([(seq, memory.content) for seq, memory in rows])
         return out
 
     def _add_batches(self, conn, user_id: str, batches: list[list[NewMemory]],
-                     embedded) -> tuple[list[Memory], list[list[tuple[int, str]]]]:
-        scope = _UserScope(conn, user_id)
+                     embedded) -> tuple[list[Memory], list[list[tuple[int, Memory]]]]:
+        scope = UserScope(conn, user_id)
         out: list[Memory] = []
-        added: list[list[tuple[int, str]]] = []
+        added: list[list[tuple[int, Memory]]] = []
         embedded = iter(embedded) if embedded is not None else None
         with transaction(conn):
             # The next row number, assigned explicitly so a batch's rows can carry their
@@ -228,18 +192,18 @@ class SqliteStore(MemoryStore):
                     out.append(memory)
                     if new:
                         seq += 1
-                        added[-1].append((seq, item.content))
+                        added[-1].append((seq, memory))
         return out, added
 
     @staticmethod
-    def _insert(scope: _UserScope, item: NewMemory, seq: int, group: int,
+    def _insert(scope: UserScope, item: NewMemory, seq: int, group: int,
                 vector) -> tuple[Memory, bool]:
         """(the memory, whether it is new): an item whose key is stored is not stored twice."""
         if item.key is not None:
-            existing = scope.rows(f"SELECT {_COLUMNS} FROM memories m WHERE m.user_id ="
+            existing = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id ="
                                   " :user_id AND m.key = :key", key=item.key)
             if existing:
-                return _memory(existing[0]), False
+                return as_memory(existing[0]), False
         memory = Memory(secrets.token_hex(8), scope.user_id, item.content, dict(item.metadata),
                         time.time())
         scope.execute(
@@ -266,7 +230,7 @@ class SqliteStore(MemoryStore):
 
     @staticmethod
     def _delete(conn, user_id: str, where: str, params: dict) -> list[int]:
-        scope = _UserScope(conn, user_id)
+        scope = UserScope(conn, user_id)
         with transaction(conn):
             seqs = [r[0] for r in scope.rows(
                 f"SELECT seq FROM memories WHERE user_id = :user_id {where}", **params)]
@@ -279,21 +243,21 @@ class SqliteStore(MemoryStore):
     # -- reads ----------------------------------------------------------------------------
 
     async def get(self, user_id: str, memory_id: str, session=None) -> Memory | None:
-        rows = await self._readers.run(_rows, user_id, f"SELECT {_COLUMNS} FROM memories m"
+        rows = await self._readers.run(scoped_rows, user_id, f"SELECT {COLUMNS} FROM memories m"
                                        " WHERE m.user_id = :user_id AND m.id = :id",
                                        {"id": memory_id})
-        return _memory(rows[0]) if rows else None
+        return as_memory(rows[0]) if rows else None
 
     async def list(self, user_id: str, limit: int, cursor: str | None = None,
                    session=None) -> tuple[list[Memory], str | None]:
-        before = _decode_cursor(cursor) if cursor else 2 ** 63 - 1
+        before = decode_cursor(cursor) if cursor else 2 ** 63 - 1
         rows = await self._readers.run(
-            _rows, user_id, f"SELECT {_COLUMNS} FROM memories m WHERE m.user_id = :user_id"
+            scoped_rows, user_id, f"SELECT {COLUMNS} FROM memories m WHERE m.user_id = :user_id"
             " AND m.seq < :before ORDER BY m.seq DESC LIMIT :limit",
             {"before": before, "limit": limit + 1})
         page = rows[:limit]
         more = len(rows) > limit
-        return [_memory(r) for r in page], _encode_cursor(page[-1][0]) if more else None
+        return [as_memory(r) for r in page], encode_cursor(page[-1][0]) if more else None
 
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         terms = text.stems(text.query_terms(query))
@@ -306,7 +270,7 @@ class SqliteStore(MemoryStore):
         ranked = index.search(terms, vectors.CANDIDATES if qvec is not None else limit)
         if not ranked and qvec is None:
             return []
-        return await self._readers.run(_fetch, user_id, ranked, qvec, limit)
+        return await self._readers.run(fetch, user_id, ranked, qvec, limit)
 
     async def _embed(self, texts: list[str], session) -> list | None:
         if self.embedder is None:
@@ -316,19 +280,3 @@ class SqliteStore(MemoryStore):
         except Exception as exc:   # an embedding outage degrades to lexical, never fails
             log.warning("memory embedding failed error=%s", type(exc).__name__)
             return None
-
-
-def _rows(conn, user_id: str, sql: str, params: dict) -> list[tuple]:
-    return _UserScope(conn, user_id).rows(sql, **params)
-
-
-def _fetch(conn, user_id: str, ranked: list[tuple[int, float]], qvec,
-           limit: int) -> list[Memory]:
-    """The memories of the ranked seqs (fused with vector similarity when ``qvec``)."""
-    scope = _UserScope(conn, user_id)
-    if qvec is not None:
-        ranked = vectors.fuse(scope, ranked, qvec, limit)
-    marks = ",".join(str(int(seq)) for seq, _ in ranked) or "NULL"
-    rows = {r[0]: r for r in scope.rows(f"SELECT {_COLUMNS} FROM memories m"
-                                        f" WHERE m.user_id = :user_id AND m.seq IN ({marks})")}
-    return [_memory(rows[seq], score) for seq, score in ranked if seq in rows]
