@@ -46,19 +46,34 @@ def index_stems(content: str) -> list[str]:
     return text.stems(text.index_terms(content))
 
 
+class Postings:
+    """One term's postings: slots, weighted frequencies, and each posting's BM25 term-frequency
+    part (``f * (k1 + 1) / (f + norm)``), valid for the index's current length normalisation
+    (``generation``) and recomputed lazily after it changes."""
+
+    __slots__ = ("slots", "frequencies", "impacts", "generation")
+
+    def __init__(self, generation: int):
+        self.slots = array("i")
+        self.frequencies = array("f")
+        self.impacts = array("f")
+        self.generation = generation
+
+
 class UserIndex:
-    """One user's memories as postings: term → (slots, weighted frequencies). A slot is a
-    memory's place in insertion order; ``seqs[slot]`` is its row in SQLite."""
+    """One user's memories as postings per term. A slot is a memory's place in insertion
+    order; ``seqs[slot]`` is its row in SQLite."""
 
     def __init__(self) -> None:
         self.seqs = array("q")
         self.slot_of: dict[int, int] = {}
         self.lengths = array("f")          # tokens of the memory and its context
-        self.postings: dict[str, tuple[array, array]] = {}
+        self.postings: dict[str, Postings] = {}
         self.deleted: set[int] = set()
         self.live_length = 0.0
         self._norms: Any = ()              # k1 * (1 - b + b * length / avg) per slot (numpy)
         self._norms_avg = 0.0
+        self._generation = 0               # bumped when ``_norms`` are recomputed
         self._scores: Any = ()             # reused accumulator (numpy), zero between searches
 
     def __len__(self) -> int:
@@ -86,12 +101,15 @@ class UserIndex:
         self.slot_of[seq] = slot
         self.lengths.append(length)
         self.live_length += length
+        # with the normalisation in force: the one ``_current_norms`` extends to new slots
+        norm = K1 * (1 - B + B * length / (self._norms_avg or 1.0))
         for term, frequency in weighted.items():
             postings = self.postings.get(term)
             if postings is None:
-                postings = self.postings[term] = (array("i"), array("f"))
-            postings[0].append(slot)
-            postings[1].append(frequency)
+                postings = self.postings[term] = Postings(self._generation)
+            postings.slots.append(slot)
+            postings.frequencies.append(frequency)
+            postings.impacts.append(frequency * (K1 + 1) / (frequency + norm))
 
     def remove(self, seqs) -> None:
         for seq in seqs:
@@ -110,24 +128,26 @@ class UserIndex:
         np = _numpy()
         count = len(self)
         lists = sorted((self.postings[t] for t in set(terms) if t in self.postings),
-                       key=lambda p: len(p[0]))
+                       key=lambda p: len(p.slots))
         if not count or not lists:
             return []
         norms = self._current_norms(count)
         scores = self._scores_buffer()
         touched = []
         budget = POSTINGS_BUDGET
-        for slot_array, frequency_array in lists:
+        for postings in lists:
             if budget <= 0:
                 break
-            hits = len(slot_array)
+            hits = len(postings.slots)
             idf = math.log((count - hits + 0.5) / (hits + 0.5))
+            if postings.generation != self._generation:
+                self._renormalise(postings, norms)
             # Views, not copies; no append can happen while they live (same thread).
-            slots = np.frombuffer(slot_array, dtype=np.int32)[-budget:]
-            f = np.frombuffer(frequency_array, dtype=np.float32)[-budget:]
+            slots = np.frombuffer(postings.slots, dtype=np.int32)[-budget:]
+            impacts = np.frombuffer(postings.impacts, dtype=np.float32)[-budget:]
             budget -= len(slots)
             # a term's slots are distinct, so a fancy-indexed += adds each posting once
-            scores[slots] += (idf if idf > 0 else 1e-6) * (K1 + 1) * f / (f + norms[slots])
+            scores[slots] += (idf if idf > 0 else 1e-6) * impacts
             touched.append(slots)
         if self.deleted:
             scores[list(self.deleted)] = 0.0
@@ -153,6 +173,14 @@ class UserIndex:
             self._scores = np.zeros(max(1024, 2 * len(self.seqs)), dtype=np.float32)
         return self._scores
 
+    def _renormalise(self, postings: Postings, norms) -> None:
+        np = _numpy()
+        slots = np.frombuffer(postings.slots, dtype=np.int32)
+        f = np.frombuffer(postings.frequencies, dtype=np.float32)
+        postings.impacts = array("f", (f * (K1 + 1) / (f + norms[slots])).astype(np.float32)
+                                 .tobytes())
+        postings.generation = self._generation
+
     def _current_norms(self, count: int):
         """Per-slot length normalisation ``k1 * (1 - b + b * length / avg)``, recomputed
         when the average length moved by more than 5 %, extended for memories added since."""
@@ -162,6 +190,7 @@ class UserIndex:
         if abs(avg - self._norms_avg) > 0.05 * self._norms_avg:
             self._norms = K1 * (1 - B + B * lengths / avg)
             self._norms_avg = avg
+            self._generation += 1
         elif len(self._norms) < len(lengths):
             tail = K1 * (1 - B + B * lengths[len(self._norms):] / self._norms_avg)
             self._norms = np.concatenate([self._norms, tail.astype(np.float32)])
