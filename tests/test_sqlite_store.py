@@ -234,3 +234,11 @@ async def test_writes_racing_the_first_index_build_are_indexed_once(store):
     hits = await store.search("ann", "kite", 100)
     assert len(hits) == 70 == len({h.id for h in hits})
     assert results[-1]                               # searches during the build answer
+
+
+async def test_other_users_memories_never_change_a_users_ranking_or_scores(store):
+    await store.add_many("alice", [NewMemory("Alice: I painted a lake sunrise"),
+                                   NewMemory("Alice: the sunrise hike was cold")])
+    before = [(h.id, h.score) for h in await store.search("alice", "sunrise painting", 5)]
+    await store.add_many("bob", [NewMemory(f"Bob: sunrise number {i}") for i in range(200)])
+    assert [(h.id, h.score) for h in await store.search("alice", "sunrise painting", 5)] == before

@@ -39,7 +39,7 @@ K1, B = 1.2, 0.75          # FTS5's bm25() constants
 NEAR_WEIGHT = 0.4          # the memories just before and after
 FAR_WEIGHT = 0.3           # the ones after those
 FAR = 2                    # how far out the far context reaches
-POSTINGS_BUDGET = 30_000  # postings one search may score (see 4. above)
+POSTINGS_BUDGET = 30_000   # postings one search may score (see 4. above)
 
 
 def index_stems(content: str) -> list[str]:
@@ -151,9 +151,14 @@ class UserIndex:
             touched.append(slots)
         if self.deleted:
             scores[list(self.deleted)] = 0.0
+        return self._best(scores, touched, limit)
+
+    def _best(self, scores, touched: list, limit: int) -> list[tuple[int, float]]:
+        """The ``limit`` best of the touched slots, and the buffer zeroed again."""
+        np = _numpy()
         candidates = np.concatenate(touched)
         values = scores[candidates]
-        scores[candidates] = 0.0             # the buffer is all zeros again for the next
+        scores[candidates] = 0.0
         # a slot is in ``candidates`` once per matching term: take enough to cover repeats
         k = min(len(values), limit * len(touched))
         top = np.argpartition(values, -k)[-k:]
