@@ -80,9 +80,13 @@ class UserIndex:
         return len(self.seqs) - len(self.deleted)
 
     def add_batch(self, rows: list[tuple[int, str]]) -> None:
-        """Index a batch of (seq, content) in order; each row's context is its batch.
+        """Index a batch of (seq, content) in order; each row's context is its batch."""
+        self.add_stemmed([(seq, index_stems(content)) for seq, content in rows])
+
+    def add_stemmed(self, rows: list[tuple[int, list[str]]]) -> None:
+        """``add_batch`` with each row's ``index_stems`` already made (off the event loop).
         Rows already indexed are skipped (a write seen twice is indexed once)."""
-        terms = [index_stems(content) for _, content in rows]
+        terms = [stems for _, stems in rows]
         for i, (seq, _) in enumerate(rows):
             if seq in self.slot_of:
                 continue

@@ -170,14 +170,16 @@ class SqliteStore(MemoryStore):
         index = self._indexes.get(user_id)     # None: a build to come reads the rows
         if index is not None:
             for rows in added:
-                index.add_batch([(seq, memory.content) for seq, memory in rows])
+                index.add_stemmed(rows)
         return out
 
     def _add_batches(self, conn, user_id: str, batches: list[list[NewMemory]],
-                     embedded) -> tuple[list[Memory], list[list[tuple[int, Memory]]]]:
+                     embedded) -> tuple[list[Memory], list[list[tuple[int, list[str]]]]]:
+        """(the memories, the new rows of each batch as (seq, index stems)): the stems are
+        made here, on the writer thread, so the index update on the loop stays short."""
         scope = UserScope(conn, user_id)
         out: list[Memory] = []
-        added: list[list[tuple[int, Memory]]] = []
+        added: list[list[tuple[int, list[str]]]] = []
         embedded = iter(embedded) if embedded is not None else None
         with transaction(conn):
             # The next row number, assigned explicitly so a batch's rows can carry their
@@ -192,7 +194,7 @@ class SqliteStore(MemoryStore):
                     out.append(memory)
                     if new:
                         seq += 1
-                        added[-1].append((seq, memory))
+                        added[-1].append((seq, lexical.index_stems(item.content)))
         return out, added
 
     @staticmethod
