@@ -2,7 +2,8 @@
 connections, and schema migrations.
 
 The memory store and the outbox share one database file (WAL mode lets each keep its own
-connections). Every blocking call runs on a connection's own thread, never on the event loop::
+connections). Blocking calls run on a connection's own thread, not on the event loop (the
+store's one exception, a search's few hits by primary key, is explained there)::
 
     db = SqliteThread(path, "memory-store")
     await db.open("store", MIGRATIONS)
@@ -87,6 +88,13 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection (WAL: it never waits for the writer)."""
+    conn = connect(path)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
 class SqliteReaders:
     """``size`` read-only connections, each confined to one thread of a pool."""
 
@@ -112,8 +120,7 @@ class SqliteReaders:
     def _call(self, fn, args):
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = connect(self.path)
-            conn.execute("PRAGMA query_only=ON")
+            conn = self._local.conn = read_only(self.path)
             with self._lock:
                 self._conns.append(conn)
         return fn(conn, *args)
