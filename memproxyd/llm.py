@@ -47,22 +47,25 @@ _DEPLOYMENT_PARAMS = ("api_version", "organization", "aws_region_name", "aws_acc
 _OPENAI_STYLE = ("openai/", "azure/", "hosted_vllm/", "openrouter/", "deepseek/", "groq/")
 
 _litellm = None
+_import_lock = threading.Lock()
 
 
 def litellm():
-    """Import litellm once, offline (``LITELLM_LOCAL_MODEL_COST_MAP``)."""
+    """Import litellm once, offline (``LITELLM_LOCAL_MODEL_COST_MAP``). Under a lock: two
+    threads importing litellm at once (the preload and a first call) break its import."""
     global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        started = time.perf_counter()
-        import litellm as module
-        module.telemetry = False
-        module.suppress_debug_info = True
-        # /v1/messages for openai/ models: chat/completions, which every OpenAI-compatible
-        # server has, not the Responses API that vLLM, Ollama and most proxies lack.
-        module.use_chat_completions_url_for_anthropic_messages = True
-        _litellm = module
-        log.info("litellm imported seconds=%.2f", time.perf_counter() - started)
+    with _import_lock:
+        if _litellm is None:
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            started = time.perf_counter()
+            import litellm as module
+            module.telemetry = False
+            module.suppress_debug_info = True
+            # /v1/messages for openai/ models: chat/completions, which every OpenAI-compatible
+            # server has, not the Responses API that vLLM, Ollama and most proxies lack.
+            module.use_chat_completions_url_for_anthropic_messages = True
+            _litellm = module
+            log.info("litellm imported seconds=%.2f", time.perf_counter() - started)
     return _litellm
 
 
@@ -117,8 +120,8 @@ def http_handler(session: UserSession):
     """
     handler = session.clients.get("litellm")
     if handler is None:
+        litellm()              # first: the package whole, before one of its modules
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-        litellm()
         handler = AsyncHTTPHandler(shared_session=session.http)
         session.clients["litellm"] = handler
     return handler
