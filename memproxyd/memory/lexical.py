@@ -39,7 +39,7 @@ K1, B = 1.2, 0.75          # FTS5's bm25() constants
 NEAR_WEIGHT = 0.4          # the memories just before and after
 FAR_WEIGHT = 0.3           # the ones after those
 FAR = 2                    # how far out the far context reaches
-POSTINGS_BUDGET = 30_000   # postings one search may score (see 4. above)
+POSTINGS_BUDGET = 15_000   # postings one search may score (see 4. above)
 
 
 def index_stems(content: str) -> list[str]:
@@ -73,6 +73,7 @@ class UserIndex:
         self.live_length = 0.0
         self._norms: Any = ()              # k1 * (1 - b + b * length / avg) per slot (numpy)
         self._norms_avg = 0.0
+        self._normed = 0                   # slots with a norm in ``_norms`` (it has spare room)
         self._generation = 0               # bumped when ``_norms`` are recomputed
         self._scores: Any = ()             # reused accumulator (numpy), zero between searches
 
@@ -200,9 +201,15 @@ class UserIndex:
             self._norms = K1 * (1 - B + B * lengths / avg)
             self._norms_avg = avg
             self._generation += 1
-        elif len(self._norms) < len(lengths):
-            tail = K1 * (1 - B + B * lengths[len(self._norms):] / self._norms_avg)
-            self._norms = np.concatenate([self._norms, tail.astype(np.float32)])
+            self._normed = len(lengths)
+        elif self._normed < len(lengths):       # in place: memories are added between searches
+            if len(self._norms) < len(lengths):
+                grown = np.empty(2 * len(lengths), dtype=np.float32)
+                grown[:self._normed] = self._norms[:self._normed]
+                self._norms = grown
+            self._norms[self._normed:len(lengths)] = (
+                K1 * (1 - B + B * lengths[self._normed:] / self._norms_avg))
+            self._normed = len(lengths)
         return self._norms
 
 

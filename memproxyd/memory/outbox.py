@@ -88,8 +88,8 @@ class Outbox:
         self._waiting.append((rows, committed))
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_waiting(), name="outbox-commit")
-        # Shielded: a caller that goes away still gets its rows committed with the others.
-        await asyncio.shield(committed)
+        # A caller that goes away still has its rows committed with the others.
+        await committed
         self.enqueued.set()
 
     async def _commit_waiting(self) -> None:
@@ -101,10 +101,12 @@ class Outbox:
                     await self._db.run(_insert, [row for rows, _ in group for row in rows])
                 except Exception as exc:   # every caller of this group hears of it
                     for _, committed in group:
-                        committed.set_exception(exc)
+                        if not committed.done():       # done: its caller was cancelled
+                            committed.set_exception(exc)
                 else:
                     for _, committed in group:
-                        committed.set_result(None)
+                        if not committed.done():
+                            committed.set_result(None)
         finally:
             self._committer = None
 

@@ -206,19 +206,21 @@ class SqliteStore(MemoryStore):
     @staticmethod
     def _insert(scope: UserScope, item: NewMemory, seq: int, group: int,
                 vector) -> tuple[Memory, bool]:
-        """(the memory, whether it is new): an item whose key is stored is not stored twice."""
-        if item.key is not None:
-            existing = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id ="
-                                  " :user_id AND m.key = :key", key=item.key)
-            if existing:
-                return as_memory(existing[0]), False
+        """(the memory, whether it is new): an item whose key is stored is not stored twice
+        (the insert yields to the user's unique key; only then is the stored one read)."""
         memory = Memory(secrets.token_hex(8), scope.user_id, item.content, dict(item.metadata),
                         time.time())
-        scope.execute(
+        inserted = scope.execute(
             "INSERT INTO memories(seq, id, user_id, key, content, metadata, created_at, grp)"
-            " VALUES (:seq, :id, :user_id, :key, :content, :metadata, :created_at, :grp)",
+            " VALUES (:seq, :id, :user_id, :key, :content, :metadata, :created_at, :grp)"
+            " ON CONFLICT DO NOTHING",
             seq=seq, id=memory.id, key=item.key, content=memory.content,
-            metadata=json.dumps(memory.metadata), created_at=memory.created_at, grp=group)
+            metadata=json.dumps(memory.metadata), created_at=memory.created_at,
+            grp=group).rowcount
+        if not inserted:
+            existing = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id ="
+                                  " :user_id AND m.key = :key", key=item.key)
+            return as_memory(existing[0]), False
         if vector is not None:
             scope.execute("INSERT INTO memory_vectors(seq, user_id, vector)"
                           " VALUES (:seq, :user_id, :vector)", seq=seq, vector=vectors.pack(vector))
