@@ -230,4 +230,5 @@ def build(batches: list[list[tuple[int, str]]]) -> UserIndex:
     index = UserIndex()
     for batch in batches:
         index.add_batch(batch)
+    _numpy()      # imported here, on the builder's thread, not by the first search on the loop
     return index
