@@ -242,3 +242,15 @@ async def test_other_users_memories_never_change_a_users_ranking_or_scores(store
     before = [(h.id, h.score) for h in await store.search("alice", "sunrise painting", 5)]
     await store.add_many("bob", [NewMemory(f"Bob: sunrise number {i}") for i in range(200)])
     assert [(h.id, h.score) for h in await store.search("alice", "sunrise painting", 5)] == before
+
+
+async def test_a_users_first_write_builds_their_index_before_any_search(store):
+    assert store.status()["indexed_users"] == 0
+    await store.add("ann", "Ann: the first thing I ever stored")
+    for _ in range(100):                            # built in the background, on the writer
+        if store.status()["indexed_users"] == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert store.status()["indexed_users"] == 1
+    assert [m.content for m in await store.search("ann", "first thing stored", 5)] == [
+        "Ann: the first thing I ever stored"]

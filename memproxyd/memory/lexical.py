@@ -225,10 +225,19 @@ def _numpy():
     return _np
 
 
-def build(batches: list[list[tuple[int, str]]]) -> UserIndex:
-    """An index of ``batches`` of (seq, content), oldest first."""
+def build(rows: list[tuple[int, int | None, str]]) -> UserIndex:
+    """An index of the rows (seq, group, content), oldest first; consecutive rows of one
+    group are a batch (each other's context)."""
     index = UserIndex()
-    for batch in batches:
+    batch: list[tuple[int, str]] = []
+    group = None
+    for seq, grp, content in rows:
+        if batch and (grp != group or grp is None):
+            index.add_batch(batch)
+            batch = []
+        batch.append((seq, content))
+        group = grp
+    if batch:
         index.add_batch(batch)
     _numpy()      # imported here, on the builder's thread, not by the first search on the loop
     return index

@@ -129,10 +129,15 @@ class SqliteStore(MemoryStore):
         index = self._indexes.get(user_id)
         if index is not None and not index.stale:
             return index
+        return await asyncio.shield(self._building(user_id))
+
+    def _building(self, user_id: str) -> asyncio.Task:
+        """The build of the user's index under way, started if none is."""
         task = self._builds.get(user_id)
         if task is None:
             task = self._builds[user_id] = asyncio.create_task(self._build(user_id))
-        return await asyncio.shield(task)
+            task.add_done_callback(_log_failed_build)
+        return task
 
     async def _build(self, user_id: str) -> lexical.UserIndex:
         """Read and index the user's rows on the writer thread, then install the index in
@@ -149,16 +154,8 @@ class SqliteStore(MemoryStore):
 
     @staticmethod
     def _load(conn, user_id: str) -> lexical.UserIndex:
-        rows = UserScope(conn, user_id).rows(
-            "SELECT seq, grp, content FROM memories WHERE user_id = :user_id ORDER BY seq")
-        batches: list[list[tuple[int, str]]] = []
-        group = object()
-        for seq, grp, content in rows:
-            if grp != group or grp is None:
-                batches.append([])
-                group = grp
-            batches[-1].append((seq, content))
-        return lexical.build(batches)
+        return lexical.build(UserScope(conn, user_id).rows(
+            "SELECT seq, grp, content FROM memories WHERE user_id = :user_id ORDER BY seq"))
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -173,10 +170,12 @@ class SqliteStore(MemoryStore):
         texts = [item.content for batch in batches for item in batch]
         embedded = await self._embed(texts, session) if texts else None
         out, added = await self._db.run(self._add_batches, user_id, batches, embedded)
-        index = self._indexes.get(user_id)     # None: a build to come reads the rows
+        index = self._indexes.get(user_id)
         if index is not None:
             for rows in added:
                 index.add_stemmed(rows)
+        else:   # a first write: index the user now, so their first search finds it built
+            self._building(user_id)
         return out
 
     def _add_batches(self, conn, user_id: str, batches: list[list[NewMemory]],
@@ -294,3 +293,8 @@ class SqliteStore(MemoryStore):
         except Exception as exc:   # an embedding outage degrades to lexical, never fails
             log.warning("memory embedding failed error=%s", type(exc).__name__)
             return None
+
+
+def _log_failed_build(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("memory index build failed error=%s", type(task.exception()).__name__)
