@@ -254,3 +254,13 @@ async def test_a_users_first_write_builds_their_index_before_any_search(store):
     assert store.status()["indexed_users"] == 1
     assert [m.content for m in await store.search("ann", "first thing stored", 5)] == [
         "Ann: the first thing I ever stored"]
+
+
+async def test_a_mostly_deleted_index_is_rebuilt_and_still_answers(store):
+    kept = await store.add("ann", "Ann: the kite festival is in May")
+    gone = await store.add_many("ann", [NewMemory(f"Ann: kite note {i}") for i in range(1100)])
+    assert len(await store.search("ann", "kite", 2000)) == 1101
+    for memory in gone:
+        await store.delete("ann", memory.id)
+    assert [m.id for m in await store.search("ann", "kite festival", 10)] == [kept.id]
+    assert len(store._indexes["ann"].seqs) == 1      # rebuilt without the deleted postings
