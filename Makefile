@@ -25,8 +25,15 @@ test: install
 check: install
 	$(BIN)/memproxyd --check --config $(CONFIG)
 
+# The published comparison (README, Benchmarks): memproxyd and the LiteLLM proxy on one fake
+# upstream. matplotlib (the chart) is bench-only, installed here, never a runtime dependency;
+# the proxy gets its own venv under .bench/ (scripts/bench_peer.sh).
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python scripts/bench_overhead.py
+	$(BIN)/python -c "import matplotlib" 2>/dev/null \
+		|| $(BIN)/python -m pip install --quiet "matplotlib>=3.8,<4" \
+		|| echo "bench: matplotlib not installed, no chart"
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 install-service: install
 	$(BIN)/python scripts/install_service.py $(SERVICE_ARGS)

@@ -22,7 +22,7 @@ from typing import Awaitable
 import attrs
 from aiohttp import web
 
-from memproxyd import __version__, appkeys, logs
+from memproxyd import __version__, appkeys, llm, logs
 from memproxyd.addresses import is_loopback
 from memproxyd.app import create_app
 from memproxyd.config import Config, ConfigError, find_config_path, load_config, resolve_secret
@@ -83,6 +83,7 @@ async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
         sd_notify("READY=1")
         if on_ready is not None:
             on_ready(app)
+        llm.preload(config)
         await shutdown
         sd_notify("STOPPING=1")
         log.info("memproxyd stopping")

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -58,23 +59,41 @@ _DEPLOYMENT_PARAMS = ("api_version", "organization", "aws_region_name", "aws_acc
 _OPENAI_STYLE = ("openai/", "azure/", "hosted_vllm/", "openrouter/", "deepseek/", "groq/")
 
 _litellm = None
+_import_lock = threading.Lock()
 
 
 def litellm():
-    """Import litellm once, offline (``LITELLM_LOCAL_MODEL_COST_MAP``)."""
+    """Import litellm once, offline (``LITELLM_LOCAL_MODEL_COST_MAP``). Under a lock: two
+    threads importing litellm at once (the preload and a first call) break its import."""
     global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        started = time.perf_counter()
-        import litellm as module
-        module.telemetry = False
-        module.suppress_debug_info = True
-        # /v1/messages for openai/ models: chat/completions, which every OpenAI-compatible
-        # server has, not the Responses API that vLLM, Ollama and most proxies lack.
-        module.use_chat_completions_url_for_anthropic_messages = True
-        _litellm = module
-        log.info("litellm imported seconds=%.2f", time.perf_counter() - started)
+    with _import_lock:
+        if _litellm is None:
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            started = time.perf_counter()
+            import litellm as module
+            module.telemetry = False
+            module.suppress_debug_info = True
+            # /v1/messages for openai/ models: chat/completions, which every OpenAI-compatible
+            # server has, not the Responses API that vLLM, Ollama and most proxies lack.
+            module.use_chat_completions_url_for_anthropic_messages = True
+            _litellm = module
+            log.info("litellm imported seconds=%.2f", time.perf_counter() - started)
     return _litellm
+
+
+def needed(config) -> bool:
+    """Whether a deployment goes through litellm, or the memory embeds (always litellm)."""
+    from memproxyd.deployments import wire_of
+    return bool(config.memory.embedding_model) or any(
+        wire_of(entry)[0] == "litellm" for entry in config.model_list)
+
+
+def preload(config) -> None:
+    """Import litellm on a thread once the daemon is ready, when the config will need it, so
+    the first litellm-routed call (the offline ``demo`` model too) does not wait ~5 s. A
+    daemon thread: a stop during the import does not wait for it."""
+    if _litellm is None and needed(config):
+        threading.Thread(target=litellm, name="litellm-import", daemon=True).start()
 
 
 def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool,
@@ -113,8 +132,8 @@ def http_handler(session: UserSession):
     """
     handler = session.clients.get("litellm")
     if handler is None:
+        litellm()              # first: the package whole, before one of its modules
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-        litellm()
         handler = AsyncHTTPHandler(shared_session=session.http)
         session.clients["litellm"] = handler
     return handler

@@ -10,12 +10,17 @@ memory ``"<speaker>: <text>"`` (plus `` [image: <caption>]`` where the turn shar
 metadata ``{dia_id, session, date}``, added one ``add_many`` per session in session order.
 Every question with evidence (category 5, adversarial, skipped) is searched with the question
 as the query; it is a hit at k when any evidence turn is in the top k.
+
+``--distractors N`` first fills each user's memory with N other memories (turns of the *other*
+conversations, varied: speakers swapped, words dropped), as a store that has been in use for
+a while: recall at a realistic size, where bounded work (the postings budget) matters.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import random
 import re
 import secrets
 import statistics
@@ -117,13 +122,24 @@ class HttpClient:
             resp.raise_for_status()
 
 
-async def run(folder: Path, client, verbose: bool) -> dict:
+def distractors(folder: Path, path: Path, n: int) -> list[list[dict]]:
+    """``n`` varied turns of the conversations other than ``path``, in batches of 100."""
+    from bench_load import vary
+    turns = [m["content"] for other in sorted(folder.glob("*.json")) if other != path
+             for batch in load_conversation(other)[0] for m in batch]
+    rng = random.Random(path.stem)
+    made = [{"content": vary(rng.choice(turns), rng), "metadata": {"distractor": True}}
+            for _ in range(n)]
+    return [made[i:i + 100] for i in range(0, n, 100)]
+
+
+async def run(folder: Path, client, verbose: bool, n_distractors: int = 0) -> dict:
     hits5 = hits10 = total = 0
     latencies = []
     for path in sorted(folder.glob("*.json")):
         sessions, questions = load_conversation(path)
         user_id = f"locomo-{path.stem}-{secrets.token_hex(4)}"
-        for batch in sessions:
+        for batch in distractors(folder, path, n_distractors) + sessions:
             await client.add(user_id, batch)
         try:
             for q in questions:
@@ -159,6 +175,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the in-process store of --direct")
     parser.add_argument("--dsn", help="postgres database for --direct --backend postgres "
                         "(default: a throwaway local server)")
+    parser.add_argument("--distractors", type=int, default=0,
+                        help="other memories stored first in each user's memory")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every miss at 10")
     return parser.parse_args(argv)
 
@@ -170,7 +188,7 @@ def main(argv=None) -> int:
 
     async def go():
         async with client:
-            return await run(args.path, client, args.verbose)
+            return await run(args.path, client, args.verbose, args.distractors)
 
     result = asyncio.run(go())
     print(f"recall@5  {result['recall@5']:.3f}")

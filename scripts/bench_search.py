@@ -3,6 +3,7 @@
 
     python scripts/bench_search.py ../shared/bench/locomo-dev [--backend sqlite postgres]
         [--memories 10000 100000] [--queries 300] [--calls 200] [--dsn postgresql://...]
+        [--others 100000]
 
 Fills one user's store (in-process; SQLite on a temp file, PostgreSQL on ``--dsn`` or a
 throwaway local server) with synthetic but realistic memories -- LoCoMo turns re-sampled with
@@ -11,7 +12,8 @@ conversation import would -- up to each size in turn. At each size it times ``se
 the benchmark's questions (p50/p95, top 10; PostgreSQL after an ``ANALYZE``, as autovacuum
 keeps it), then starts the real daemon on that store with a
 fake upstream and sends ``--calls`` chat completions with those questions, reading the
-daemon's own ``x-memproxy-overhead-ms`` with memory on (recall + remember) and off.
+daemon's own ``x-memproxy-overhead-ms`` with memory on (recall + remember) and off. With
+``--others N`` it then stores N memories for another user and times the searches again.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ import asyncio
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,38 +32,21 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_overhead import free_port, wait_http  # noqa: E402
-from bench_recall import load_conversation  # noqa: E402
+import bench_procs as procs  # noqa: E402
+from bench_load import corpus, vary  # noqa: E402
 from memproxyd.memory.base import NewMemory  # noqa: E402
 from stores import open_store  # noqa: E402
 
-NAMES = ["Alex", "Sam", "Jordan", "Priya", "Chen", "Maria", "Tom", "Aisha", "Lena", "Omar"]
 USER = "bench-user"
 
 
-def corpus(folder: Path) -> tuple[list[str], list[str]]:
-    turns, questions = [], []
-    for path in sorted(folder.glob("*.json")):
-        sessions, qa = load_conversation(path)
-        turns += [m["content"] for batch in sessions for m in batch]
-        questions += [q["question"] for q in qa]
-    return turns, questions
-
-
-def vary(turn: str, rng: random.Random) -> str:
-    """A plausible new memory: another speaker, a few words dropped, numbers changed."""
-    _, _, said = turn.partition(": ")
-    words = [w for w in said.split() if rng.random() > 0.15] or said.split()
-    words = [str(rng.randint(1, 2030)) if w.isdigit() else w for w in words]
-    return f"{rng.choice(NAMES)}: {' '.join(words)}"
-
-
-async def fill(store, turns: list[str], start: int, end: int, rng: random.Random) -> float:
+async def fill(store, turns: list[str], start: int, end: int, rng: random.Random,
+               user: str = USER) -> float:
     started = time.perf_counter()
     for first in range(start, end, 100):
         batch = [NewMemory(vary(rng.choice(turns), rng), {"i": first + j})
                  for j in range(min(100, end - first))]
-        await store.add_many(USER, batch)
+        await store.add_many(user, batch)
     return time.perf_counter() - started
 
 
@@ -109,16 +93,16 @@ async def overhead(url: str, asked: list[str], mode: str) -> tuple[float, float]
 
 async def through_daemon(folder: Path, backend: str, dsn, upstream: str,
                          asked: list[str]) -> dict:
-    port = free_port()
+    port = procs.free_port()
     config = daemon_config(folder, port, upstream, backend, dsn)
-    proc = subprocess.Popen([sys.executable, "-m", "memproxyd", "--config", str(config)])
+    daemon = await asyncio.to_thread(
+        procs.start, "memproxyd", [sys.executable, "-m", "memproxyd", "--config", str(config)],
+        f"http://127.0.0.1:{port}", "/health")
     try:
-        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/health")
-        url = f"http://127.0.0.1:{port}"
-        return {"off": await overhead(url, asked, "off"), "on": await overhead(url, asked, "on")}
+        return {"off": await overhead(daemon.url, asked, "off"),
+                "on": await overhead(daemon.url, asked, "on")}
     finally:
-        proc.terminate()
-        proc.wait(30)
+        daemon.stop()
 
 
 async def measure(args, backend: str, upstream: str) -> None:
@@ -151,8 +135,22 @@ async def measure(args, backend: str, upstream: str) -> None:
                                   "overhead_off_p50_ms": round(off50, 2),
                                   "overhead_off_p95_ms": round(off95, 2),
                                   "memory_on_added_p50_ms": round(on50 - off50, 2)}), flush=True)
+            if args.others:
+                await others(store, backend, turns, questions, args, rng)
         finally:
             await close()
+
+
+async def others(store, backend: str, turns, questions, args, rng) -> None:
+    """The same searches once another user has ``--others`` memories in the same store:
+    recall latency should not depend on what other users have stored."""
+    asked = [rng.choice(questions) for _ in range(args.queries)]
+    before = await time_search(store, asked)
+    await fill(store, turns, 0, args.others, rng, user="other-user")
+    after = await time_search(store, asked)
+    print(json.dumps({"backend": backend, "other_user_memories": args.others,
+                      "search_p50_ms_before": round(before[0], 2),
+                      "search_p50_ms_after": round(after[0], 2)}), flush=True)
 
 
 def main(argv=None) -> int:
@@ -165,18 +163,15 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=200, help="daemon calls per mode")
     parser.add_argument("--dsn", help="postgres database (default: a throwaway local server)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--others", type=int, default=0,
+                        help="then add this many memories for another user and search again")
     args = parser.parse_args(argv)
-    upstream_port = free_port()
-    fake = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bench_overhead.py")),
-                             "--serve-fake", str(upstream_port)])
+    fake = procs.start_fake()
     try:
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        wait_http(upstream + "/health")
         for backend in args.backend:
-            asyncio.run(measure(args, backend, upstream))
+            asyncio.run(measure(args, backend, fake.url))
     finally:
-        fake.terminate()
-        fake.wait(10)
+        fake.stop()
     return 0
 
 

@@ -101,8 +101,8 @@ async def test_claude_code_exchange_is_remembered_and_recalled_in_its_project_on
     third = await send(ports["beta"], f"What is the release branch named? {other}", "Be brief.")
     assert third.headers["x-memproxy-memory"] == "none"
     assert fact not in json.dumps(upstream_request(anthropic_fake, other))
-    assert await memories(daemon, "beta") != [] and all(
-        fact not in m["content"] for m in await memories(daemon, "beta"))
+    assert all(fact not in m["content"]       # delivered in the background: wait for it
+               for m in await wait_memories(daemon, "beta", 1))
 
 
 async def test_housekeeping_calls_are_neither_recalled_for_nor_remembered(projects):

@@ -116,3 +116,16 @@ def test_systemd_notify_ready_then_stopping(tmp_path, openai_fake, start_daemon)
         daemon.signal(signal.SIGTERM)
         assert notify.recv(256) == b"STOPPING=1"
         assert daemon.proc.wait(10) == 0
+
+
+def test_litellm_is_imported_in_the_background_once_ready(tmp_path, openai_fake,
+                                                         start_daemon):
+    daemon = start_daemon(write_config(tmp_path, openai_fake.url))   # has the demo model
+    deadline = time.monotonic() + 60
+    while "litellm imported" not in daemon.log():      # without any call asking for it
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.2)
+    api = openai.OpenAI(base_url=daemon.url + "/v1", api_key="x", max_retries=0)
+    reply = api.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "offline hello"
+    assert daemon.log().count("litellm imported") == 1

@@ -86,10 +86,11 @@ def test_daemon_distils_a_turn_through_the_extract_model(tmp_path, openai_fake, 
                            default_headers={"x-memory-user-id": "alpha"})
     client.chat.completions.create(model="gpt-ok", messages=[
         {"role": "user", "content": "The codename changed to BLUEFIN; and we indent with tabs."}])
+    expected = ["The deploy target codename is BLUEFIN.", "The team indents with tabs."]
     deadline, contents = time.monotonic() + 10, []
-    while time.monotonic() < deadline and len(contents) < 2:
+    while time.monotonic() < deadline and contents != expected:   # facts land one by one
         url = f"{daemon.url}/v1/memories?user_id=alpha"
         contents = sorted(m["content"] for m in json.loads(urllib.request.urlopen(url).read())
                           ["data"])
         time.sleep(0.05)
-    assert contents == ["The deploy target codename is BLUEFIN.", "The team indents with tabs."]
+    assert contents == expected

@@ -1,4 +1,5 @@
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -24,12 +25,12 @@ class FlakyStore(SqliteStore):
         self.error = error or MemoryError_("backend down")
         self.attempts: list[float] = []
 
-    async def add_many(self, user_id, items, session=None):
+    async def add_batches(self, user_id, batches, session=None):   # add_many's path too
         self.attempts.append(time.monotonic())
         if self.failures > 0:
             self.failures -= 1
             raise self.error
-        return await super().add_many(user_id, items, session)
+        return await super().add_batches(user_id, batches, session)
 
 
 @pytest.fixture
@@ -252,4 +253,72 @@ async def test_purge_drops_only_that_users_queued_entries_so_none_is_delivered(
         assert await contents(store, "alice") == []
         assert await contents(store, "bob") == ["user: fact number 3"]
     finally:
+        await store.close()
+
+
+async def test_concurrent_enqueues_share_commits_and_each_returns_once_committed(
+        tmp_path, outbox):
+    transactions = []
+    run = outbox._db.run
+
+    async def counting_run(fn, *args):
+        transactions.append(fn.__name__)
+        return await run(fn, *args)
+
+    outbox._db.run = counting_run
+    await asyncio.gather(*(outbox.enqueue("alice", [item(n)]) for n in range(40)))
+    assert transactions.count("_insert") < 10          # grouped, not one per call
+    other = sqlite3.connect(tmp_path / "memory.db")     # committed, seen by another reader
+    assert other.execute("SELECT count(*) FROM outbox").fetchone() == (40,)
+    other.close()
+
+
+async def test_a_failed_group_commit_fails_every_caller_in_it(outbox):
+    async def broken(fn, *args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    outbox._db.run = broken
+    results = await asyncio.gather(*(outbox.enqueue("alice", [item(n)]) for n in range(5)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+
+
+async def test_group_committed_enqueues_survive_kill_9(tmp_path, sessions):
+    script = textwrap.dedent(f"""
+        import asyncio, os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from memproxyd.memory.base import NewMemory
+        from memproxyd.memory.outbox import Outbox
+        async def main():
+            box = Outbox({str(tmp_path / "memory.db")!r})
+            await box.open()
+            await asyncio.gather(*(box.enqueue("alice", [NewMemory(f"fact {{n}}", key=f"k{{n}}")])
+                                   for n in range(30)))
+            os.kill(os.getpid(), signal.SIGKILL)    # all acknowledged, then killed
+        asyncio.run(main())
+    """)
+    assert subprocess.run([sys.executable, "-c", script], timeout=30).returncode == -9
+    box = Outbox(tmp_path / "memory.db")
+    await box.open()
+    try:
+        assert len(await box.pending(100)) == 30
+    finally:
+        await box.close()
+
+
+async def test_a_busy_moment_is_delivered_in_one_call_each_exchange_on_its_own(
+        tmp_path, outbox, sessions):
+    store = await open_store(tmp_path / "memory.db")
+    worker = OutboxWorker(outbox, lambda: store, sessions)
+    await worker.start()
+    try:
+        await asyncio.sleep(0.05)
+        await asyncio.gather(outbox.enqueue("alice", [NewMemory("user: I fly kites", key="a")]),
+                             *(outbox.enqueue("alice", [item(n)]) for n in range(20)))
+        await wait_until(lambda: _is_empty(outbox))
+        assert len(store.attempts) == 1
+        hits = await store.search("alice", "kites", 10)
+        assert [h.content for h in hits] == ["user: I fly kites"]   # no borrowed context
+    finally:
+        await worker.close()
         await store.close()

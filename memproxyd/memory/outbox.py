@@ -11,10 +11,15 @@
     await outbox.close()
 
 ``enqueue`` returns after the rows are committed (WAL), so a ``kill -9`` right after loses
-nothing: the next process's worker delivers it on start. Each item carries a stable ``key``;
+nothing: the next process's worker delivers it on start. Concurrent enqueues share commits
+(group commit): while one transaction is being written, the rows of every enqueue that
+arrives meanwhile are gathered and committed together in the next, and each caller returns
+once the transaction holding its rows has committed. Each item carries a stable ``key``;
 the store's idempotency on that key makes a redelivery (crash between store write and outbox
 delete) a no-op, never a duplicate. Failed deliveries stay in the outbox with exponential
 backoff and jitter (or the backend's ``retry_after``); nothing is ever dropped on an error.
+The worker delivers in batches: woken by an enqueue, it lingers ``linger`` seconds so that
+the exchanges of a busy moment reach the store in one transaction per user.
 """
 from __future__ import annotations
 
@@ -61,11 +66,15 @@ class Outbox:
         # NORMAL in WAL mode: a commit survives a killed process; FULL also survives power loss.
         self._db = SqliteThread(Path(db_path), "memory-outbox", synchronous=synchronous)
         self.enqueued = asyncio.Event()      # set on every enqueue; the worker waits on it
+        self._waiting: list[tuple[list[tuple], asyncio.Future]] = []
+        self._committer: asyncio.Task | None = None
 
     async def open(self) -> None:
         await self._db.open("outbox", MIGRATIONS)
 
     async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.shield(self._committer)   # callers are owed their commit
         await self._db.close()
 
     async def enqueue(self, user_id: str, items: list[NewMemory]) -> None:
@@ -75,8 +84,31 @@ class Outbox:
         now = time.time()
         rows = [(user_id, item.key, item.content, json.dumps(item.metadata), now, now)
                 for item in items]
-        await self._db.run(_insert, rows)
+        committed = asyncio.get_running_loop().create_future()
+        self._waiting.append((rows, committed))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_waiting(), name="outbox-commit")
+        # A caller that goes away still has its rows committed with the others.
+        await committed
         self.enqueued.set()
+
+    async def _commit_waiting(self) -> None:
+        """One transaction for everything waiting, again until nothing is (group commit)."""
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                try:
+                    await self._db.run(_insert, [row for rows, _ in group for row in rows])
+                except Exception as exc:   # every caller of this group hears of it
+                    for _, committed in group:
+                        if not committed.done():       # done: its caller was cancelled
+                            committed.set_exception(exc)
+                else:
+                    for _, committed in group:
+                        if not committed.done():
+                            committed.set_result(None)
+        finally:
+            self._committer = None
 
     async def pending(self, limit: int, now: float | None = None) -> list[OutboxEntry]:
         """Entries due at ``now`` (default: the current time), oldest first."""
@@ -131,8 +163,9 @@ def _execute_many(conn, sql: str, rows: list[tuple]) -> None:
 class OutboxWorker:
     """Drains the outbox into the memory store in the background."""
 
-    batch_size = 100
+    batch_size = 500
     base_delay = 1.0          # seconds before the first retry
+    linger = 0.05             # seconds to gather more exchanges after a wake-up
     idle_wait = 60.0          # re-check at least this often with nothing due
 
     def __init__(self, outbox: Outbox, store_getter: Callable[[], MemoryStore | None], sessions,
@@ -185,7 +218,7 @@ class OutboxWorker:
             if store is None:
                 raise RetryLater("no memory store configured")
             async with self.sessions.lease(user_id) as session:
-                await store.add_many(user_id, [e.item for e in entries], session)
+                await _add(store, user_id, entries, session)
         except asyncio.CancelledError:
             raise
         except Exception as exc:   # every failure is retried; the entries stay queued
@@ -219,3 +252,15 @@ class OutboxWorker:
                 log.exception("memory outbox drain failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.outbox.enqueued.wait(), min(wait, self.idle_wait))
+            if self.outbox.enqueued.is_set():
+                await asyncio.sleep(self.linger)
+
+
+async def _add(store: MemoryStore, user_id: str, entries: list[OutboxEntry], session) -> None:
+    """Deliver in one call: each exchange its own batch (unrelated exchanges are not each
+    other's neighbour context) where the store takes batches, else one ``add_many``."""
+    add_batches = getattr(store, "add_batches", None)
+    if add_batches is not None:
+        await add_batches(user_id, [[e.item] for e in entries], session)
+    else:
+        await store.add_many(user_id, [e.item for e in entries], session)

@@ -1,27 +1,37 @@
-"""One SQLite connection owned by one dedicated worker thread, plus schema migrations.
+"""One SQLite connection owned by one dedicated worker thread, a small pool of read-only
+connections, and schema migrations.
 
 The memory store and the outbox share one database file (WAL mode lets each keep its own
-connection). Every blocking call runs on the connection's own thread, never on the event loop::
+connections). Blocking calls run on a connection's own thread, not on the event loop (the
+store's one exception, a search's few hits by primary key, is explained there)::
 
     db = SqliteThread(path, "memory-store")
     await db.open("store", MIGRATIONS)
     rows = await db.run(lambda conn: conn.execute("SELECT 1").fetchall())
+    readers = SqliteReaders(path, "memory-read", size=2)   # after the schema exists
+    rows = await readers.run(lambda conn: conn.execute("SELECT 1").fetchall())
+    await readers.close()
     await db.close()
 
+WAL readers never wait for the writer nor for each other, and SQLite releases the GIL while
+it works, so searches on the pool run beside deliveries on the writer thread.
+
 Migrations are a tuple of steps per component; step ``n`` (1-based) brings the component to
-schema version ``n``. ``schema_version`` records the version per component, so a reopened file
+schema version ``n``; a step is SQL statements, or functions of the connection for what SQL
+alone cannot say. ``schema_version`` records the version per component, so a reopened file
 only runs the steps it has not seen, all in one transaction.
 """
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
-Migration = tuple[str, ...]          # the statements of one schema version
+Migration = tuple["str | Callable[[sqlite3.Connection], None]", ...]   # one schema version
 
 _VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version ("
                   "component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
@@ -63,14 +73,66 @@ class SqliteThread:
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves (see ``transaction``).
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=30.0)
+        conn = connect(self.path)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA cache_size=-32000")      # 32 MB page cache
         self._conn = conn
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (see ``transaction``).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0,
+                           cached_statements=256)
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-32000")      # 32 MB page cache
+    return conn
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection (WAL: it never waits for the writer)."""
+    conn = connect(path)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+class SqliteReaders:
+    """``size`` read-only connections, each confined to one thread of a pool."""
+
+    def __init__(self, path: Path, name: str, *, size: int = 2):
+        self.path = Path(path)
+        self.name = name
+        self.size = size
+        self._executor: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=self.name)
+
+    async def run(self, fn: Callable[..., T], *args) -> T:
+        """``fn(conn, *args)`` on one of the pool's threads, with that thread's connection."""
+        if self._executor is None:
+            raise RuntimeError(f"{self.name}: database is not open")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._call, fn, args)
+
+    def _call(self, fn, args):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = read_only(self.path)
+            with self._lock:
+                self._conns.append(conn)
+        return fn(conn, *args)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        self._executor.shutdown(wait=True)
+        self._executor = None
+        for conn in self._conns:      # their threads are gone; nothing else uses them
+            conn.close()
+        self._conns.clear()
 
 
 class transaction:
@@ -98,8 +160,8 @@ def migrate(conn: sqlite3.Connection, component: str, migrations: tuple[Migratio
             raise RuntimeError(f"{component}: database schema v{current} is newer than this "
                                f"program (v{len(migrations)})")
         for statements in migrations[current:]:
-            for sql in statements:
-                conn.execute(sql)
+            for step in statements:
+                step(conn) if callable(step) else conn.execute(step)
         conn.execute("INSERT INTO schema_version(component, version) VALUES (?, ?) "
                      "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
                      (component, len(migrations)))
