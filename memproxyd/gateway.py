@@ -7,12 +7,11 @@ completions = true``.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from memproxyd import appkeys, llm, upstream
+from memproxyd import appkeys, llm, upstream, validate
 from memproxyd.errors import COMPLETIONS, OPENAI, ApiError
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
@@ -32,14 +31,7 @@ CREDENTIAL_FIELDS = frozenset({
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "could not parse the request body as JSON", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object", "invalid_json")
-    return body
+    return validate.parse_json(await request.read())
 
 
 def upstream_headers(call: Call) -> dict[str, str]:
@@ -82,18 +74,13 @@ def new_call(request: web.Request, body: dict, protocol: str) -> Call:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' is required and must be a non-empty array",
-                       "missing_messages")
+    validate.chat(body)
     return await proxy(new_call(request, body, OPENAI), "openai", forward_openai, llm.chat)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    if not isinstance(body.get("prompt"), (str, list)):
-        raise ApiError(400, "'prompt' is required and must be a string or an array",
-                       "missing_prompt")
+    validate.completions(body)
     return await proxy(new_call(request, body, COMPLETIONS), "openai",
                        native_forwarder("/completions"), llm.text_completion)
 
@@ -125,8 +112,7 @@ forward_openai = native_forwarder("/chat/completions")
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    if "input" not in body:
-        raise ApiError(400, "'input' is required", "missing_input")
+    validate.embeddings(body)
     call = new_call(request, body, OPENAI)
     dep = call.deployment
     async with request.app[appkeys.SESSIONS].lease(call.user_id) as session:
