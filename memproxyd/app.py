@@ -16,7 +16,7 @@ from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
 from memproxyd.memory.service import MemoryService, NoMemory
-from memproxyd.middleware import gateway_middleware
+from memproxyd.middleware import gateway_middleware, on_response_prepare
 from memproxyd.sessions import SessionManager
 from memproxyd.state import RuntimeState
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[gateway_middleware])
+    app.on_response_prepare.append(on_response_prepare)
     state = RuntimeState.from_config(config)
     app[appkeys.STATE] = state
     app[appkeys.LISTENERS] = Listeners(state)
