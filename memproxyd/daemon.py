@@ -62,8 +62,11 @@ async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
     check_bind_safety(config)
     started = time.perf_counter()
     app = create_app(config)
+    # handler_cancellation: a client that disconnects cancels its handler, and so the
+    # upstream call it is waiting on (aiohttp leaves handlers running by default)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=config.server.shutdown_timeout)
+                           shutdown_timeout=config.server.shutdown_timeout,
+                           handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
