@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from memproxyd import appkeys, llm, upstream, validate
+from memproxyd import appkeys, llm, router, upstream, validate
 from memproxyd.errors import COMPLETIONS, OPENAI, ApiError
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
@@ -87,12 +87,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def proxy(call: Call, native_wire: str, native, translate) -> web.StreamResponse:
     """The shared pipeline of a model call: the user's session, memory's recall and tap, then
-    native forwarding when the deployment speaks the client's protocol, else translation."""
+    native forwarding when the deployment speaks the client's protocol, else translation,
+    with the deployment's retries and fallbacks (``router.py``)."""
     app = call.request.app
     async with app[appkeys.SESSIONS].lease(call.user_id) as session:
         outgoing, tap = await app[appkeys.MEMORY].prepare(call, session)
-        forward = native if call.deployment.wire == native_wire else translate
-        return await forward(call, session, outgoing, tap)
+        return await router.forward(call, session, outgoing, tap, lambda dep: (
+            native if dep.wire == native_wire else translate))
 
 
 def native_forwarder(path: str):
@@ -134,7 +135,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def readiness(request: web.Request) -> web.Response:
-    memory = request.app[appkeys.MEMORY].status()
+    memory = await request.app[appkeys.MEMORY].health()
     return web.json_response({"status": "ready", "memory": memory})
 
 

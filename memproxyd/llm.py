@@ -82,8 +82,9 @@ def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool,
     """Provider arguments from the deployment alone (plus gateway-made ``headers``, such as
     the Memory Router's), and the user's own clients."""
     params = dep.params
+    # num_retries 0: retries and fallbacks are router.py's, the same on every path
     kwargs: dict[str, Any] = {"model": params.model, "timeout": dep.timeout(stream),
-                              "num_retries": params.num_retries}
+                              "num_retries": 0}
     key = dep.api_key()
     if key:
         kwargs["api_key"] = key

@@ -3,6 +3,7 @@ on loopback for the fault tests. Behaviour is chosen by the upstream model name:
 
 * ``hang-stream``: one SSE chunk, then nothing; records when the gateway closes the
   connection (``closed`` in its record), which is how a test sees the call cancelled;
+* ``midstream``: the first SSE chunk, then a dropped connection;
 * ``bad-json``: status 200, ``application/json``, a body that is not JSON;
 * ``bad-sse``: status 200, ``text/event-stream``, bytes that are no SSE at all, then a close;
 * ``limited``: 429 with ``retry-after: 7`` and OpenAI's error body;
@@ -79,6 +80,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     request.app[COUNTS][model] += 1
     if model == "hang-stream":
         return await _hang(request, record)
+    if model == "midstream" and body.get("stream"):
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_chunks(request.path, model)[0])
+        request.transport.close()
+        return response
     if model == "bad-json":
         return web.Response(body=b'{"id": "x", "choices": [', content_type="application/json")
     if model == "limited":
