@@ -152,6 +152,18 @@ class MemoryService:
     def status(self) -> dict[str, Any]:
         return self.store.status()
 
+    async def health(self) -> dict[str, Any]:
+        """``status`` and the outbox: entries waiting, dead letters (failed for good)."""
+        waiting, dead = await self.outbox.count(), await self.outbox.dead()
+        return {**self.status(), "outbox": {"pending": waiting - dead, "dead": dead}}
+
+    async def retry_dead(self) -> int:
+        """Put the outbox's dead letters back in the queue; returns how many."""
+        retried = await self.outbox.retry_dead()
+        if retried:
+            log.info("outbox dead letters requeued entries=%d", retried)
+        return retried
+
     def _mode(self, call: Call) -> str:
         mode = call.request.headers.get(MODE_HEADER, "on").strip().lower()
         if mode not in MODES:
@@ -301,3 +313,9 @@ class NoMemory:
 
     def status(self) -> dict[str, Any]:
         return {"backend": "off"}
+
+    async def health(self) -> dict[str, Any]:
+        return self.status()
+
+    async def retry_dead(self) -> int:
+        raise ApiError(404, "memory is off ([memory] backend = \"off\")", "memory_off")
