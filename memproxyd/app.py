@@ -11,7 +11,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from memproxyd import admin, anthropic, appkeys, gateway, memory_api, responses
+from memproxyd import admin, anthropic, appkeys, gateway, memory_api, openapi, responses
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
@@ -40,6 +40,7 @@ def create_app(config: Config) -> web.Application:
     responses.add_routes(app)
     memory_api.add_routes(app)
     admin.add_routes(app)
+    openapi.add_routes(app)
     return app
 
 

@@ -1,7 +1,7 @@
 """Auth, identity and error rendering, in one middleware every route passes through.
 
 * Auth (``auth.Guard``): gateway keys, the admin rule, and the browser checks.
-  ``/health*`` needs no auth; ``/admin/*`` exists on the gateway port only.
+  ``/health*`` and ``/openapi.json`` need no auth; ``/admin/*`` exists on the gateway port only.
 * Identity: resolved once per request (``identity.py``) and echoed as ``x-memproxy-user-id``.
 * Errors: ``ApiError`` and aiohttp's HTTP exceptions become the protocol's own error shape,
   with ``x-memproxy-overhead-ms`` like every other answer. An error raised after a stream's
@@ -24,7 +24,7 @@ USER_ID = web.RequestKey("user_id", str)
 STARTED = web.RequestKey("started", float)   # perf_counter when the request reached us
 PROJECT = web.RequestKey("project", object)   # str | None
 PREPARED = web.RequestKey("prepared", web.StreamResponse)   # headers already sent
-PUBLIC_PREFIXES = ("/health",)
+PUBLIC_PREFIXES = ("/health", "/openapi.json")
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
