@@ -7,6 +7,7 @@ it needs are still open.
 from __future__ import annotations
 
 import logging
+import os
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -93,10 +94,20 @@ def _delivery_store(app: web.Application, store):
     return DistillingStore(store, complete)
 
 
+def make_private(state_dir) -> None:
+    """The state dir (memories, outbox, registry, cookie jars) is the owner's alone: 0700,
+    and its files 0600, also when an older version or another umask created them."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state_dir, 0o700)
+    for path in state_dir.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o600)
+
+
 async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     from memproxyd.memory.outbox import Outbox, OutboxWorker
     config = app[appkeys.STATE].config
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private(config.state_dir)
     sessions = app[appkeys.SESSIONS]
     store = _make_store(app)
     outbox = Outbox(config.state_dir / "memory.db")

@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     logs.configure(args.log_format or config.server.log_format,
                    args.log_level or config.server.log_level)
+    os.umask(0o077)   # what the daemon creates (database, WAL, registry) is the owner's alone
     log.info("config loaded path=%s", path)
     try:
         return asyncio.run(_run(config, path))
