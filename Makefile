@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= etc/memproxyd.toml
 PYTEST_ARGS ?=
 
-.PHONY: install run test check bench install-service clean
+.PHONY: install run test check bench soak install-service clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ check: install
 
 bench: install
 	$(BIN)/python scripts/bench_overhead.py
+
+# a few minutes of sustained load on loopback, watched for growth (SOAK_ARGS="--seconds 60")
+soak: install
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
 install-service: install
 	$(BIN)/python scripts/install_service.py $(SERVICE_ARGS)

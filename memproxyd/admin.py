@@ -90,6 +90,7 @@ async def status(request: web.Request) -> web.Response:
         "registry": {"path": str(state.config.registry_path),
                      "error": listeners.registry_error or None},
         "sessions": {"count": len(users), "users": users},
+        "tasks": len(asyncio.all_tasks()),   # a leak shows here first (scripts/soak.py)
         "memory": await request.app[appkeys.MEMORY].health(),
     })
 

@@ -13,9 +13,8 @@ from memproxyd import __version__
 OBJ = {"type": "object"}
 ANY_OBJECT = {"type": "object", "additionalProperties": True}
 USER_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"}
-TEXT_OR_PARTS = {"anyOf": [{"type": "string"},
-                           {"type": "array", "items": {"type": "object", "required": ["type"],
-                                                       "properties": {"type": {"type": "string"}}}}]}
+PART = {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}}
+TEXT_OR_PARTS = {"anyOf": [{"type": "string"}, {"type": "array", "items": PART}]}
 
 
 def _body(required: list[str], properties: dict) -> dict:

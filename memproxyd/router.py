@@ -70,7 +70,7 @@ async def _tries(call: Call, session, body: dict, tap, send: Forward):
     for attempt in range(call.deployment.params.num_retries + 1):
         if attempt:
             log.info("retrying user_id=%s model=%s attempt=%d status=%s", call.user_id,
-                     call.deployment.name, attempt + 1, _status(outcome))
+                     call.deployment.name, attempt + 1, outcome.status)
             await asyncio.sleep(min(MAX_BACKOFF, backoff * 2 ** (attempt - 1)))
         try:
             outcome = await send(call, session, body, tap)
@@ -85,10 +85,6 @@ def _retryable(outcome) -> bool:
     if isinstance(outcome, ApiError):
         return outcome.status in RETRYABLE
     return not outcome.prepared and outcome.status in RETRYABLE
-
-
-def _status(outcome) -> int:
-    return outcome.status
 
 
 def _answer(outcome) -> web.StreamResponse:

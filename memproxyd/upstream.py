@@ -117,7 +117,8 @@ async def _first_events(upstream: aiohttp.ClientResponse) -> bytes:
             if len(head) >= 6 or not any(start.startswith(head) for start in _SSE_START):
                 break
     except asyncio.TimeoutError:
-        raise ApiError(504, "upstream timed out before its first event", "upstream_timeout") from None
+        raise ApiError(504, "upstream timed out before its first event",
+                       "upstream_timeout") from None
     except aiohttp.ClientError as exc:
         raise ApiError(502, f"upstream failed before its first event: {type(exc).__name__}",
                        "upstream_unreachable") from None

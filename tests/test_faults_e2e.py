@@ -97,6 +97,7 @@ async def test_client_disconnect_mid_stream_cancels_the_upstream_call_and_stores
         gateway, faulty):
     user = f"gone-{uuid.uuid4().hex[:8]}"
     before = len(faulty_records(faulty, "hang-stream"))
+    tasks_before = await _tasks(gateway)
     async with aiohttp.ClientSession(headers={**AUTH, "x-memory-user-id": user}) as http:
         resp = await http.post(gateway.url + "/v1/chat/completions",
                                json=chat("f-hang", "remember nothing", stream=True))
@@ -110,11 +111,21 @@ async def test_client_disconnect_mid_stream_cancels_the_upstream_call_and_stores
             break
         await asyncio.sleep(0.05)
     assert records and records[-1]["closed"], "the upstream call was left running"
+    deadline = time.monotonic() + 5
+    while await _tasks(gateway) > tasks_before:     # the handler's task is gone too
+        assert time.monotonic() < deadline, "a task of the cancelled call is left running"
+        await asyncio.sleep(0.05)
     async with aiohttp.ClientSession(headers=AUTH) as http:
         async with http.get(gateway.url + "/v1/memories", params={"user_id": user}) as resp:
             assert (await resp.json())["data"] == []
         async with http.post(gateway.url + "/v1/chat/completions", json=chat("gpt-ok")) as resp:
             assert resp.status == 200        # and the daemon serves on
+
+
+async def _tasks(daemon) -> int:
+    async with aiohttp.ClientSession(headers=AUTH) as http:
+        async with http.get(daemon.url + "/admin/status") as resp:
+            return (await resp.json())["tasks"]
 
 
 async def _remember(http, url: str, marker: str, acked: list[str]) -> None:

@@ -4,6 +4,7 @@ any bytes, any JSON, any header value, any user id or search string. Never a cra
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import requests
@@ -17,7 +18,9 @@ from tests.conftest import Daemon, write_config
 
 FAST = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
-LIVE = settings(max_examples=int(__import__("os").environ.get("FUZZ_LIVE", "80")), deadline=None, database=None,
+# FUZZ_LIVE=400 for a longer hunt; the suite runs 80 per live property
+LIVE = settings(max_examples=int(os.environ.get("FUZZ_LIVE", "80")), deadline=None,
+                database=None,
                 suppress_health_check=list(HealthCheck))
 RAN: dict[str, int] = {}
 

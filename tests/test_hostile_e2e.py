@@ -221,3 +221,29 @@ def test_the_state_dir_is_0700_and_its_files_0600(gateway, owner):
     assert any(p.name == "memory.db" for p in files)
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+@pytest.mark.parametrize("peer, headers, allowed", [
+    ("127.0.0.1", {}, True),
+    ("::1", {}, True),
+    ("203.0.113.7", {}, False),
+    ("203.0.113.7", {"x-admin-key": "wrong"}, False),
+    ("203.0.113.7", {"x-admin-key": "admin-secret"}, True),
+])
+def test_the_admin_api_is_loopback_only_or_key_protected(peer, headers, allowed):
+    from unittest import mock
+    from aiohttp.test_utils import make_mocked_request
+    from memproxyd.auth import Guard
+    from memproxyd.errors import ApiError
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        (peer, 40000) if name == "peername" else default)
+    request = make_mocked_request("GET", "/admin/status", transport=transport,
+                                  headers={"host": "127.0.0.1:8764", **headers})
+    guard = Guard((GATEWAY_KEY,), "admin-secret")
+    if allowed:
+        guard.check_admin(request, on_gateway_port=True)
+    else:
+        with pytest.raises(ApiError) as info:
+            guard.check_admin(request, on_gateway_port=True)
+        assert info.value.status == 403
