@@ -36,9 +36,12 @@ def faulty_models(url: str) -> str:
     entries = [("f-hang", "openai/hang-stream"), ("f-bad-json", "openai/bad-json"),
                ("f-bad-sse", "openai/bad-sse"), ("f-limited", "openai/limited"),
                ("fa-limited", "anthropic/limited"), ("fa-bad-sse", "anthropic/bad-sse")]
-    return "".join(f'[[model_list]]\nmodel_name = "{name}"\n[model_list.litellm_params]\n'
-                   f'model = "{model}"\napi_base = "{url}/v1"\napi_key = "k"\n'
-                   for name, model in entries)
+    litellm = (f'[[model_list]]\nmodel_name = "f-hang-litellm"\nwire = "litellm"\n'
+               f'[model_list.litellm_params]\nmodel = "openai/hang-stream"\n'
+               f'api_base = "{url}/v1"\napi_key = "k"\n')
+    return litellm + "".join(
+        f'[[model_list]]\nmodel_name = "{name}"\n[model_list.litellm_params]\n'
+        f'model = "{model}"\napi_base = "{url}/v1"\napi_key = "k"\n' for name, model in entries)
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +96,16 @@ async def test_malformed_upstream_replies_are_a_502_with_a_clear_message(gateway
     assert "malformed" in reply["error"]["message"] or "not valid JSON" in reply["error"]["message"]
 
 
+@pytest.mark.parametrize("model", ["f-hang", "f-hang-litellm"])
 async def test_client_disconnect_mid_stream_cancels_the_upstream_call_and_stores_nothing(
-        gateway, faulty):
+        gateway, faulty, model):
     user = f"gone-{uuid.uuid4().hex[:8]}"
     before = len(faulty_records(faulty, "hang-stream"))
     tasks_before = await _tasks(gateway)
     async with aiohttp.ClientSession(headers={**AUTH, "x-memory-user-id": user}) as http:
         resp = await http.post(gateway.url + "/v1/chat/completions",
-                               json=chat("f-hang", "remember nothing", stream=True))
+                               json=chat(model, "remember nothing", stream=True),
+                               timeout=aiohttp.ClientTimeout(total=20))
         assert resp.status == 200
         assert (await resp.content.readany()).startswith(b"data: ")
         resp.close()       # the client goes away with the stream half done
