@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from memproxyd import appkeys, llm, router, upstream, validate
-from memproxyd.errors import COMPLETIONS, OPENAI, ApiError
+from memproxyd.errors import COMPLETIONS, OPENAI
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
 from memproxyd.sessions import UserSession

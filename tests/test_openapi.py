@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, settings
 
