@@ -116,8 +116,10 @@ async def test_client_disconnect_mid_stream_cancels_the_upstream_call_and_stores
             break
         await asyncio.sleep(0.05)
     assert records and records[-1]["closed"], "the upstream call was left running"
-    deadline = time.monotonic() + 5
-    while await _tasks(gateway) > tasks_before:     # the handler's task is gone too
+    # the handler's task is gone too (litellm's own failure logging may take a moment longer
+    # on a loaded machine: a leak never ends, a slow cleanup does)
+    deadline = time.monotonic() + 15
+    while await _tasks(gateway) > tasks_before:
         assert time.monotonic() < deadline, "a task of the cancelled call is left running"
         await asyncio.sleep(0.05)
     async with aiohttp.ClientSession(headers=AUTH) as http:
