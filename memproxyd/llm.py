@@ -229,6 +229,9 @@ async def responses(call: Call, session: UserSession, body: dict,
                     tap=None) -> web.StreamResponse:
     """``/v1/responses`` through ``litellm.aresponses``: Responses JSON, or Responses SSE
     events (``event: <type>``) ending without ``[DONE]``, as OpenAI sends them."""
+    if body.get("input") is None:   # OpenAI may do without (stored prompts); litellm cannot
+        raise ApiError(400, "'input' is required for this model: a string or an array of "
+                            "input items", "missing_input")
     args = {k: v for k, v in body.items() if k in RESPONSES_PARAMS}
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))

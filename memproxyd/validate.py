@@ -115,9 +115,6 @@ def _input_item(item: Any, path: str) -> None:
 def responses(body: dict) -> None:
     """``/v1/responses`` and its side calls (``compact``, ``input_tokens``)."""
     codes = {"input": "invalid_input", "instructions": "invalid_instructions"}
-    if body.get("input") is None:
-        raise ApiError(400, "'input' is required: a string or an array of input items",
-                       "missing_input")
     try:
         fields({"input": either(string, array(_input_item),
                                 expected="a string or an array of input items")}, body)

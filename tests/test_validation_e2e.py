@@ -127,3 +127,14 @@ async def test_valid_requests_with_unknown_fields_still_pass(gateway, openai_fak
     [record] = [r for r in upstream_records(openai_fake) if marker in json.dumps(r["json"])]
     assert record["json"]["vendor_field"] == {"x": [None]}
     assert record["json"]["messages"][-1]["content"][1] == {"type": "future_part", "blob": [1]}
+
+
+async def test_responses_without_input_pass_natively_but_not_through_litellm(gateway):
+    status, reply = await post(gateway, "/v1/responses", b'{"model": "demo"}', "v-in")
+    assert status == 400 and reply["error"]["code"] == "missing_input"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gateway.url + "/v1/responses",
+                             json={"model": "gpt-ok", "prompt": {"id": "pmpt_1"}},
+                             headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as resp:
+            # forwarded: the fake OpenAI upstream has no /responses route, its 404 comes back
+            assert resp.status == 404 and "json" not in resp.headers["content-type"]
