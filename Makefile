@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= etc/memproxyd.toml
 PYTEST_ARGS ?=
 
-.PHONY: install run test check bench install-service clean
+.PHONY: install run test check bench soak install-service clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: install
 		|| $(BIN)/python -m pip install --quiet "matplotlib>=3.8,<4" \
 		|| echo "bench: matplotlib not installed, no chart"
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+# a few minutes of sustained load on loopback, watched for growth (SOAK_ARGS="--seconds 60")
+soak: install
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
 install-service: install
 	$(BIN)/python scripts/install_service.py $(SERVICE_ARGS)

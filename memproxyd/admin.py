@@ -5,6 +5,7 @@
     DELETE /admin/projects/{name}   {"project": {...}}
     GET    /admin/status            version, uptime, listeners, sessions, memory
     POST   /admin/reload            re-read config and registry (same as SIGHUP)
+    POST   /admin/outbox/retry      dead letters back in the outbox queue → {"retried": N}
 """
 from __future__ import annotations
 
@@ -89,8 +90,13 @@ async def status(request: web.Request) -> web.Response:
         "registry": {"path": str(state.config.registry_path),
                      "error": listeners.registry_error or None},
         "sessions": {"count": len(users), "users": users},
+        "tasks": len(asyncio.all_tasks()),   # a leak shows here first (scripts/soak.py)
         "memory": await request.app[appkeys.MEMORY].health(),
     })
+
+
+async def retry_dead(request: web.Request) -> web.Response:
+    return web.json_response({"retried": await request.app[appkeys.MEMORY].retry_dead()})
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -106,3 +112,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/admin/projects/{name}", delete_project)
     app.router.add_get("/admin/status", status)
     app.router.add_post("/admin/reload", reload)
+    app.router.add_post("/admin/outbox/retry", retry_dead)

@@ -16,7 +16,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from memproxyd import appkeys, llm, upstream
-from memproxyd.errors import ANTHROPIC, ApiError
+from memproxyd import validate as checks
+from memproxyd.errors import ANTHROPIC
 from memproxyd.gateway import new_call, proxy, read_json, upstream_headers
 from memproxyd.pipeline import Call
 from memproxyd.sessions import UserSession
@@ -27,14 +28,7 @@ COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 def validate(body: dict, *, needs_max_tokens: bool) -> None:
     """Anthropic's own 400s, raised before any deployment or memory work."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "messages: field required and must be a non-empty array",
-                       "missing_messages")
-    max_tokens = body.get("max_tokens")
-    if needs_max_tokens and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
-        raise ApiError(400, "max_tokens: field required and must be an integer",
-                       "missing_max_tokens")
+    checks.messages(body, needs_max_tokens=needs_max_tokens)
 
 
 def upstream_url(api_base: str, path: str, query_string: str) -> str:

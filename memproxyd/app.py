@@ -7,16 +7,17 @@ it needs are still open.
 from __future__ import annotations
 
 import logging
+import os
 from typing import AsyncIterator
 
 from aiohttp import web
 
-from memproxyd import admin, anthropic, appkeys, gateway, memory_api, responses
+from memproxyd import admin, anthropic, appkeys, gateway, memory_api, openapi, responses
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
 from memproxyd.memory.service import MemoryService, NoMemory
-from memproxyd.middleware import gateway_middleware
+from memproxyd.middleware import gateway_middleware, on_response_prepare
 from memproxyd.sessions import SessionManager
 from memproxyd.state import RuntimeState
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[gateway_middleware])
+    app.on_response_prepare.append(on_response_prepare)
     state = RuntimeState.from_config(config)
     app[appkeys.STATE] = state
     app[appkeys.LISTENERS] = Listeners(state)
@@ -39,6 +41,7 @@ def create_app(config: Config) -> web.Application:
     responses.add_routes(app)
     memory_api.add_routes(app)
     admin.add_routes(app)
+    openapi.add_routes(app)
     return app
 
 
@@ -105,10 +108,20 @@ def _delivery_store(app: web.Application, store):
     return DistillingStore(store, complete)
 
 
+def make_private(state_dir) -> None:
+    """The state dir (memories, outbox, registry, cookie jars) is the owner's alone: 0700,
+    and its files 0600, also when an older version or another umask created them."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state_dir, 0o700)
+    for path in state_dir.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o600)
+
+
 async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     from memproxyd.memory.outbox import OutboxWorker
     config = app[appkeys.STATE].config
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private(config.state_dir)
     sessions = app[appkeys.SESSIONS]
     db = None
     if config.memory.backend == "postgres":

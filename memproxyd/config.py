@@ -147,6 +147,14 @@ class PostgresConfig:
 
 
 @attrs.frozen
+class RouterConfig:
+    # LiteLLM's vocabulary: [{"gpt-4o" = ["gpt-4o-mini"]}], tried in order when a model
+    # fails with a connection error, a timeout, 429 or 5xx (never another 4xx)
+    fallbacks: tuple[dict[str, tuple[str, ...]], ...] = ()
+    retry_backoff: float = 0.25             # seconds before the first retry, then doubled
+
+
+@attrs.frozen
 class Config:
     path: str = ""
     server: ServerConfig = ServerConfig()
@@ -156,6 +164,7 @@ class Config:
     memory: MemoryConfig = MemoryConfig()
     supermemory: SupermemoryConfig = SupermemoryConfig()
     postgres: PostgresConfig = PostgresConfig()
+    router: RouterConfig = RouterConfig()
 
     @property
     def state_dir(self) -> Path:
@@ -234,6 +243,11 @@ def _convert(hint, value, file: str, key: str):
         if not isinstance(value, list):
             raise ConfigError(f"{file}: '{key}' expected a list, got {_kind(value)}")
         return tuple(_convert(item, v, file, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict and typing.get_args(hint)[1] is not str:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: '{key}' expected a table, got {_kind(value)}")
+        item = typing.get_args(hint)[1]
+        return {k: _convert(item, v, file, f"{key}.{k}") for k, v in value.items()}
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(f"{file}: '{key}' expected a table of strings, got {_kind(value)}")
@@ -296,6 +310,10 @@ def _check_models(config: Config) -> str | None:
     for i, entry in enumerate(config.model_list):
         if entry.wire not in ("", "openai", "anthropic", "litellm"):
             return f"'model_list[{i}].wire' expected openai, anthropic or litellm"
+    for i, table in enumerate(config.router.fallbacks):
+        for name in (n for model, chain in table.items() for n in (model, *chain)):
+            if name not in names:
+                return f"'router.fallbacks[{i}]' names no model in model_list: {name!r}"
     for key in ("embedding_model", "extract_model"):
         name = getattr(config.memory, key)
         if name and name not in names:

@@ -128,6 +128,12 @@ def cmd_memory_import(ctx: Context, args) -> int:
     return EXIT_OK
 
 
+def cmd_memory_retry_dead(ctx: Context, args) -> int:
+    retried = ctx.client.call("POST", "/admin/outbox/retry", {}, admin=True)["retried"]
+    print(f"{retried} dead letter{'s' if retried != 1 else ''} back in the outbox queue")
+    return EXIT_OK
+
+
 def add_memory_parsers(sub) -> None:
     memory = sub.add_parser("memory", help="manage a user's memories (needs the daemon)")
     msub = memory.add_subparsers(dest="memory_command", metavar="SUBCOMMAND", required=True)
@@ -143,6 +149,9 @@ def add_memory_parsers(sub) -> None:
         "import": (cmd_memory_import, "add memories from a JSONL file ('-' = stdin)",
                    [(("file",), {})]),
     }
+    retry = msub.add_parser("retry-dead", help="retry the outbox's dead letters (exchanges "
+                            "the backend rejected for good), every user's")
+    retry.set_defaults(func=cmd_memory_retry_dead)
     for name, (func, help_text, arguments) in specs.items():
         p = msub.add_parser(name, help=help_text)
         p.add_argument("user", help="the memory owner (user id or project name)")

@@ -62,8 +62,11 @@ async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
     check_bind_safety(config)
     started = time.perf_counter()
     app = create_app(config)
+    # handler_cancellation: a client that disconnects cancels its handler, and so the
+    # upstream call it is waiting on (aiohttp leaves handlers running by default)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=config.server.shutdown_timeout)
+                           shutdown_timeout=config.server.shutdown_timeout,
+                           handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     logs.configure(args.log_format or config.server.log_format,
                    args.log_level or config.server.log_level)
+    os.umask(0o077)   # what the daemon creates (database, WAL, registry) is the owner's alone
     log.info("config loaded path=%s", path)
     try:
         return asyncio.run(_run(config, path))

@@ -7,13 +7,12 @@ completions = true``.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from memproxyd import appkeys, llm, upstream
-from memproxyd.errors import COMPLETIONS, OPENAI, ApiError
+from memproxyd import appkeys, llm, router, upstream, validate
+from memproxyd.errors import COMPLETIONS, OPENAI
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
 from memproxyd.sessions import UserSession
@@ -32,14 +31,7 @@ CREDENTIAL_FIELDS = frozenset({
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "could not parse the request body as JSON", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object", "invalid_json")
-    return body
+    return validate.parse_json(await request.read())
 
 
 def upstream_headers(call: Call) -> dict[str, str]:
@@ -82,30 +74,26 @@ def new_call(request: web.Request, body: dict, protocol: str) -> Call:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' is required and must be a non-empty array",
-                       "missing_messages")
+    validate.chat(body)
     return await proxy(new_call(request, body, OPENAI), "openai", forward_openai, llm.chat)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    if not isinstance(body.get("prompt"), (str, list)):
-        raise ApiError(400, "'prompt' is required and must be a string or an array",
-                       "missing_prompt")
+    validate.completions(body)
     return await proxy(new_call(request, body, COMPLETIONS), "openai",
                        native_forwarder("/completions"), llm.text_completion)
 
 
 async def proxy(call: Call, native_wire: str, native, translate) -> web.StreamResponse:
     """The shared pipeline of a model call: the user's session, memory's recall and tap, then
-    native forwarding when the deployment speaks the client's protocol, else translation."""
+    native forwarding when the deployment speaks the client's protocol, else translation,
+    with the deployment's retries and fallbacks (``router.py``)."""
     app = call.request.app
     async with app[appkeys.SESSIONS].lease(call.user_id) as session:
         outgoing, tap = await app[appkeys.MEMORY].prepare(call, session)
-        forward = native if call.deployment.wire == native_wire else translate
-        return await forward(call, session, outgoing, tap)
+        return await router.forward(call, session, outgoing, tap, lambda dep: (
+            native if dep.wire == native_wire else translate))
 
 
 def native_forwarder(path: str):
@@ -125,8 +113,7 @@ forward_openai = native_forwarder("/chat/completions")
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    if "input" not in body:
-        raise ApiError(400, "'input' is required", "missing_input")
+    validate.embeddings(body)
     call = new_call(request, body, OPENAI)
     dep = call.deployment
     async with request.app[appkeys.SESSIONS].lease(call.user_id) as session:

@@ -101,8 +101,9 @@ def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool,
     """Provider arguments from the deployment alone (plus gateway-made ``headers``, such as
     the Memory Router's), and the user's own clients."""
     params = dep.params
+    # num_retries 0: retries and fallbacks are router.py's, the same on every path
     kwargs: dict[str, Any] = {"model": params.model, "timeout": dep.timeout(stream),
-                              "num_retries": params.num_retries}
+                              "num_retries": 0}
     key = dep.api_key()
     if key:
         kwargs["api_key"] = key
@@ -247,6 +248,9 @@ async def responses(call: Call, session: UserSession, body: dict,
                     tap=None) -> web.StreamResponse:
     """``/v1/responses`` through ``litellm.aresponses``: Responses JSON, or Responses SSE
     events (``event: <type>``) ending without ``[DONE]``, as OpenAI sends them."""
+    if body.get("input") is None:   # OpenAI may do without (stored prompts); litellm cannot
+        raise ApiError(400, "'input' is required for this model: a string or an array of "
+                            "input items", "missing_input")
     args = {k: v for k, v in body.items() if k in RESPONSES_PARAMS}
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))

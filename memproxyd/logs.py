@@ -5,6 +5,25 @@ import logging
 import sys
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger("memproxyd.http")
+
+
+class ClientErrorFilter(logging.Filter):
+    """A request aiohttp's HTTP parser rejects (a NUL byte in a header, a line too long, a
+    broken chunk) is the client's error, not the server's: aiohttp logs it at ERROR with a
+    traceback (``web_protocol.handle_error``); it becomes one INFO line here. The parser's
+    message can quote the offending bytes (a header with a key in it), so only its words
+    before any quote are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or not 400 <= (exc.code or 0) < 500:
+            return True
+        reason = str(getattr(exc, "message", "") or "").split(":", 1)[0].split("\n", 1)[0]
+        log.info("bad request rejected by the HTTP parser status=%s error=%s reason=%s",
+                 exc.code, type(exc).__name__, reason[:80])
+        return False
 
 
 def configure(fmt: str = "json", level: str = "INFO") -> None:
@@ -21,5 +40,6 @@ def configure(fmt: str = "json", level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would print every request line; keep it at debug only
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(ClientErrorFilter())
     for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

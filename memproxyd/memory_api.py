@@ -17,6 +17,7 @@ nothing is written.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +34,8 @@ from memproxyd.middleware import PROJECT
 MAX_BATCH = 1000
 MAX_SEARCH_LIMIT = 100
 MAX_LIST_LIMIT = 1000
+MAX_QUERY_CHARS = 10_000        # a search string; recall itself uses [memory] max_query_chars
+MAX_METADATA_BYTES = 16_384     # one memory's metadata, as JSON
 
 
 def _user_id(request: web.Request, given: Any) -> str:
@@ -69,6 +72,9 @@ def _new_memory(item: Any, max_chars: int, redact_secrets: bool) -> NewMemory:
                        "content_too_long")
     if not isinstance(metadata, dict):
         raise ApiError(400, "'metadata' must be an object", "invalid_metadata")
+    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise ApiError(400, f"'metadata' is larger than {MAX_METADATA_BYTES} bytes as JSON",
+                       "metadata_too_large")
     return NewMemory(redact(content) if redact_secrets else content, metadata)
 
 
@@ -118,6 +124,9 @@ async def search(request: web.Request) -> web.Response:
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ApiError(400, "'query' must be a non-empty string", "empty_query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ApiError(400, f"'query' is longer than {MAX_QUERY_CHARS} characters",
+                       "query_too_long")
     limit = _limit(body.get("limit"), 10, MAX_SEARCH_LIMIT)
     found = await _call(request, "search", user_id, query, limit)
     return web.json_response({"results": [

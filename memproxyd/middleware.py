@@ -1,10 +1,12 @@
 """Auth, identity and error rendering, in one middleware every route passes through.
 
 * Auth (``auth.Guard``): gateway keys, the admin rule, and the browser checks.
-  ``/health*`` needs no auth; ``/admin/*`` exists on the gateway port only.
+  ``/health*`` and ``/openapi.json`` need no auth; ``/admin/*`` exists on the gateway port only.
 * Identity: resolved once per request (``identity.py``) and echoed as ``x-memproxy-user-id``.
 * Errors: ``ApiError`` and aiohttp's HTTP exceptions become the protocol's own error shape,
-  with ``x-memproxy-overhead-ms`` like every other answer.
+  with ``x-memproxy-overhead-ms`` like every other answer. An error raised after a stream's
+  headers went out ends that stream with the protocol's error event and closes the
+  connection: a second response written into the stream would be garbage to the client.
 """
 from __future__ import annotations
 
@@ -14,14 +16,20 @@ import time
 from aiohttp import web
 
 from memproxyd import appkeys
-from memproxyd.errors import ApiError, error_response, protocol_of
+from memproxyd.errors import ApiError, error_response, protocol_of, sse_error_event
 
 log = logging.getLogger(__name__)
 
 USER_ID = web.RequestKey("user_id", str)
 STARTED = web.RequestKey("started", float)   # perf_counter when the request reached us
 PROJECT = web.RequestKey("project", object)   # str | None
-PUBLIC_PREFIXES = ("/health",)
+PREPARED = web.RequestKey("prepared", web.StreamResponse)   # headers already sent
+PUBLIC_PREFIXES = ("/health", "/openapi.json")
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """``app.on_response_prepare``: which response of a request has started."""
+    request[PREPARED] = response
 
 
 def local_port(request: web.Request) -> int | None:
@@ -50,21 +58,43 @@ async def gateway_middleware(request: web.Request, handler):
         request[USER_ID] = user_id
         response = await handler(request)
     except ApiError as exc:
-        response = error_response(protocol_of(request.path), exc.status, exc.message, exc.code)
+        failure = exc
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error_response(protocol_of(request.path), exc.status, _reason(exc))
+        failure = ApiError(exc.status, _reason(exc))
     except ConnectionResetError:
         raise   # the client went away mid-response; nothing left to tell it
     except Exception:
         log.exception("request failed path=%s user_id=%s", request.path, user_id)
-        response = error_response(protocol_of(request.path), 500, "internal error in memproxyd")
+        failure = ApiError(500, "internal error in memproxyd")
+    else:
+        failure = None
+    if failure is not None:
+        started = request.get(PREPARED)
+        if started is not None:
+            return await _end_started(request, started, failure)
+        response = error_response(protocol_of(request.path), failure.status, failure.message,
+                                  failure.code)
     if not response.prepared:
         response.headers.setdefault("x-memproxy-user-id", user_id)
         response.headers.setdefault(
             "x-memproxy-overhead-ms", f"{(time.perf_counter() - request[STARTED]) * 1000:.3f}")
     return response
+
+
+async def _end_started(request: web.Request, started: web.StreamResponse,
+                       failure: ApiError) -> web.StreamResponse:
+    """``failure`` arrived after ``started`` went out: the protocol's error event ends it,
+    then the connection closes (a stream in an unknown state is never reused)."""
+    started.force_close()
+    try:
+        await started.write(sse_error_event(protocol_of(request.path), failure.status,
+                                            failure.message))
+        await started.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass   # the client is gone, or the stream had already ended
+    return started
 
 
 def _reason(exc: web.HTTPException) -> str:

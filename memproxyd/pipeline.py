@@ -50,6 +50,7 @@ class Call:
         """The ``x-memproxy-*`` headers; call just before the response headers go out."""
         return {
             "x-memproxy-user-id": self.user_id,
+            "x-memproxy-deployment": self.deployment.name,
             "x-memproxy-memory": self.memory_status,
             "x-memproxy-memories": str(self.memories),
             "x-memproxy-overhead-ms": f"{self.overhead_ms():.3f}",

@@ -202,7 +202,7 @@ def _write(path: Path, projects: dict[str, Project]) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)   # the state dir's files are the owner's alone
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

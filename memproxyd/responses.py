@@ -35,6 +35,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from memproxyd import appkeys, llm, upstream
+from memproxyd import validate as checks
 from memproxyd.deployments import Deployment
 from memproxyd.errors import RESPONSES, ApiError
 from memproxyd.gateway import native_forwarder, new_call, proxy, read_json, upstream_headers
@@ -49,12 +50,8 @@ SIDE_CALLS = ("compact", "input_tokens")
 
 
 def validate(body: dict) -> None:
-    """400s for what the memory layer reads or writes, before any deployment or memory work."""
-    if body.get("input") is not None and not isinstance(body["input"], (str, list)):
-        raise ApiError(400, "'input' must be a string or an array of input items",
-                       "invalid_input")
-    if body.get("instructions") is not None and not isinstance(body["instructions"], str):
-        raise ApiError(400, "'instructions' must be a string", "invalid_instructions")
+    """400s for what the memory layer reads or litellm needs, before any other work."""
+    checks.responses(body)
 
 
 async def create(request: web.Request) -> web.StreamResponse:

@@ -83,18 +83,69 @@ async def _relay_body(call: Call, upstream: aiohttp.ClientResponse,
         raise ApiError(502, f"upstream failed while sending its reply: {type(exc).__name__}",
                        "upstream_unreachable") from None
     call.upstream_s += time.perf_counter() - waited
+    if upstream.status == 200 and not _is_json(upstream, body):
+        raise ApiError(502, "upstream sent a reply that is not valid JSON", "upstream_malformed")
     if tap is not None and upstream.status == 200:
         tap.feed(body)
         await tap.finish(call, True)
     return web.Response(body=body, status=upstream.status, headers=relay_headers(upstream, call))
 
 
+def _is_json(upstream: aiohttp.ClientResponse, body: bytes) -> bool:
+    """False only for a reply that says it is JSON and is not."""
+    if "json" not in upstream.headers.get("content-type", ""):
+        return True
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
+
+
+# What an event stream starts with (after optional blank lines): a field or a comment.
+_SSE_START = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+async def _first_events(upstream: aiohttp.ClientResponse) -> bytes:
+    """The stream's first bytes, read before the client's headers go out: an upstream that
+    fails or sends no event stream at all is then still a clean 502 (or 504)."""
+    first = b""
+    try:
+        while piece := await upstream.content.readany():
+            first += piece
+            head = _head(first)
+            if len(head) >= 6 or not any(start.startswith(head) for start in _SSE_START):
+                break
+    except asyncio.TimeoutError:
+        raise ApiError(504, "upstream timed out before its first event",
+                       "upstream_timeout") from None
+    except aiohttp.ClientError as exc:
+        raise ApiError(502, f"upstream failed before its first event: {type(exc).__name__}",
+                       "upstream_unreachable") from None
+    if not first:
+        raise ApiError(502, "upstream ended the stream before its first event",
+                       "upstream_unreachable")
+    if not _head(first).startswith(_SSE_START):
+        raise ApiError(502, "upstream sent a malformed event stream", "upstream_malformed")
+    return first
+
+
+def _head(data: bytes) -> bytes:
+    return data.removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")
+
+
 async def _relay_stream(call: Call, upstream: aiohttp.ClientResponse,
                         tap: Tap | None) -> web.StreamResponse:
+    waited = time.perf_counter()
+    first = await _first_events(upstream)
+    call.upstream_s += time.perf_counter() - waited
     response = web.StreamResponse(status=upstream.status, headers=relay_headers(upstream, call))
     await response.prepare(call.request)
-    ok, chunk = True, b""
+    ok, chunk = True, first
     try:
+        if tap is not None:
+            tap.feed(first)
+        await response.write(first)
         async for chunk in upstream.content.iter_any():
             if tap is not None:
                 tap.feed(chunk)

@@ -154,21 +154,28 @@ async def test_a_garbage_chunk_mid_stream_is_relayed_whole_and_nothing_remembere
     assert len(warnings) == 1 and user in warnings[0] and marker not in mem_daemon.log()
 
 
-async def test_malformed_content_parts_are_forwarded_without_memory_trouble(mem_daemon):
+async def test_odd_but_valid_content_parts_are_forwarded_without_memory_trouble(mem_daemon):
+    """Parts the adapters know nothing of pass; parts that are not parts are the client's
+    error (400) and leave no memory."""
     user, marker = f"parts-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    malformed = [{"type": "text", "text": None}, None, {"type": "text", "text": 7}]
+    odd = [{"type": "image_url", "image_url": 5}, {"type": "future", "text": None}]
     async with aiohttp.ClientSession(headers={"authorization": f"Bearer {GATEWAY_KEY}",
                                               "x-memory-user-id": user}) as http:
-        for content, memory in ((malformed + [{"type": "text", "text": f"and {marker}?"}],
-                                 ("none", "error")),
-                                (malformed, ("skipped", "error"))):   # nothing to search with
+        for content, memory in ((odd + [{"type": "text", "text": f"and {marker}?"}],
+                                 ("none",)),
+                                (odd, ("skipped",))):   # nothing to search with
             async with http.post(f"{mem_daemon.url}/v1/chat/completions", json={
                     "model": "gpt-ok",
                     "messages": [{"role": "user", "content": content}]}) as resp:
                 assert resp.status == 200, await resp.text()
                 assert resp.headers["x-memproxy-memory"] in memory
                 reply = (await resp.json())["choices"][0]["message"]["content"]
-            assert reply == (f"echo: and {marker}?" if len(content) > 3 else "echo: ")
+            assert reply == (f"echo: and {marker}?" if len(content) > 2 else "echo: ")
+        for bad in ([None], [{"type": "text", "text": 7}]):
+            async with http.post(f"{mem_daemon.url}/v1/chat/completions", json={
+                    "model": "gpt-ok", "messages": [{"role": "user", "content": bad}]}) as resp:
+                assert resp.status == 400
+    assert len(await wait_memories(mem_daemon, user, 2, timeout=1.0)) == 1
 
 
 async def test_memory_mode_header_controls_recall_and_storage(mem_daemon, openai_fake):

@@ -201,3 +201,18 @@ async def test_killed_process_loses_nothing_and_another_delivers_it_once(nodes, 
     await wait_until(drained)
     assert await all_contents(other.store, "alice") == ["user: remember the blue door"]
     assert nodes.log["alice/k-1"] == 1
+
+
+async def test_dead_letters_are_kept_out_of_claims_counted_and_requeued(nodes):
+    """A permanent failure marks the entry dead (the worker decides when, as for SQLite):
+    no daemon claims it again until ``retry_dead`` puts it back, due at once."""
+    a, b = await nodes("a"), await nodes("b")
+    await a.outbox.enqueue("u", [item(1), item(2)])
+    first, second = await a.outbox.pending(10)
+    await a.outbox.failed(first.id, time.time(), "ValueError: rejected", dead=True)
+    await a.outbox.failed(second.id, time.time(), "RetryLater: busy")
+    assert [e.item.key for e in await b.outbox.pending(10)] == ["k2"]
+    assert await b.outbox.dead() == 1 and await a.outbox.count() == 2
+    assert await b.outbox.retry_dead() == 1 and await a.outbox.dead() == 0
+    [again] = await a.outbox.pending(10)
+    assert again.item.key == "k1" and again.attempts == 0

@@ -20,6 +20,9 @@ delete) a no-op, never a duplicate. Failed deliveries stay in the outbox with ex
 backoff and jitter (or the backend's ``retry_after``); nothing is ever dropped on an error.
 The worker delivers in batches: woken by an enqueue, it lingers ``linger`` seconds so that
 the exchanges of a busy moment reach the store in one transaction per user.
+An entry the backend rejects for good (any failure but ``RetryLater``: a 4xx, a row it cannot
+store) becomes a *dead letter* after ``max_attempts`` tries: kept, counted in ``status``, no
+longer retried until ``retry_dead`` puts it back in the queue.
 """
 from __future__ import annotations
 
@@ -48,6 +51,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         " UNIQUE(user_id, key))",
         "CREATE INDEX outbox_due ON outbox(next_at, id)",
     ),
+    # dead letters: entries that failed permanently MAX_ATTEMPTS times; kept, never retried
+    # by the worker, until ``retry_dead`` (``memproxyctl memory retry-dead``)
+    ("ALTER TABLE outbox ADD COLUMN dead_at REAL",),
 )
 
 
@@ -114,8 +120,8 @@ class Outbox:
         """Entries due at ``now`` (default: the current time), oldest first."""
         now = time.time() if now is None else now
         rows = await self._db.run(_select, "SELECT id, user_id, key, content, metadata, attempts"
-                                  " FROM outbox WHERE next_at <= ? ORDER BY id LIMIT ?",
-                                  (now, limit))
+                                  " FROM outbox WHERE next_at <= ? AND dead_at IS NULL"
+                                  " ORDER BY id LIMIT ?", (now, limit))
         return [OutboxEntry(r[0], r[1], NewMemory(r[3], json.loads(r[4]), r[2]), r[5])
                 for r in rows]
 
@@ -127,14 +133,28 @@ class Outbox:
     async def delivered(self, ids: list[int]) -> None:
         await self._db.run(_execute_many, "DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
-    async def failed(self, id: int, retry_at: float, error: str) -> None:
+    async def failed(self, id: int, retry_at: float, error: str, dead: bool = False) -> None:
+        """One more failed try; with ``dead`` the entry becomes a dead letter."""
         await self._db.run(_execute_many, "UPDATE outbox SET attempts = attempts + 1,"
-                           " next_at = ?, last_error = ? WHERE id = ?",
-                           [(retry_at, error[:500], id)])
+                           " next_at = ?, last_error = ?, dead_at = ? WHERE id = ?",
+                           [(retry_at, error[:500], time.time() if dead else None, id)])
+
+    async def dead(self) -> int:
+        """How many dead letters there are."""
+        return (await self._db.run(_select, "SELECT count(*) FROM outbox"
+                                   " WHERE dead_at IS NOT NULL", ()))[0][0]
+
+    async def retry_dead(self) -> int:
+        """Put every dead letter back in the queue, due now, its tries counted afresh."""
+        count = await self._db.run(_update, "UPDATE outbox SET dead_at = NULL, attempts = 0,"
+                                   " next_at = ? WHERE dead_at IS NOT NULL", (time.time(),))
+        self.enqueued.set()
+        return count
 
     async def next_due(self) -> float | None:
-        """When the earliest entry is due (unix seconds), or None when the outbox is empty."""
-        return (await self._db.run(_select, "SELECT min(next_at) FROM outbox", ()))[0][0]
+        """When the earliest live entry is due (unix seconds), or None when there is none."""
+        return (await self._db.run(_select, "SELECT min(next_at) FROM outbox"
+                                   " WHERE dead_at IS NULL", ()))[0][0]
 
     async def count(self) -> int:
         return (await self._db.run(_select, "SELECT count(*) FROM outbox", ()))[0][0]
@@ -155,6 +175,11 @@ def _select(conn, sql: str, params: tuple) -> list[tuple]:
     return conn.execute(sql, params).fetchall()
 
 
+def _update(conn, sql: str, params: tuple) -> int:
+    with transaction(conn):
+        return conn.execute(sql, params).rowcount
+
+
 def _execute_many(conn, sql: str, rows: list[tuple]) -> None:
     with transaction(conn):
         conn.executemany(sql, rows)
@@ -169,7 +194,8 @@ class OutboxWorker:
     idle_wait = 60.0          # re-check at least this often with nothing due
 
     def __init__(self, outbox: Outbox, store_getter: Callable[[], MemoryStore | None], sessions,
-                 *, retry_max_seconds: float = 300.0):
+                 *, retry_max_seconds: float = 300.0, max_attempts: int = 8):
+        self.max_attempts = max_attempts     # permanent failures before a dead letter
         self.outbox = outbox
         self.store_getter = store_getter
         self.sessions = sessions
@@ -226,7 +252,15 @@ class OutboxWorker:
             log.warning("memory outbox delivery failed user_id=%s entries=%d error=%s",
                         user_id, len(entries), type(exc).__name__)
             for entry in entries:
-                await self.outbox.failed(entry.id, retry_at, f"{type(exc).__name__}: {exc}")
+                # a backend that is down (RetryLater) is waited for, however long it takes
+                dead = (not isinstance(exc, RetryLater)
+                        and entry.attempts + 1 >= self.max_attempts)
+                if dead:
+                    log.error("memory outbox entry is a dead letter user_id=%s entry=%d "
+                              "attempts=%d error=%s", user_id, entry.id, entry.attempts + 1,
+                              type(exc).__name__)
+                await self.outbox.failed(entry.id, retry_at, f"{type(exc).__name__}: {exc}",
+                                         dead)
             return 0
         await self.outbox.delivered([e.id for e in entries])
         return len(entries)

@@ -47,6 +47,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " claim_until DOUBLE PRECISION, UNIQUE (user_id, key))",
         "CREATE INDEX memory_outbox_due ON memory_outbox(next_at, id)",
     ),
+    # dead letters, as in the SQLite outbox: failed for good, kept, not retried until
+    # ``retry_dead`` (``memproxyctl memory retry-dead``)
+    ("ALTER TABLE memory_outbox ADD COLUMN dead_at DOUBLE PRECISION",),
 )
 _NOW = "extract(epoch FROM clock_timestamp())"
 _INSERT = ("INSERT INTO memory_outbox(user_id, key, content, metadata, created_at, next_at)"
@@ -103,7 +106,7 @@ class PostgresOutbox:
             async with self.db.connection() as conn:
                 rows = await conn.fetch(
                     f"UPDATE memory_outbox o SET claimed_by = $1, claim_until = {_NOW} + $2"
-                    " FROM (SELECT id FROM memory_outbox WHERE next_at <= $3 AND"
+                    " FROM (SELECT id FROM memory_outbox WHERE next_at <= $3 AND dead_at IS NULL AND"
                     f" (claim_until IS NULL OR claim_until < {_NOW}) ORDER BY id LIMIT $4"
                     " FOR UPDATE SKIP LOCKED) due WHERE o.id = due.id"
                     " RETURNING o.id, o.user_id, o.key, o.content, o.metadata, o.attempts",
@@ -140,23 +143,41 @@ class PostgresOutbox:
         except Unreachable:   # the lease runs out, redelivery hits the store's key: no duplicate
             log.warning("outbox delivered but not cleared entries=%d", len(ids))
 
-    async def failed(self, id: int, retry_at: float, error: str) -> None:
+    async def failed(self, id: int, retry_at: float, error: str, dead: bool = False) -> None:
+        """One more failed try; with ``dead`` the entry becomes a dead letter."""
         try:
             async with self.db.connection() as conn:
                 await conn.execute(
                     "UPDATE memory_outbox SET attempts = attempts + 1, next_at = $2,"
-                    " last_error = $3, claimed_by = NULL, claim_until = NULL"
-                    " WHERE id = $1 AND claimed_by = $4", id, retry_at, error[:500], self.owner)
+                    " last_error = $3, claimed_by = NULL, claim_until = NULL,"
+                    f" dead_at = CASE WHEN $5 THEN {_NOW} END"
+                    " WHERE id = $1 AND claimed_by = $4", id, retry_at, error[:500], self.owner,
+                    dead)
         except Unreachable:   # the claim simply expires: retried after the lease
             pass
+
+    async def dead(self) -> int:
+        """How many dead letters there are (shared by every daemon on the database)."""
+        async with self.db.connection() as conn:
+            return await conn.fetchval(
+                "SELECT count(*) FROM memory_outbox WHERE dead_at IS NOT NULL")
+
+    async def retry_dead(self) -> int:
+        """Put every dead letter back in the queue, due now, its tries counted afresh."""
+        async with self.db.connection() as conn:
+            status = await conn.execute(
+                "UPDATE memory_outbox SET dead_at = NULL, attempts = 0,"
+                f" next_at = {_NOW} WHERE dead_at IS NOT NULL")
+        self.enqueued.set()
+        return int(status.split()[-1])
 
     async def next_due(self) -> float | None:
         """When the earliest entry is due (a running lease counts), or None when empty."""
         try:
             async with self.db.connection() as conn:
                 row = await conn.fetchrow(
-                    "SELECT min(greatest(next_at, coalesce(claim_until, 0))) AS due,"
-                    " count(*) AS n FROM memory_outbox")
+                    "SELECT min(greatest(next_at, coalesce(claim_until, 0)))"
+                    " FILTER (WHERE dead_at IS NULL) AS due, count(*) AS n FROM memory_outbox")
         except Unreachable:
             return time.time() + self.retry_seconds
         self.depth = row["n"]

@@ -122,8 +122,13 @@ class RememberTap:
                         self.user_id, type(exc).__name__)
 
     async def finish(self, call: Call, ok: bool) -> None:
-        if not ok or self.broken:
-            return
+        """Remember the exchange once the whole reply was relayed. Shielded: a client that
+        hangs up right after the last byte (Codex does) cancels its handler, and the reply it
+        received must still be remembered."""
+        if ok and not self.broken:
+            await asyncio.shield(self._finish(call))
+
+    async def _finish(self, call: Call) -> None:
         try:
             calls = self.collector.tool_calls()
             if calls:    # a step of the loop: the turn is remembered with its answer
@@ -153,14 +158,25 @@ class MemoryService:
         return self.store.status()
 
     async def health(self) -> dict[str, Any]:
-        """``status`` and the outbox depth read now (within a second: a database that does
-        not answer must not hold up readiness; its depth is then null)."""
+        """``status`` and the outbox: entries waiting, dead letters (failed for good), read
+        now (within a second: a database that does not answer must not hold up readiness;
+        the counts are then null)."""
         outbox = dict(getattr(self.outbox, "status", dict)())
         try:
-            outbox["depth"] = await asyncio.wait_for(self.outbox.count(), 1.0)
+            outbox["depth"] = outbox["pending"] = await asyncio.wait_for(self.outbox.count(), 1.0)
+            outbox["dead"] = await asyncio.wait_for(self.outbox.dead(), 1.0)
+            outbox["pending"] -= outbox["dead"]
         except Exception as exc:  # noqa: BLE001 - reported, never raised
-            outbox["depth"], outbox["error"] = None, type(exc).__name__
+            outbox.setdefault("depth", None)
+            outbox["dead"], outbox["error"] = None, type(exc).__name__
         return {**self.status(), "outbox": outbox}
+
+    async def retry_dead(self) -> int:
+        """Put the outbox's dead letters back in the queue; returns how many."""
+        retried = await self.outbox.retry_dead()
+        if retried:
+            log.info("outbox dead letters requeued entries=%d", retried)
+        return retried
 
     def _mode(self, call: Call) -> str:
         mode = call.request.headers.get(MODE_HEADER, "on").strip().lower()
@@ -314,3 +330,6 @@ class NoMemory:
 
     async def health(self) -> dict[str, Any]:
         return self.status()
+
+    async def retry_dead(self) -> int:
+        raise ApiError(404, "memory is off ([memory] backend = \"off\")", "memory_off")

@@ -1,0 +1,170 @@
+"""The OpenAPI 3.1 document of the gateway, memory and admin APIs, served at ``/openapi.json``.
+
+Hand-kept, and tested to match the routes both ways (``tests/test_openapi.py``): every
+operation here resolves to a route, every route is described here. Request bodies describe
+what ``validate.py`` checks; unknown fields are allowed, as they pass through.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from memproxyd import __version__
+
+OBJ = {"type": "object"}
+ANY_OBJECT = {"type": "object", "additionalProperties": True}
+USER_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"}
+PART = {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}}
+TEXT_OR_PARTS = {"anyOf": [{"type": "string"}, {"type": "array", "items": PART}]}
+
+
+def _body(required: list[str], properties: dict) -> dict:
+    return {"type": "object", "required": required, "properties": properties,
+            "additionalProperties": True}
+
+
+CHAT = _body(["model", "messages"], {
+    "model": {"type": "string"},
+    "messages": {"type": "array", "minItems": 1, "maxItems": 10000, "items": _body(["role"], {
+        "role": {"enum": ["system", "developer", "user", "assistant", "tool", "function"]},
+        "content": TEXT_OR_PARTS, "name": {"type": "string"}})},
+    "stream": {"type": "boolean"}, "max_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number"}, "tools": {"type": "array", "items": OBJ}})
+MESSAGES = _body(["model", "messages", "max_tokens"], {
+    "model": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 1},
+    "messages": {"type": "array", "minItems": 1, "items": _body(["role", "content"], {
+        "role": {"enum": ["user", "assistant"]}, "content": TEXT_OR_PARTS})},
+    "system": TEXT_OR_PARTS, "stream": {"type": "boolean"}})
+COUNT_TOKENS = {**MESSAGES, "required": ["model", "messages"]}
+RESPONSES = _body(["model"], {
+    "model": {"type": "string"},
+    "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": OBJ}]},
+    "instructions": {"type": "string"}, "stream": {"type": "boolean"},
+    "max_output_tokens": {"type": "integer", "minimum": 1},
+    "previous_response_id": {"type": "string"}})
+COMPLETIONS = _body(["model", "prompt"], {
+    "model": {"type": "string"},
+    "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "minItems": 1}]},
+    "suffix": {"type": "string"}, "stream": {"type": "boolean"},
+    "max_tokens": {"type": "integer", "minimum": 1}})
+EMBEDDINGS = _body(["model", "input"], {
+    "model": {"type": "string"},
+    "input": {"anyOf": [{"type": "string"}, {"type": "array", "minItems": 1}]}})
+MEMORY = _body(["content"], {"content": {"type": "string", "minLength": 1},
+                             "metadata": ANY_OBJECT})
+MEMORY_ADD = {"anyOf": [_body(["content"], {"user_id": USER_ID, **MEMORY["properties"]}),
+                        _body(["memories"], {"user_id": USER_ID, "memories": {
+                            "type": "array", "minItems": 1, "maxItems": 1000,
+                            "items": MEMORY}})]}
+SEARCH = _body(["query"], {"user_id": USER_ID, "query": {"type": "string", "minLength": 1},
+                           "limit": {"type": "integer", "minimum": 1, "maximum": 100}})
+PROJECT = _body(["name"], {"name": {"type": "string"}, "port": {"type": "integer"},
+                           "description": {"type": "string"}})
+
+
+def _param(name: str, where: str = "query", required: bool = False, schema=None) -> dict:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "schema": schema or {"type": "string"}}
+
+
+USER_Q = _param("user_id", schema=USER_ID)
+LIMIT_Q = _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 1000})
+ID_P = _param("id", "path")
+MODEL_Q = _param("model")
+
+
+def _op(summary: str, body: dict | None = None, params: tuple = (), tag: str = "gateway",
+        ok: str = "200") -> dict:
+    op = {"summary": summary, "tags": [tag], "parameters": list(params), "responses": {
+        ok: {"description": "success", "content": {"application/json": {"schema": OBJ}}},
+        "4XX": {"description": "the client's error, in the protocol's own error shape",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/"
+                                                                    "Error"}}}}}}
+    if body is not None:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _paths() -> dict:
+    paths: dict[str, dict] = {}
+    for prefix in ("/v1", ""):
+        paths[f"{prefix}/chat/completions"] = {"post": _op("OpenAI chat completion", CHAT)}
+        paths[f"{prefix}/completions"] = {"post": _op("Legacy completion", COMPLETIONS)}
+        paths[f"{prefix}/models"] = {"get": _op("Configured models")}
+        paths[f"{prefix}/embeddings"] = {"post": _op("OpenAI embeddings", EMBEDDINGS)}
+        responses = f"{prefix}/responses"
+        paths[responses] = {"post": _op("OpenAI Responses API", RESPONSES)}
+        for action in ("compact", "input_tokens"):
+            paths[f"{responses}/{action}"] = {"post": _op(f"Responses {action}", RESPONSES)}
+        paths[f"{responses}/{{id}}"] = {"get": _op("A stored response", None, (ID_P, MODEL_Q)),
+                                        "delete": _op("Delete a stored response", None,
+                                                      (ID_P, MODEL_Q))}
+        paths[f"{responses}/{{id}}/cancel"] = {"post": _op("Cancel a background response",
+                                                           None, (ID_P, MODEL_Q))}
+        paths[f"{responses}/{{id}}/input_items"] = {"get": _op("A stored response's input",
+                                                               None, (ID_P, MODEL_Q))}
+    paths["/v1/messages"] = {"post": _op("Anthropic Messages", MESSAGES)}
+    paths["/v1/messages/count_tokens"] = {"post": _op("Anthropic token count", COUNT_TOKENS)}
+    paths["/health"] = {"get": {**_op("Liveness (no auth)", tag="health"), "security": []}}
+    paths["/health/readiness"] = {"get": _op("Readiness, memory and outbox", tag="health")}
+    paths["/openapi.json"] = {"get": {**_op("This document", tag="health"), "security": []}}
+    paths.update(_memory_paths())
+    paths.update(_admin_paths())
+    return paths
+
+
+def _memory_paths() -> dict:
+    return {
+        "/v1/memories": {
+            "post": _op("Store memories", MEMORY_ADD, tag="memory", ok="201"),
+            "get": _op("List memories, newest first", None,
+                       (USER_Q, LIMIT_Q, _param("cursor")), tag="memory"),
+            "delete": _op("Forget every memory of a user", None,
+                          (USER_Q, _param("all", required=True, schema={"enum": ["true"]})),
+                          tag="memory")},
+        "/v1/memories/search": {"post": _op("Search memories", SEARCH, tag="memory")},
+        "/v1/memories/{id}": {"get": _op("One memory", None, (ID_P, USER_Q), tag="memory"),
+                              "delete": _op("Forget one memory", None, (ID_P, USER_Q),
+                                            tag="memory")},
+    }
+
+
+def _admin_paths() -> dict:
+    return {
+        "/admin/projects": {"get": _op("Projects", tag="admin"),
+                            "post": _op("Add a project", PROJECT, tag="admin", ok="201")},
+        "/admin/projects/{name}": {"delete": _op("Remove a project", None,
+                                                 (_param("name", "path"),), tag="admin")},
+        "/admin/status": {"get": _op("Listeners, sessions, memory, outbox", tag="admin")},
+        "/admin/reload": {"post": _op("Re-read config and registry", tag="admin")},
+        "/admin/outbox/retry": {"post": _op("Requeue the outbox's dead letters", tag="admin")},
+    }
+
+
+def document() -> dict:
+    error = {"oneOf": [
+        {"type": "object", "required": ["error"], "properties": {"error": _body(
+            ["message", "type"], {"message": {"type": "string"}, "type": {"type": "string"},
+                                  "code": {"type": ["string", "null"]}})}},
+        {"type": "object", "required": ["type", "error"], "properties": {
+            "type": {"const": "error"}, "error": _body(["type", "message"], {
+                "type": {"type": "string"}, "message": {"type": "string"}})}}]}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "memproxyd", "version": __version__,
+                 "description": "A local memory gateway: OpenAI and Anthropic wire protocols, "
+                                "per-project memory, admin API (loopback or x-admin-key)."},
+        "paths": _paths(),
+        "components": {"schemas": {"Error": error}, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
+        "security": [{"bearer": []}, {"apiKey": []}, {}],
+    }
+
+
+async def serve(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", serve)
