@@ -9,3 +9,5 @@ STATE = web.AppKey("state", RuntimeState)
 SESSIONS = web.AppKey("sessions", object)    # sessions.SessionManager
 MEMORY = web.AppKey("memory", object)        # memory.service.MemoryService | NoMemory
 LISTENERS = web.AppKey("listeners", object)  # listeners.Listeners
+METRICS = web.AppKey("metrics", object)    # metrics.Metrics
+LEDGER = web.AppKey("ledger", object)      # ledger.Ledger (absent with [usage] enabled = false)

@@ -24,6 +24,7 @@ from memproxyd.addresses import is_loopback
 from memproxyd.ctl_client import (EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, Context, CtlError,
                                   DaemonDown, notice)
 from memproxyd.ctl_memory import add_memory_parsers
+from memproxyd.ctl_usage import add_usage_parser
 
 
 def _offline(ctx: Context, exc: DaemonDown, change: bool = True) -> None:
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_project_parsers(sub)
     add_memory_parsers(sub)
+    add_usage_parser(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from memproxyd import appkeys, llm, upstream
+from memproxyd import appkeys, llm, upstream, usage
 from memproxyd.errors import COMPLETIONS, OPENAI, ApiError
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
@@ -76,8 +76,10 @@ def new_call(request: web.Request, body: dict, protocol: str) -> Call:
     dep.api_key()  # an unavailable model fails here, before any work
     if not CREDENTIAL_FIELDS.isdisjoint(body):
         body = {k: v for k, v in body.items() if k not in CREDENTIAL_FIELDS}
-    return Call(request=request, protocol=protocol, user_id=request[USER_ID],
+    call = Call(request=request, protocol=protocol, user_id=request[USER_ID],
                 deployment=dep, body=body, started=request[STARTED])
+    request[usage.CALL] = call   # usage ledger and metrics (observe.py)
+    return call
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -104,8 +106,13 @@ async def proxy(call: Call, native_wire: str, native, translate) -> web.StreamRe
     app = call.request.app
     async with app[appkeys.SESSIONS].lease(call.user_id) as session:
         outgoing, tap = await app[appkeys.MEMORY].prepare(call, session)
+        tap = usage.meter(call, tap)   # usage ledger: first byte, usage events
         forward = native if call.deployment.wire == native_wire else translate
         return await forward(call, session, outgoing, tap)
+
+
+# OpenAI endpoints whose streams report usage only when asked (stream_options)
+USAGE_PATHS = ("/chat/completions", "/completions")
 
 
 def native_forwarder(path: str):
@@ -115,6 +122,8 @@ def native_forwarder(path: str):
                       tap=None) -> web.StreamResponse:
         dep = call.deployment
         payload = {**body, "model": dep.upstream_model}
+        if path in USAGE_PATHS:
+            payload = usage.ask_for_usage(call, payload)
         return await upstream.forward(call, session, f"{dep.api_base}{path}",
                                       upstream_headers(call), payload, tap)
     return forward

@@ -151,7 +151,8 @@ async def _stream(call: Call, chunks, tap, encode=_openai_sse,
         async for chunk in chunks:
             data = encode(chunk)
             if tap is not None:
-                tap.feed(data)
+                replaced = tap.feed(data)   # the usage meter may drop an event it asked for
+                data = data if replaced is None else replaced
             await response.write(data)
         if done:
             await response.write(done)

@@ -27,6 +27,7 @@ from typing import AsyncIterator
 import aiohttp
 import httpx
 
+from . import tracing
 from .cookies import CookieStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class UserSession:
             cookie_jar=self.cookie_jar,
             connector=aiohttp.TCPConnector(limit=connector_limit, ttl_dns_cache=300),
             skip_auto_headers=("User-Agent",),
+            trace_configs=[tracing.aiohttp_trace_config()],   # traceparent on every call
         )
         self._httpx: httpx.AsyncClient | None = None
         # SDK clients built on this user's transports (e.g. litellm's handler), made once
@@ -57,7 +59,9 @@ class UserSession:
     @property
     def httpx(self) -> httpx.AsyncClient:
         if self._httpx is None:
-            self._httpx = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
+            self._httpx = httpx.AsyncClient(
+                timeout=httpx.Timeout(600.0, connect=10.0),
+                event_hooks={"request": [tracing.httpx_request_hook]})  # traceparent
         return self._httpx
 
     def cookie_names(self) -> list[str]:

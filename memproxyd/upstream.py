@@ -33,7 +33,7 @@ DROP_RESPONSE_HEADERS = frozenset({
 
 
 class Tap(Protocol):
-    def feed(self, chunk: bytes) -> None: ...
+    def feed(self, chunk: bytes) -> bytes | None: ...   # bytes: relay these instead
     async def finish(self, call: Call, ok: bool) -> None: ...
 
 
@@ -97,7 +97,8 @@ async def _relay_stream(call: Call, upstream: aiohttp.ClientResponse,
     try:
         async for chunk in upstream.content.iter_any():
             if tap is not None:
-                tap.feed(chunk)
+                replaced = tap.feed(chunk)   # the usage meter may drop an event it asked for
+                chunk = chunk if replaced is None else replaced
             await response.write(chunk)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         ok = False

@@ -1,0 +1,136 @@
+"""What happened to each request, recorded once it is answered: the trace, the metrics and
+the usage ledger row. One middleware around ``middleware.gateway_middleware``, which has
+already turned every failure into a response by the time this one sees it.
+
+    app = web.Application(middlewares=[observe_middleware, gateway_middleware])
+    app.on_response_prepare.append(add_trace_header)
+
+Nothing here does I/O on the request path: the ledger row is appended to a list that the
+ledger's writer commits in batches (``ledger.py``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from memproxyd import appkeys, tracing
+from memproxyd.middleware import PROJECT, STARTED, USER_ID
+from memproxyd.usage import CALL, DENIED, METER, Row
+
+log = logging.getLogger(__name__)
+TRACE = web.RequestKey("trace", tracing.Trace)
+OVERHEAD_HEADER = "x-memproxy-overhead-ms"
+# nginx's 499: the client closed the connection before the reply was complete
+CLIENT_GONE = web.StreamResponse(status=499, reason="Client Closed Request")
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler):
+    request[TRACE] = tracing.begin(request.headers.get("traceparent"))
+    try:
+        response = await handler(request)
+    except ConnectionResetError:   # the client left mid-reply: still a call that cost
+        _record(request, CLIENT_GONE)
+        raise
+    _record(request, response)
+    return response
+
+
+def _record(request: web.Request, response) -> None:
+    try:
+        record(request, response)
+    except Exception:   # accounting never fails a call that has been answered
+        log.exception("usage record failed path=%s", request.path)
+
+
+async def add_trace_header(request: web.Request, response: web.StreamResponse) -> None:
+    trace = request.get(TRACE)
+    if trace is not None:
+        response.headers[tracing.TRACE_HEADER] = trace.trace_id
+
+
+def record(request: web.Request, response: web.StreamResponse) -> None:
+    """Metrics for every request; a ledger row for every model call (and every refused one)."""
+    app = request.app
+    started = request.get(STARTED, time.perf_counter())
+    latency = time.perf_counter() - started
+    call = request.get(CALL)
+    status = response.status
+    meter = request.get(METER)
+    if meter is not None and not meter.ok:
+        status = 502        # the stream ended with an error event
+    model = call.deployment.entry.model_name if call is not None else "-"
+    project = _project(request)
+    route = _route(request)
+    overhead = _overhead(response)
+    metrics = app.get(appkeys.METRICS)
+    if metrics is not None:
+        metrics.requests.labels(route, str(status), model, project).inc()
+        metrics.latency.labels(route).observe(latency)
+        if call is not None:
+            _call_metrics(metrics, call, meter, status, overhead, started)
+    ledger = app.get(appkeys.LEDGER)
+    if ledger is not None and (call is not None or DENIED in request):
+        ledger.add(_row(request, call, meter, status, latency, overhead, started))
+
+
+def _call_metrics(metrics, call, meter, status: int, overhead: float | None,
+                  started: float) -> None:
+    model = call.deployment.entry.model_name
+    metrics.memory.labels(call.memory_status).inc()
+    if overhead is not None:
+        metrics.overhead.labels(_route(call.request)).observe(overhead / 1000)
+    if status >= 400:
+        metrics.upstream_errors.labels(model, str(status)).inc()
+    if meter is not None and meter.stream and meter.first_at is not None:
+        metrics.ttft.labels(model).observe(meter.first_at - started)
+
+
+def _row(request, call, meter, status: int, latency: float, overhead: float | None,
+         started: float) -> Row:
+    latency_ms = latency * 1000
+    ttft = None
+    if meter is not None and meter.stream and meter.first_at is not None:
+        ttft = (meter.first_at - started) * 1000
+    user_id = request.get(USER_ID, "-")
+    common = dict(ts=time.time(), user_id=user_id, project=request.get(PROJECT) or "",
+                  endpoint=request.path, status=status, latency_ms=round(latency_ms, 3),
+                  overhead_ms=overhead, ttft_ms=None if ttft is None else round(ttft, 3),
+                  trace_id=request[TRACE].trace_id)
+    if call is None:     # refused by [access] before any deployment work
+        return Row(**common, protocol=_protocol(request.path), model=request[DENIED],
+                   deployment="", upstream_ms=None, memory="off", memories=0)
+    upstream = None if overhead is None else round(max(latency_ms - overhead, 0.0), 3)
+    return Row(**common, protocol=call.protocol, model=call.deployment.name,
+               deployment=call.deployment.params.model, upstream_ms=upstream,
+               memory=call.memory_status, memories=call.memories,
+               documents=meter.kept if meter is not None else [], entry=call.deployment.entry)
+
+
+def _overhead(response: web.StreamResponse) -> float | None:
+    try:
+        return float(response.headers[OVERHEAD_HEADER])
+    except (KeyError, ValueError):
+        return None
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _project(request: web.Request) -> str:
+    """A registered project (bounded by the registry) or ``gateway``."""
+    project = request.get(PROJECT)
+    if project:
+        return project
+    user_id = request.get(USER_ID)
+    projects = request.app[appkeys.STATE].project_ports.values()
+    return user_id if user_id in projects else "gateway"
+
+
+def _protocol(path: str) -> str:
+    from memproxyd.errors import protocol_of
+    return protocol_of(path)
