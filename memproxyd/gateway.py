@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from memproxyd import appkeys, llm, upstream, usage
+from memproxyd import access, appkeys, llm, upstream, usage
 from memproxyd.errors import COMPLETIONS, OPENAI, ApiError
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
@@ -73,6 +73,7 @@ def upstream_headers(call: Call) -> dict[str, str]:
 
 def new_call(request: web.Request, body: dict, protocol: str) -> Call:
     dep = request.app[appkeys.STATE].deployments.lookup(body.get("model"))
+    access.check(request, request[USER_ID], dep.name)   # [access] rules: 403
     dep.api_key()  # an unavailable model fails here, before any work
     if not CREDENTIAL_FIELDS.isdisjoint(body):
         body = {k: v for k, v in body.items() if k not in CREDENTIAL_FIELDS}
@@ -148,8 +149,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def models(request: web.Request) -> web.Response:
+    listing = request.app[appkeys.STATE].deployments.listing()
     return web.json_response({"object": "list",
-                              "data": request.app[appkeys.STATE].deployments.listing()})
+                              "data": access.visible(request, request[USER_ID], listing)})
 
 
 async def health(request: web.Request) -> web.Response:
