@@ -12,7 +12,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from memproxyd import (admin, anthropic, appkeys, gateway, memory_api, metrics, observe,
-                       responses, usage_api)
+                       responses, ui, usage_api)
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
@@ -46,6 +46,7 @@ def create_app(config: Config) -> web.Application:
     admin.add_routes(app)
     usage_api.add_routes(app)
     metrics.add_routes(app)
+    ui.add_routes(app)
     return app
 
 

@@ -22,6 +22,7 @@ USER_ID = web.RequestKey("user_id", str)
 STARTED = web.RequestKey("started", float)   # perf_counter when the request reached us
 PROJECT = web.RequestKey("project", object)   # str | None
 PUBLIC_PREFIXES = ("/health",)
+ADMIN_PREFIXES = ("/admin", "/ui")   # /ui: the web page (ui.py) has the admin API's rules
 
 
 def local_port(request: web.Request) -> int | None:
@@ -42,7 +43,7 @@ async def gateway_middleware(request: web.Request, handler):
         if project is None and state.gateway_ports and port not in state.gateway_ports:
             # a keep-alive connection on a project listener that has since been removed
             raise ApiError(404, "this project listener has been removed", "project_removed")
-        if path.startswith("/admin"):
+        if path.startswith(ADMIN_PREFIXES):
             state.guard.check_admin(request, port in state.gateway_ports)
         elif not path.startswith(PUBLIC_PREFIXES):
             state.guard.check_gateway(request)
