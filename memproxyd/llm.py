@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from memproxyd import usage
 from memproxyd.deployments import Deployment
 from memproxyd.errors import ApiError, sse_error_event
 from memproxyd.pipeline import Call
@@ -129,6 +130,7 @@ def openai_client(session: UserSession, key: str | None, base: str, timeout: flo
 async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.StreamResponse:
     """``/v1/chat/completions`` through ``litellm.acompletion``."""
     args = {k: v for k, v in body.items() if k in CHAT_PARAMS}
+    args = usage.ask_for_usage(call, args)   # the ledger's tokens; not relayed if not asked
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))
     result = await _call(call, litellm().acompletion, args)

@@ -186,3 +186,15 @@ def test_without_traceparent_a_new_trace_is_in_header_upstream_and_log(daemon, o
     failing_id = failing.headers["x-memproxy-trace-id"]
     warning = [line for line in daemon.log().splitlines() if "upstream stream failed" in line]
     assert any(line.endswith(f"trace_id={failing_id}") for line in warning)
+
+
+def test_rows_of_calls_translated_by_litellm(daemon):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    client = oai(daemon, user)
+    client.chat.completions.create(model="via-litellm", messages=ask("whole"))
+    chunks = list(client.chat.completions.create(model="via-litellm", messages=ask("streamed"),
+                                                 stream=True))
+    assert chunks and all(c.usage is None for c in chunks)   # not asked, not relayed
+    rows = rows_of(daemon, user)
+    assert [(r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [(3, 2), (3, 2)]
+    assert [r["deployment"] for r in rows] == ["openai/ok", "openai/ok"]
