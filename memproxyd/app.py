@@ -6,6 +6,7 @@ it needs are still open.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import AsyncIterator
 
@@ -35,6 +36,8 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_sessions_ctx)
     if config.usage.enabled:
         app.cleanup_ctx.append(_ledger_ctx)
+    if config.tracing.otlp_endpoint:
+        app.cleanup_ctx.append(_spans_ctx)
     if config.memory.backend == "off":
         app[appkeys.MEMORY] = NoMemory()
     else:
@@ -48,6 +51,16 @@ def create_app(config: Config) -> web.Application:
     metrics.add_routes(app)
     ui.add_routes(app)
     return app
+
+
+async def _spans_ctx(app: web.Application) -> AsyncIterator[None]:
+    from memproxyd.otel import SpanExporter
+    exporter = SpanExporter.create(app[appkeys.STATE].config.tracing)
+    if exporter is not None:
+        app[appkeys.SPANS] = exporter
+    yield
+    if exporter is not None:
+        await asyncio.to_thread(exporter.close)   # flushes the last batch (blocking I/O)
 
 
 async def _ledger_ctx(app: web.Application) -> AsyncIterator[None]:

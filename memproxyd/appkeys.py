@@ -11,3 +11,4 @@ MEMORY = web.AppKey("memory", object)        # memory.service.MemoryService | No
 LISTENERS = web.AppKey("listeners", object)  # listeners.Listeners
 METRICS = web.AppKey("metrics", object)    # metrics.Metrics
 LEDGER = web.AppKey("ledger", object)      # ledger.Ledger (absent with [usage] enabled = false)
+SPANS = web.AppKey("spans", object)        # otel.SpanExporter (only with [tracing] set up)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
+import attrs
 from aiohttp import web
 
 from memproxyd import appkeys, tracing
@@ -28,14 +29,42 @@ CLIENT_GONE = web.StreamResponse(status=499, reason="Client Closed Request")
 
 @web.middleware
 async def observe_middleware(request: web.Request, handler):
-    request[TRACE] = tracing.begin(request.headers.get("traceparent"))
+    exporter = request.app.get(appkeys.SPANS)
+    trace = tracing.begin(request.headers.get("traceparent"))
+    span = None
+    if exporter is not None:    # [tracing]: the span id sent upstream is the exported span's
+        span = exporter.start(trace, f"{request.method} {_route(request)}")
+        trace = tracing.use(attrs.evolve(trace, span_id=exporter.span_id(span)))
+    request[TRACE] = trace
+    response = None
     try:
         response = await handler(request)
     except ConnectionResetError:   # the client left mid-reply: still a call that cost
-        _record(request, CLIENT_GONE)
+        response = CLIENT_GONE
         raise
-    _record(request, response)
+    finally:
+        if span is not None:
+            exporter.end(span, _span_attributes(request, response))
+        if response is not None:
+            _record(request, response)
     return response
+
+
+def _record(request: web.Request, response) -> None:
+    try:
+        record(request, response)
+    except Exception:   # accounting never fails a call that has been answered
+        log.exception("usage record failed path=%s", request.path)
+
+
+def _span_attributes(request: web.Request, response) -> dict:
+    call = request.get(CALL)
+    out = {"http.request.method": request.method, "http.route": _route(request),
+           "http.response.status_code": response.status if response is not None else 500}
+    if call is not None:
+        out.update({"gen_ai.request.model": call.deployment.name,
+                    "memproxy.memory": call.memory_status, "memproxy.protocol": call.protocol})
+    return out
 
 
 def _record(request: web.Request, response) -> None:

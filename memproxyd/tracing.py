@@ -58,6 +58,11 @@ def begin(traceparent: str | None) -> Trace:
         trace = Trace(secrets.token_hex(16), span_id)
     else:
         trace = Trace(parsed[0], span_id, parsed[1], parsed[2])
+    return use(trace)
+
+
+def use(trace: Trace) -> Trace:
+    """Make ``trace`` the current one (for this task and the tasks it starts)."""
     current.set(trace)
     return trace
 
