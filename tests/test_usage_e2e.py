@@ -5,23 +5,28 @@ from __future__ import annotations
 import json
 import uuid
 
+import urllib.error
+import urllib.request
+
 import anthropic
 import openai
 import pytest
-import urllib.request
 
 from memproxyd import ctl
 from memproxyd.prices import bundled_price_file
-from tests.conftest import UPSTREAM_KEY, Daemon, upstream_records, write_config
-from tests.fakes import anthropic_upstream
+from tests.conftest import UPSTREAM_KEY, Daemon, free_port, upstream_records, write_config
+from tests.fakes import anthropic_upstream, responses_upstream
 from tests.fakes.threaded import ThreadedServer
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
-def extra_models(openai_url: str, anthropic_url: str) -> str:
-    return (f'[[model_list]]\nmodel_name = "gpt-4o-mini"\n[model_list.litellm_params]\n'
+def extra_models(openai_url: str, anthropic_url: str, responses_url: str) -> str:
+    return (f'[[model_list]]\nmodel_name = "resp-ok"\n[model_list.litellm_params]\n'
+            f'model = "openai/ok"\napi_base = "{responses_url}/v1"\n'
+            f'api_key = "{UPSTREAM_KEY}"\n\n'
+            f'[[model_list]]\nmodel_name = "gpt-4o-mini"\n[model_list.litellm_params]\n'
             f'model = "openai/gpt-4o-mini"\napi_base = "{openai_url}/v1"\n'
             f'api_key = "{UPSTREAM_KEY}"\n\n'
             f'[[model_list]]\nmodel_name = "priced"\n[model_list.litellm_params]\n'
@@ -41,9 +46,17 @@ def anthropic_fake():
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory, openai_fake, anthropic_fake):
+def responses_fake():
+    server = ThreadedServer(responses_upstream.create_app()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, openai_fake, anthropic_fake, responses_fake):
     config = write_config(tmp_path_factory.mktemp("usage"), openai_fake.url,
-                          extra=extra_models(openai_fake.url, anthropic_fake.url))
+                          extra=extra_models(openai_fake.url, anthropic_fake.url,
+                                             responses_fake.url))
     started = Daemon(config)
     try:
         yield started.wait_ready()
@@ -51,8 +64,9 @@ def daemon(tmp_path_factory, openai_fake, anthropic_fake):
         started.stop()
 
 
-def oai(daemon: Daemon, user: str, **headers) -> openai.OpenAI:
-    return openai.OpenAI(base_url=daemon.url + "/v1", api_key="x", max_retries=0,
+def oai(daemon: Daemon | str, user: str, **headers) -> openai.OpenAI:
+    url = daemon if isinstance(daemon, str) else daemon.url
+    return openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0,
                          default_headers={"x-memory-user-id": user, **headers})
 
 
@@ -124,6 +138,18 @@ def test_anthropic_rows_streamed_or_not(daemon):
     assert [(r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [(12, 7), (12, 7)]
     assert [r["protocol"] for r in rows] == ["anthropic", "anthropic"]
     assert rows[0]["ttft_ms"] is None and rows[1]["ttft_ms"] > 0
+
+
+def test_responses_rows_streamed_or_not(daemon):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    client = oai(daemon, user)
+    client.responses.create(model="resp-ok", input="whole")
+    events = list(client.responses.create(model="resp-ok", input="streamed", stream=True))
+    assert events[-1].type == "response.completed"
+    rows = rows_of(daemon, user)
+    assert [(r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [(3, 2), (3, 2)]
+    assert [r["endpoint"] for r in rows] == ["/v1/responses", "/v1/responses"]
+    assert rows[1]["ttft_ms"] > 0
 
 
 def test_memproxyctl_usage_sums_calls_tokens_and_cost(daemon, capsys):
@@ -198,3 +224,22 @@ def test_rows_of_calls_translated_by_litellm(daemon):
     rows = rows_of(daemon, user)
     assert [(r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [(3, 2), (3, 2)]
     assert [r["deployment"] for r in rows] == ["openai/ok", "openai/ok"]
+
+
+def test_a_project_port_sees_its_own_usage_only_and_no_ui(daemon):
+    port = free_port()
+    assert ctl.main(["--config", str(daemon.config), "add-project", "usage-proj",
+                     "--port", str(port)]) == 0
+    project_url = f"http://127.0.0.1:{port}"
+    oai(project_url, "ignored").chat.completions.create(model="gpt-ok", messages=ask("p"))
+    other = f"u-{uuid.uuid4().hex[:8]}"
+    oai(daemon, other).chat.completions.create(model="gpt-ok", messages=ask("o"))
+    mine = get_json(f"{project_url}/v1/usage?project={other}&by=project")
+    assert [g["project"] for g in mine["groups"]] == ["usage-proj"]
+    everyone = get_json(f"{daemon.url}/v1/usage?by=project")   # loopback admin: all
+    assert {"usage-proj", other} <= {g["project"] for g in everyone["groups"]}
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(project_url + "/ui", timeout=10)
+    assert missing.value.code == 404
+    with urllib.request.urlopen(daemon.url + "/ui", timeout=10) as page:
+        assert "default-src 'none'" in page.headers["content-security-policy"]
