@@ -108,6 +108,7 @@ class UsageConfig:
     enabled: bool = True                    # write the usage ledger (<state_dir>/usage.db)
     retention_days: int = 90                # older rows are deleted (hourly)
     flush_seconds: float = 1.0              # the writer commits at least this often
+    stream_usage: bool = True               # ask OpenAI-wire streams for their usage event
 
 
 @attrs.frozen

@@ -139,12 +139,14 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "'input' is required", "missing_input")
     call = new_call(request, body, OPENAI)
     dep = call.deployment
+    meter = usage.meter(call)   # usage ledger: the reply's token count
     async with request.app[appkeys.SESSIONS].lease(call.user_id) as session:
         if dep.wire == "openai":
             headers = upstream_headers(call)
             return await upstream.forward(call, session, f"{dep.api_base}/embeddings", headers,
-                                          {**call.body, "model": dep.upstream_model})
+                                          {**call.body, "model": dep.upstream_model}, meter)
         result = await llm.embed(dep, session, call.body)
+    meter.feed(json.dumps({"usage": result.get("usage")}).encode())
     return web.json_response(result, headers=call.headers())
 
 

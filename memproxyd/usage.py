@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from memproxyd import appkeys
 from memproxyd.pipeline import Call
 
 CALL = web.RequestKey("usage_call", Call)      # set by gateway.new_call
@@ -52,7 +53,7 @@ class Meter:
         else:
             self._scan(chunk)
         if self.inner is not None:
-            self.inner.feed(chunk if out is None else out)
+            self.inner.feed(chunk)   # memory reads usage-only events as clients send them
         return out
 
     async def finish(self, call: Call, ok: bool) -> None:
@@ -109,14 +110,20 @@ def meter(call: Call, tap=None) -> Meter:
 
 
 def ask_for_usage(call: Call, payload: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI-wire streaming body that asks for the final usage event."""
+    """An OpenAI-wire streaming body that asks for the final usage event (unless
+    ``[usage] stream_usage = false``, for upstreams that refuse ``stream_options``)."""
     found = call.request.get(METER)
     options = payload.get("stream_options")
     options = options if isinstance(options, dict) else {}
-    if not call.stream or found is None or options.get("include_usage") is True:
+    if (not call.stream or found is None or options.get("include_usage") is True
+            or not _config(call).usage.stream_usage):
         return payload
     found.strip = True
     return {**payload, "stream_options": {**options, "include_usage": True}}
+
+
+def _config(call: Call):
+    return call.request.app[appkeys.STATE].config
 
 
 # -- reading usage (on the writer thread) -----------------------------------------------

@@ -243,3 +243,11 @@ def test_a_project_port_sees_its_own_usage_only_and_no_ui(daemon):
     assert missing.value.code == 404
     with urllib.request.urlopen(daemon.url + "/ui", timeout=10) as page:
         assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_embeddings_rows_count_their_input_tokens(daemon):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    oai(daemon, user).embeddings.create(model="embed-ok", input=["a", "b"])
+    [row] = rows_of(daemon, user)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["status"]) == (1, 0, 200)
+    assert row["endpoint"] == "/v1/embeddings"
