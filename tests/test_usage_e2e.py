@@ -84,6 +84,11 @@ def ask(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
+def sent_upstream(fake, text: str) -> list[dict]:
+    """What the fake upstream received for the chat whose one message is ``text``."""
+    return [r for r in upstream_records(fake) if r["json"].get("messages") == ask(text)]
+
+
 def test_openai_rows_carry_the_upstream_usage_streamed_or_not(daemon, openai_fake):
     user = f"u-{uuid.uuid4().hex[:8]}"
     client = oai(daemon, user)
@@ -91,7 +96,7 @@ def test_openai_rows_carry_the_upstream_usage_streamed_or_not(daemon, openai_fak
     chunks = list(client.chat.completions.create(model="gpt-ok", messages=ask("streamed"),
                                                  stream=True))
     # memproxyd asked the upstream for usage; the client, who did not, never sees that event
-    sent = [r for r in upstream_records(openai_fake) if r["json"]["messages"] == ask("streamed")]
+    sent = sent_upstream(openai_fake, "streamed")
     assert sent[0]["json"]["stream_options"] == {"include_usage": True}
     assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
     whole, streamed = rows_of(daemon, user)
@@ -189,7 +194,7 @@ def test_traceparent_reaches_the_upstream_and_comes_back(daemon, openai_fake):
     raw = oai(daemon, user, traceparent=TRACEPARENT).chat.completions.with_raw_response.create(
         model="gpt-ok", messages=ask("traced"))
     assert raw.headers["x-memproxy-trace-id"] == TRACE_ID
-    sent = [r for r in upstream_records(openai_fake) if r["json"]["messages"] == ask("traced")]
+    sent = sent_upstream(openai_fake, "traced")
     upstream = sent[0]["headers"]["traceparent"].split("-")
     assert upstream[1] == TRACE_ID and upstream[2] != "00f067aa0ba902b7"   # our span
     assert rows_of(daemon, user)[0]["trace_id"] == TRACE_ID
@@ -202,7 +207,7 @@ def test_without_traceparent_a_new_trace_is_in_header_upstream_and_log(daemon, o
                                                           messages=ask("untraced"))
     trace_id = raw.headers["x-memproxy-trace-id"]
     assert len(trace_id) == 32 and trace_id != "0" * 32
-    sent = [r for r in upstream_records(openai_fake) if r["json"]["messages"] == ask("untraced")]
+    sent = sent_upstream(openai_fake, "untraced")
     assert sent[0]["headers"]["traceparent"].split("-")[1] == trace_id
     # a failing stream logs a warning: that line carries the request's trace id
     failing = client.chat.completions.with_raw_response.create(
