@@ -147,9 +147,12 @@ class Ledger:
 
     # -- queries -----------------------------------------------------------------------
 
-    async def summary(self, *, since: float, by: str, user_id: str | None = None) -> list[dict]:
-        """Per group (``GROUPS``): calls, tokens, cost, p50/p95 latency, errors."""
+    async def summary(self, *, since: float, by: str | tuple[str, ...],
+                      user_id: str | None = None) -> list[dict]:
+        """Per group of ``by`` (one or more ``GROUPS`` keys, e.g. ``("day", "model")``):
+        calls, tokens, cost, p50/p95 latency, errors."""
         await self.flush()
+        by = (by,) if isinstance(by, str) else tuple(by)
         return await self._run(self._summary, since, by, user_id)
 
     async def rows(self, *, since: float, user_id: str | None = None,
@@ -163,16 +166,23 @@ class Ledger:
             return "ts >= ?", (since,)
         return "ts >= ? AND user_id = ?", (since, user_id)
 
-    def _summary(self, since: float, by: str, user_id: str | None) -> list[dict]:
+    def _summary(self, since: float, by: tuple[str, ...], user_id: str | None) -> list[dict]:
         where, params = self._where(since, user_id)
+        keys = ", ".join(GROUPS[name] for name in by)
         cursor = self._conn.execute(
-            f"SELECT {GROUPS[by]}, latency_ms, status, prompt_tokens, completion_tokens,"
+            f"SELECT {keys}, latency_ms, status, prompt_tokens, completion_tokens,"
             f" cached_tokens, cost_usd FROM usage WHERE {where}", params)
-        groups: dict[str, dict] = {}
-        for key, latency, status, prompt, completion, cached, cost in cursor:
-            group = groups.setdefault(key, {
-                by: key, "calls": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                "cached_tokens": 0, "cost_usd": 0.0, "latencies": []})
+        groups: dict[tuple, dict] = {}
+        width = len(by)
+        for values in cursor:
+            key = values[:width]
+            latency, status, prompt, completion, cached, cost = values[width:]
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = {
+                    **dict(zip(by, key)), "calls": 0, "errors": 0, "prompt_tokens": 0,
+                    "completion_tokens": 0, "cached_tokens": 0, "cost_usd": 0.0,
+                    "latencies": []}
             group["calls"] += 1
             group["errors"] += status >= 400
             group["prompt_tokens"] += prompt or 0

@@ -4,7 +4,8 @@
     GET /v1/usage?rows=50                              → also the newest 50 rows
 
 Each group: calls, errors, prompt/completion/cached tokens, cost_usd, latency_p50_ms,
-latency_p95_ms. ``by``: ``model`` (default), ``project`` or ``day`` (UTC). ``since``: a
+latency_p95_ms. ``by``: ``model`` (default), ``project`` or ``day`` (UTC), or several of
+them comma-separated (``day,model``: one group per day and model). ``since``: a
 duration (``90m``, ``24h``, ``7d``, ``2w``) or unix seconds; default 7 days.
 
 Who sees what: admins (the gateway port from a loopback peer, or ``x-admin-key``) see every
@@ -64,12 +65,14 @@ async def get_usage(request: web.Request) -> web.Response:
     if ledger is None:
         raise ApiError(404, "the usage ledger is off ([usage] enabled = false)", "usage_off")
     by = request.query.get("by", "model")
-    if by not in GROUPS:
-        raise ApiError(400, f"'by' expected one of {', '.join(GROUPS)}", "invalid_by")
+    names = tuple(by.split(","))
+    if len(set(names)) != len(names) or not set(names) <= set(GROUPS):
+        raise ApiError(400, f"'by' expected one or more of {', '.join(GROUPS)}, "
+                            "comma-separated", "invalid_by")
     since = parse_since(request.query.get("since", DEFAULT_SINCE))
     user_id = request.query.get("project") if is_admin(request) else request[USER_ID]
     body = {"since": since, "by": by, "project": user_id,
-            "groups": await ledger.summary(since=since, by=by, user_id=user_id)}
+            "groups": await ledger.summary(since=since, by=names, user_id=user_id)}
     limit = _rows_limit(request)
     if limit:
         body["rows"] = await ledger.rows(since=since, user_id=user_id, limit=limit)

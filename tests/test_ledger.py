@@ -76,6 +76,10 @@ async def test_summary_by_model_with_percentiles_and_tokens(tmp_path):
         a = groups[0]
         assert (a["calls"], a["prompt_tokens"], a["completion_tokens"]) == (20, 200, 80)
         assert a["latency_p50_ms"] == 10.5 and a["latency_p95_ms"] == 20.0
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        both = await ledger.summary(since=0, by=("day", "model"))
+        assert [(g["day"], g["model"], g["calls"]) for g in both] == [(today, "a", 20),
+                                                                      (today, "b", 1)]
         only_beta = await ledger.summary(since=0, by="project", user_id="beta")
         assert [(g["project"], g["calls"]) for g in only_beta] == [("beta", 1)]
     finally:

@@ -63,6 +63,8 @@ def test_ui_shows_a_project_and_deletes_one_of_its_memories(tmp_path, openai_fak
             project.wait_for(timeout=10_000)
             assert f"http://127.0.0.1:{port}/v1" in project.inner_text()
             page.locator("#chart-model svg rect.bar").first.wait_for(timeout=10_000)
+            day_bar = page.locator('#chart-day-project svg rect[data-series="alpha"]')
+            day_bar.wait_for(timeout=10_000)     # alpha's call, in today's column
             memory = page.locator(f'li[data-memory-id="{doomed}"]')
             memory.wait_for(timeout=10_000)
             assert "rotates monthly" in memory.inner_text()

@@ -102,12 +102,61 @@ function barChart(items, format) {
   return svg;
 }
 
+const PALETTE = ["#3b6fd8", "#e07b39", "#2a9d8f", "#b5179e", "#8d99ae", "#e9c46a", "#6a4c93",
+  "#d62828"];
+
+// Stacked columns over days: one column per day, one colour per series (project or model).
+function stackedChart(groups, seriesKey, valueKey, format) {
+  const ns = "http://www.w3.org/2000/svg";
+  const days = [...new Set(groups.map((g) => g.day))].sort();
+  const series = [...new Set(groups.map((g) => g[seriesKey]))].sort();
+  const width = 360, height = 150, left = 44, bottom = 22, legend = 14 * series.length;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height + legend}`);
+  svg.setAttribute("width", "100%");
+  const totals = days.map((d) => groups.filter((g) => g.day === d)
+    .reduce((sum, g) => sum + g[valueKey], 0));
+  const top = Math.max(...totals, 0), max = top || 1;
+  const step = Math.min(48, (width - left) / Math.max(days.length, 1));
+  const add = (tag, attrs, text) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    svg.append(node);
+  };
+  add("text", { x: 0, y: 10 }, format(top));
+  add("text", { x: 0, y: height - bottom }, format(0));
+  days.forEach((day, i) => {
+    let y = height - bottom;
+    series.forEach((name, j) => {
+      const found = groups.find((g) => g.day === day && g[seriesKey] === name);
+      const h = found ? (height - bottom - 4) * found[valueKey] / max : 0;
+      if (h > 0) {
+        y -= h;
+        add("rect", { x: left + i * step + 2, y, width: Math.max(2, step - 4), height: h,
+          fill: PALETTE[j % PALETTE.length], "data-series": name }, undefined);
+      }
+    });
+    add("text", { x: left + i * step + 2, y: height - 6 }, day.slice(5));
+  });
+  series.forEach((name, j) => {
+    add("rect", { x: left, y: height + 14 * j + 2, width: 10, height: 10,
+      fill: PALETTE[j % PALETTE.length] });
+    add("text", { x: left + 14, y: height + 14 * j + 11 }, name);
+  });
+  if (!days.length) add("text", { x: left, y: 40 }, "no calls");
+  return svg;
+}
+
 async function loadUsage() {
   const since = $("#since").value;
   const get = (by) => api("GET", `/admin/usage?by=${by}&since=${since}`);
-  const [byDay, byProject, byModel] = await Promise.all([get("day"), get("project"), get("model")]);
+  const [byDayProject, byDayModel, byProject, byModel] = await Promise.all(
+    [get("day,project"), get("day,model"), get("project"), get("model")]);
   const usd = (v) => `$${v.toFixed(4)}`;
-  $("#chart-day").replaceChildren(barChart(byDay.groups.map((g) => [g.day, g.calls]), String));
+  $("#chart-day-project").replaceChildren(
+    stackedChart(byDayProject.groups, "project", "calls", (v) => String(Math.round(v))));
+  $("#chart-day-model").replaceChildren(stackedChart(byDayModel.groups, "model", "cost_usd", usd));
   $("#chart-project").replaceChildren(
     barChart(byProject.groups.map((g) => [g.project, g.cost_usd]), usd));
   $("#chart-model").replaceChildren(barChart(byModel.groups.map((g) => [g.model, g.cost_usd]), usd));
