@@ -39,6 +39,7 @@ class Meter:
         self.first_at: float | None = None
         self.kept: list[bytes] = []   # JSON documents that carry usage
         self.tail = b""
+        self.skip_blank = False       # the blank line ending a dropped event is dropped too
         self.ok = True
 
     def feed(self, chunk: bytes) -> bytes | None:
@@ -73,24 +74,31 @@ class Meter:
                              if line.startswith(b"data:") and USAGE_MARK in line)
 
     def _strip(self, chunk: bytes) -> bytes:
-        """Whole events only (a partial one waits for its end); the usage-only event that
-        ``ask_for_usage`` added is kept for the ledger and not relayed."""
-        data = self.tail + chunk
-        end = data.rfind(b"\n\n")
+        """Whole lines only (an unfinished one waits for its end); the usage-only event that
+        ``ask_for_usage`` added is kept for the ledger and not relayed, nor the blank line
+        that ends it. ``\n`` and ``\r\n`` framing alike."""
+        data = self.tail + chunk if self.tail else chunk
+        end = data.rfind(b"\n")
         if end < 0:
             self.tail = data
             return b""
-        self.tail = data[end + 2:]
-        if USAGE_MARK not in data[:end]:
-            return data[:end + 2]
+        self.tail = data[end + 1:]
+        lines = data[:end + 1]
+        if USAGE_MARK not in lines and not self.skip_blank:
+            return lines
         out = []
-        for event in data[:end].split(b"\n\n"):
-            payload = event[5:].strip() if event.startswith(b"data:") else b""
+        for line in lines.splitlines(keepends=True):
+            if self.skip_blank:
+                self.skip_blank = False
+                if not line.strip():
+                    continue
+            payload = line[5:].strip() if line.startswith(b"data:") else b""
             if USAGE_MARK in payload:
                 self.kept.append(payload)
                 if _usage_only(payload):
+                    self.skip_blank = True
                     continue
-            out.append(event + b"\n\n")
+            out.append(line)
         return b"".join(out)
 
 
