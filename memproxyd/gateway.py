@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from memproxyd import access, appkeys, llm, upstream, usage
+from memproxyd import access, appkeys, llm, tracing, upstream, usage
 from memproxyd.errors import COMPLETIONS, OPENAI, ApiError
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
@@ -68,6 +68,7 @@ def upstream_headers(call: Call) -> dict[str, str]:
         headers.setdefault("anthropic-version", "2023-06-01")
     headers.update(dep.params.extra_headers)
     headers.update(call.router_headers())
+    headers.update(tracing.headers())   # W3C traceparent: the request's trace continues
     return headers
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from memproxyd import usage
+from memproxyd import tracing, usage
 from memproxyd.deployments import Deployment
 from memproxyd.errors import ApiError, sse_error_event
 from memproxyd.pipeline import Call
@@ -92,8 +92,9 @@ def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool,
         kwargs["api_base"] = params.api_base
     if params.mock_response:
         kwargs["mock_response"] = params.mock_response
+    headers = {**(headers or {}), **tracing.headers()}   # W3C traceparent
     if params.extra_headers or headers:
-        kwargs["extra_headers"] = {**params.extra_headers, **(headers or {})}
+        kwargs["extra_headers"] = {**params.extra_headers, **headers}
     for name in _DEPLOYMENT_PARAMS:
         value = getattr(params, name)
         if value:

@@ -46,7 +46,6 @@ class UserSession:
             cookie_jar=self.cookie_jar,
             connector=aiohttp.TCPConnector(limit=connector_limit, ttl_dns_cache=300),
             skip_auto_headers=("User-Agent",),
-            trace_configs=[tracing.aiohttp_trace_config()],   # traceparent on every call
         )
         self._httpx: httpx.AsyncClient | None = None
         # SDK clients built on this user's transports (e.g. litellm's handler), made once

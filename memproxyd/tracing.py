@@ -4,9 +4,11 @@
   without one (or with a malformed one) a new trace starts.
 * The trace id goes back in ``x-memproxy-trace-id``, into every log line written while the
   request runs (``LogFilter``), and into the ledger row.
-* Every outgoing HTTP call made while the request runs (upstream, litellm, memory backend)
-  gets ``traceparent`` with the same trace id, through hooks on the user's session clients
-  (``aiohttp_trace_config``, ``httpx_request_hook``): one place covers every path.
+* Every outgoing HTTP call made while the request runs gets ``traceparent`` with the same
+  trace id: native forwarding and litellm's calls add ``headers()`` to what they send, and
+  the user's httpx client (litellm's OpenAI client, the Supermemory SDK) has
+  ``httpx_request_hook``. (aiohttp's ``TraceConfig`` would do it in one place, at the price
+  of a signal per chunk of every reply.)
 * Spans are exported through OpenTelemetry only when its packages are installed and
   ``[tracing] otlp_endpoint`` is set (``otel.py``); otherwise this module is all there is.
 
@@ -16,10 +18,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import re
-import secrets
 
-import aiohttp
 import attrs
 
 TRACE_HEADER = "x-memproxy-trace-id"
@@ -53,9 +54,11 @@ def parse(header: str | None) -> tuple[str, str, str] | None:
 def begin(traceparent: str | None) -> Trace:
     """The request's trace (continued or new), made current for the request's task."""
     parsed = parse(traceparent)
-    span_id = secrets.token_hex(8)
+    # ids need to be unique, not secret: random's generator (as OpenTelemetry's own) is
+    # cheaper than a system call for os.urandom on every request
+    span_id = f"{random.getrandbits(64) or 1:016x}"
     if parsed is None:
-        trace = Trace(secrets.token_hex(16), span_id)
+        trace = Trace(f"{random.getrandbits(128) or 1:032x}", span_id)
     else:
         trace = Trace(parsed[0], span_id, parsed[1], parsed[2])
     return use(trace)
@@ -72,17 +75,10 @@ def outgoing() -> str | None:
     return trace.traceparent() if trace is not None else None
 
 
-async def _on_request_start(session, context, params) -> None:
-    value = outgoing()
-    if value is not None:
-        params.headers["traceparent"] = value
-
-
-def aiohttp_trace_config() -> aiohttp.TraceConfig:
-    """For ``aiohttp.ClientSession(trace_configs=[...])``: adds ``traceparent``."""
-    config = aiohttp.TraceConfig()
-    config.on_request_start.append(_on_request_start)
-    return config
+def headers() -> dict[str, str]:
+    """``{"traceparent": ...}`` for a call made for the current request; {} outside one."""
+    trace = current.get()
+    return {"traceparent": trace.traceparent()} if trace is not None else {}
 
 
 async def httpx_request_hook(request) -> None:

@@ -256,3 +256,12 @@ def test_embeddings_rows_count_their_input_tokens(daemon):
     [row] = rows_of(daemon, user)
     assert (row["prompt_tokens"], row["completion_tokens"], row["status"]) == (1, 0, 200)
     assert row["endpoint"] == "/v1/embeddings"
+
+
+@pytest.mark.parametrize("model", ["via-litellm", "via-mistral"])
+def test_traceparent_reaches_the_upstream_through_litellm(daemon, openai_fake, model):
+    text = f"traced {model} {uuid.uuid4().hex[:6]}"
+    oai(daemon, "tracer", traceparent=TRACEPARENT).chat.completions.create(
+        model=model, messages=ask(text))
+    [record] = sent_upstream(openai_fake, text)
+    assert record["headers"]["traceparent"].split("-")[1] == TRACE_ID
