@@ -6,10 +6,12 @@ already turned every failure into a response by the time this one sees it.
     app.on_response_prepare.append(add_trace_header)
 
 Nothing here does I/O on the request path: the ledger row is appended to a list that the
-ledger's writer commits in batches (``ledger.py``).
+ledger's writer commits in batches (``ledger.py``), and even that (with the metrics) runs
+in a callback once the reply has been handed to the transport.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -46,15 +48,10 @@ async def observe_middleware(request: web.Request, handler):
         if span is not None:
             exporter.end(span, _span_attributes(request, response))
         if response is not None:
-            _record(request, response)
+            # after the reply is on its way: a JSON answer is written once this returns
+            asyncio.get_running_loop().call_soon(_record, request, response,
+                                                 time.perf_counter())
     return response
-
-
-def _record(request: web.Request, response) -> None:
-    try:
-        record(request, response)
-    except Exception:   # accounting never fails a call that has been answered
-        log.exception("usage record failed path=%s", request.path)
 
 
 def _span_attributes(request: web.Request, response) -> dict:
@@ -67,9 +64,9 @@ def _span_attributes(request: web.Request, response) -> dict:
     return out
 
 
-def _record(request: web.Request, response) -> None:
+def _record(request: web.Request, response, ended: float) -> None:
     try:
-        record(request, response)
+        record(request, response, ended)
     except Exception:   # accounting never fails a call that has been answered
         log.exception("usage record failed path=%s", request.path)
 
@@ -80,11 +77,11 @@ async def add_trace_header(request: web.Request, response: web.StreamResponse) -
         response.headers[tracing.TRACE_HEADER] = trace.trace_id
 
 
-def record(request: web.Request, response: web.StreamResponse) -> None:
+def record(request: web.Request, response: web.StreamResponse, ended: float) -> None:
     """Metrics for every request; a ledger row for every model call (and every refused one)."""
     app = request.app
-    started = request.get(STARTED, time.perf_counter())
-    latency = time.perf_counter() - started
+    started = request.get(STARTED, ended)
+    latency = ended - started
     call = request.get(CALL)
     status = response.status
     meter = request.get(METER)
