@@ -23,7 +23,7 @@ from fnmatch import fnmatchcase
 
 from aiohttp import web
 
-from memproxyd import appkeys, usage
+from memproxyd import appkeys
 from memproxyd.errors import ApiError
 from memproxyd.state import RuntimeState
 
@@ -46,10 +46,9 @@ def may_use(state: RuntimeState, user_id: str, model: str) -> bool:
 
 
 def check(request: web.Request, user_id: str, model: str) -> None:
-    """Raise the 403 of a model ``user_id`` may not use; the ledger records the refusal."""
+    """Raise the 403 of a model ``user_id`` may not use."""
     if may_use(request.app[appkeys.STATE], user_id, model):
         return
-    request[usage.DENIED] = model
     raise ApiError(403, f"model {model!r} is not allowed for {user_id!r} (see [access])",
                    "model_not_allowed")
 

@@ -73,6 +73,7 @@ def upstream_headers(call: Call) -> dict[str, str]:
 
 
 def new_call(request: web.Request, body: dict, protocol: str) -> Call:
+    request[usage.REQUESTED] = str(body.get("model"))[:200]   # usage ledger, refusals too
     dep = request.app[appkeys.STATE].deployments.lookup(body.get("model"))
     access.check(request, request[USER_ID], dep.name)   # [access] rules: 403
     dep.api_key()  # an unavailable model fails here, before any work

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from memproxyd import appkeys, tracing
 from memproxyd.middleware import PROJECT, STARTED, USER_ID
-from memproxyd.usage import CALL, DENIED, METER, Row
+from memproxyd.usage import CALL, METER, REQUESTED, Row
 
 log = logging.getLogger(__name__)
 TRACE = web.RequestKey("trace", tracing.Trace)
@@ -98,7 +98,7 @@ def record(request: web.Request, response: web.StreamResponse, ended: float) -> 
         if call is not None:
             _call_metrics(metrics, call, meter, status, overhead, started)
     ledger = app.get(appkeys.LEDGER)
-    if ledger is not None and (call is not None or DENIED in request):
+    if ledger is not None and (call is not None or REQUESTED in request):
         ledger.add(_row(request, call, meter, status, latency, overhead, started))
 
 
@@ -125,8 +125,8 @@ def _row(request, call, meter, status: int, latency: float, overhead: float | No
                   endpoint=request.path, status=status, latency_ms=round(latency_ms, 3),
                   overhead_ms=overhead, ttft_ms=None if ttft is None else round(ttft, 3),
                   trace_id=request[TRACE].trace_id)
-    if call is None:     # refused by [access] before any deployment work
-        return Row(**common, protocol=_protocol(request.path), model=request[DENIED],
+    if call is None:     # refused before any upstream work: unknown model, [access], no key
+        return Row(**common, protocol=_protocol(request.path), model=request[REQUESTED],
                    deployment="", upstream_ms=None, memory="off", memories=0)
     upstream = None if overhead is None else round(max(latency_ms - overhead, 0.0), 3)
     return Row(**common, protocol=call.protocol, model=call.deployment.name,

@@ -25,7 +25,9 @@ from memproxyd.pipeline import Call
 
 CALL = web.RequestKey("usage_call", Call)      # set by gateway.new_call
 METER = web.RequestKey("usage_meter", object)  # Meter, set by gateway.proxy
-DENIED = web.RequestKey("usage_denied", str)   # a model refused by [access]
+# the model a call asked for, set before it is looked up: a refused call (unknown model,
+# [access], missing key) gets its ledger row too
+REQUESTED = web.RequestKey("usage_requested", str)
 USAGE_MARK = b'"usage"'
 
 

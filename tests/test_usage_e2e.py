@@ -265,3 +265,14 @@ def test_traceparent_reaches_the_upstream_through_litellm(daemon, openai_fake, m
         model=model, messages=ask(text))
     [record] = sent_upstream(openai_fake, text)
     assert record["headers"]["traceparent"].split("-")[1] == TRACE_ID
+
+
+def test_calls_refused_before_the_upstream_have_rows_too(daemon):
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(openai.NotFoundError):
+        oai(daemon, user).chat.completions.create(model="no-such-model", messages=ask("x"))
+    with pytest.raises(openai.InternalServerError):     # 503: its key variable is not set
+        oai(daemon, user).chat.completions.create(model="needs-key", messages=ask("x"))
+    rows = rows_of(daemon, user)
+    assert [(r["model"], r["status"], r["deployment"]) for r in rows] == [
+        ("no-such-model", 404, ""), ("needs-key", 503, "")]
