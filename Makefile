@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= etc/memproxyd.toml
 PYTEST_ARGS ?=
 
-.PHONY: install run test check bench soak install-service clean
+.PHONY: install browser run test check bench soak install-service clean
 
 install: $(STAMP)
 
@@ -19,8 +19,17 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 run: install
 	$(BIN)/memproxyd --config $(CONFIG)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The /ui test drives Debian's chromium (playwright's own browser download is not used).
+# Installed here when missing and possible (root with apt-get); otherwise that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	        >/dev/null || echo "chromium could not be installed: the /ui browser test will skip"; \
+	    else echo "no chromium (needs root and apt-get to install): the /ui browser test will skip"; fi; }
 
 check: install
 	$(BIN)/memproxyd --check --config $(CONFIG)

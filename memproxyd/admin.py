@@ -1,7 +1,8 @@
 """The admin API for memproxyctl, on the gateway port only (loopback peers or ``x-admin-key``).
 
     GET    /admin/projects          {"projects": [{name, port, created, description, state, error}]}
-    POST   /admin/projects          {"name", "port"?, "description"?} → 201 {"project": {...}}
+    POST   /admin/projects          {"name", "port"?, "description"?, "models"?}
+                                    → 201 {"project": {...}}
     DELETE /admin/projects/{name}   {"project": {...}}
     GET    /admin/status            version, uptime, listeners, sessions, memory
     POST   /admin/reload            re-read config and registry (same as SIGHUP)
@@ -18,7 +19,8 @@ from memproxyd import __version__, appkeys
 from memproxyd.errors import ApiError
 from memproxyd.gateway import read_json
 from memproxyd.registry import (ProjectNotFound, RegistryCorruptError, RegistryError, add_project,
-                                read_registry, remove_project, validate_name, validate_port)
+                                read_registry, remove_project, validate_models, validate_name,
+                                validate_port)
 
 
 def _project_json(request: web.Request, project) -> dict:
@@ -50,6 +52,7 @@ async def create_project(request: web.Request) -> web.Response:
         validate_name(body.get("name"))
         if body.get("port") is not None:
             validate_port(body["port"])
+        validate_models(body.get("models") or ())
     except RegistryError as exc:
         raise ApiError(400, str(exc), "invalid_project") from None
     config = request.app[appkeys.STATE].config
@@ -57,7 +60,7 @@ async def create_project(request: web.Request) -> web.Response:
     project = await _registry(request, add_project, body.get("name"), body.get("port"),
                               port_range=tuple(config.server.project_ports),
                               description=body.get("description", ""), reserved=reserved,
-                              host=config.server.host)
+                              host=config.server.host, models=body.get("models") or ())
     listeners = request.app[appkeys.LISTENERS]
     await listeners.reconcile()
     listener = listeners.get(project.name)

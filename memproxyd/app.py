@@ -6,13 +6,15 @@ it needs are still open.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import AsyncIterator
 
 from aiohttp import web
 
-from memproxyd import admin, anthropic, appkeys, gateway, memory_api, openapi, responses
+from memproxyd import (admin, anthropic, appkeys, gateway, memory_api, metrics, observe,
+                       openapi, responses, ui, usage_api)
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
@@ -26,12 +28,18 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes,
-                          middlewares=[gateway_middleware])
+                          middlewares=[observe.observe_middleware, gateway_middleware])
     app.on_response_prepare.append(on_response_prepare)
     state = RuntimeState.from_config(config)
     app[appkeys.STATE] = state
     app[appkeys.LISTENERS] = Listeners(state)
+    app[appkeys.METRICS] = metrics.Metrics()
+    app.on_response_prepare.append(observe.add_trace_header)
     app.cleanup_ctx.append(_sessions_ctx)
+    if config.usage.enabled:
+        app.cleanup_ctx.append(_ledger_ctx)
+    if config.tracing.otlp_endpoint:
+        app.cleanup_ctx.append(_spans_ctx)
     if config.memory.backend == "off":
         app[appkeys.MEMORY] = NoMemory()
     else:
@@ -42,7 +50,32 @@ def create_app(config: Config) -> web.Application:
     memory_api.add_routes(app)
     admin.add_routes(app)
     openapi.add_routes(app)
+    usage_api.add_routes(app)
+    metrics.add_routes(app)
+    ui.add_routes(app)
     return app
+
+
+async def _spans_ctx(app: web.Application) -> AsyncIterator[None]:
+    from memproxyd.otel import SpanExporter
+    exporter = SpanExporter.create(app[appkeys.STATE].config.tracing)
+    if exporter is not None:
+        app[appkeys.SPANS] = exporter
+    yield
+    if exporter is not None:
+        await asyncio.to_thread(exporter.close)   # flushes the last batch (blocking I/O)
+
+
+async def _ledger_ctx(app: web.Application) -> AsyncIterator[None]:
+    from memproxyd.ledger import Ledger
+    config = app[appkeys.STATE].config
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ledger = Ledger(config.state_dir / "usage.db", retention_days=config.usage.retention_days,
+                    flush_seconds=config.usage.flush_seconds)
+    await ledger.open()
+    app[appkeys.LEDGER] = ledger
+    yield
+    await ledger.close()
 
 
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -136,7 +169,10 @@ async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     worker = OutboxWorker(outbox, lambda: delivery, sessions,
                           retry_max_seconds=config.memory.outbox_retry_max_seconds)
     await worker.start()
-    app[appkeys.MEMORY] = MemoryService(app[appkeys.STATE], store, outbox, sessions)
+    watch = app[appkeys.METRICS]   # recall latency, failed deliveries (metrics.py)
+    watch.count_failures(outbox)
+    app[appkeys.MEMORY] = MemoryService(app[appkeys.STATE], watch.timed_store(store), outbox,
+                                        sessions)
     yield
     left = await worker.flush(config.server.shutdown_timeout)
     if left:

@@ -9,3 +9,6 @@ STATE = web.AppKey("state", RuntimeState)
 SESSIONS = web.AppKey("sessions", object)    # sessions.SessionManager
 MEMORY = web.AppKey("memory", object)        # memory.service.MemoryService | NoMemory
 LISTENERS = web.AppKey("listeners", object)  # listeners.Listeners
+METRICS = web.AppKey("metrics", object)    # metrics.Metrics
+LEDGER = web.AppKey("ledger", object)      # ledger.Ledger (absent with [usage] enabled = false)
+SPANS = web.AppKey("spans", object)        # otel.SpanExporter (only with [tracing] set up)

@@ -91,6 +91,46 @@ class LitellmParams:
     vertex_location: str = ""
 
 
+# -- usage, tracing, access (issue #13) ---------------------------------------------------
+
+@attrs.frozen
+class ModelInfo:
+    """LiteLLM's ``model_info``: prices that override litellm's price map (-1 = unset)."""
+
+    input_cost_per_token: float = -1.0
+    output_cost_per_token: float = -1.0
+    cache_read_input_token_cost: float = -1.0
+    base_model: str = ""                    # the price map's name for this model
+
+
+@attrs.frozen
+class UsageConfig:
+    enabled: bool = True                    # write the usage ledger (<state_dir>/usage.db)
+    retention_days: int = 90                # older rows are deleted (hourly)
+    flush_seconds: float = 1.0              # the writer commits at least this often
+    stream_usage: bool = True               # ask OpenAI-wire streams for their usage event
+
+
+@attrs.frozen
+class TracingConfig:
+    otlp_endpoint: str = ""                 # e.g. http://127.0.0.1:4318/v1/traces; "" = off
+    service_name: str = "memproxyd"
+
+
+@attrs.frozen
+class AccessRule:
+    users: tuple[str, ...]                  # user ids / projects, wildcards allowed
+    models: tuple[str, ...]                 # model names they may use, wildcards allowed
+
+
+@attrs.frozen
+class AccessConfig:
+    default_models: tuple[str, ...] = ("*",)  # for user ids no rule names
+    rules: tuple[AccessRule, ...] = ()
+
+# -- end usage, tracing, access ------------------------------------------------------------
+
+
 @attrs.frozen
 class ModelEntry:
     model_name: str
@@ -101,6 +141,7 @@ class ModelEntry:
     forward_client_credentials: bool = False
     # The upstream's wire protocol; "" = derived from the model prefix (openai/, anthropic/).
     wire: str = ""
+    model_info: ModelInfo = ModelInfo()
 
 
 @attrs.frozen
@@ -165,6 +206,9 @@ class Config:
     supermemory: SupermemoryConfig = SupermemoryConfig()
     postgres: PostgresConfig = PostgresConfig()
     router: RouterConfig = RouterConfig()
+    usage: UsageConfig = UsageConfig()
+    tracing: TracingConfig = TracingConfig()
+    access: AccessConfig = AccessConfig()
 
     @property
     def state_dir(self) -> Path:

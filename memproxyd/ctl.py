@@ -24,6 +24,7 @@ from memproxyd.addresses import is_loopback
 from memproxyd.ctl_client import (EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, Context, CtlError,
                                   DaemonDown, notice)
 from memproxyd.ctl_memory import add_memory_parsers
+from memproxyd.ctl_usage import add_usage_parser
 
 
 def _offline(ctx: Context, exc: DaemonDown, change: bool = True) -> None:
@@ -45,6 +46,9 @@ def cmd_add_project(ctx: Context, args) -> int:
     if args.port is not None:
         registry.validate_port(args.port)
     body = {"name": args.name, "description": args.description}
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    if models:
+        body["models"] = models   # [access]: the only models this project may use
     if args.port is not None:
         body["port"] = args.port
     try:
@@ -54,8 +58,11 @@ def cmd_add_project(ctx: Context, args) -> int:
         project = registry.add_project(
             ctx.config.registry_path, args.name, args.port, description=args.description,
             port_range=tuple(ctx.config.server.project_ports),
-            reserved=(ctx.config.server.port,), host=ctx.config.server.host).to_json()
+            reserved=(ctx.config.server.port,), host=ctx.config.server.host,
+            models=models).to_json()
     openai_url, anthropic_url = ctx.base_urls(project["port"])
+    if project.get("models"):
+        print(f"project {project['name']} may use: {', '.join(project['models'])}")
     print(f"project {project['name']}: port {project['port']}\n"
           f"  OpenAI base URL:    {openai_url}\n  Anthropic base URL: {anthropic_url}")
     return EXIT_OK
@@ -201,6 +208,8 @@ def _add_project_parsers(sub) -> None:
     p.add_argument("name")
     p.add_argument("--port", type=_port, help="default: first free port of [server] project_ports")
     p.add_argument("--description", default="")
+    p.add_argument("--models", help="comma-separated model names (wildcards allowed) the "
+                                    "project may use; default: the [access] rules")
     p.set_defaults(func=cmd_add_project)
     p = sub.add_parser("remove-project", help="remove a project and stop its listener")
     p.add_argument("name")
@@ -232,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_project_parsers(sub)
     add_memory_parsers(sub)
+    add_usage_parser(sub)
     return parser
 
 

@@ -162,7 +162,7 @@ RESTART_KEYS = (
     "server.max_sessions", "server.session_idle_ttl", "server.shutdown_timeout",
     "server.log_format", "server.log_level", "memory.backend", "memory.embedding_model",
     "memory.extract_model",
-    "supermemory", "postgres",
+    "supermemory", "postgres", "usage", "tracing",
 )
 
 

@@ -7,11 +7,12 @@ completions = true``.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
 
-from memproxyd import appkeys, llm, router, upstream, validate
+from memproxyd import access, appkeys, llm, router, tracing, upstream, usage, validate
 from memproxyd.errors import COMPLETIONS, OPENAI
 from memproxyd.middleware import STARTED, USER_ID
 from memproxyd.pipeline import Call
@@ -60,16 +61,21 @@ def upstream_headers(call: Call) -> dict[str, str]:
         headers.setdefault("anthropic-version", "2023-06-01")
     headers.update(dep.params.extra_headers)
     headers.update(call.router_headers())
+    headers.update(tracing.headers())   # W3C traceparent: the request's trace continues
     return headers
 
 
 def new_call(request: web.Request, body: dict, protocol: str) -> Call:
+    request[usage.REQUESTED] = str(body.get("model"))[:200]   # usage ledger, refusals too
     dep = request.app[appkeys.STATE].deployments.lookup(body.get("model"))
+    access.check(request, request[USER_ID], dep.name)   # [access] rules: 403
     dep.api_key()  # an unavailable model fails here, before any work
     if not CREDENTIAL_FIELDS.isdisjoint(body):
         body = {k: v for k, v in body.items() if k not in CREDENTIAL_FIELDS}
-    return Call(request=request, protocol=protocol, user_id=request[USER_ID],
+    call = Call(request=request, protocol=protocol, user_id=request[USER_ID],
                 deployment=dep, body=body, started=request[STARTED])
+    request[usage.CALL] = call   # usage ledger and metrics (observe.py)
+    return call
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -92,8 +98,13 @@ async def proxy(call: Call, native_wire: str, native, translate) -> web.StreamRe
     app = call.request.app
     async with app[appkeys.SESSIONS].lease(call.user_id) as session:
         outgoing, tap = await app[appkeys.MEMORY].prepare(call, session)
+        tap = usage.meter(call, tap)   # usage ledger: first byte, usage events
         return await router.forward(call, session, outgoing, tap, lambda dep: (
             native if dep.wire == native_wire else translate))
+
+
+# OpenAI endpoints whose streams report usage only when asked (stream_options)
+USAGE_PATHS = ("/chat/completions", "/completions")
 
 
 def native_forwarder(path: str):
@@ -103,6 +114,8 @@ def native_forwarder(path: str):
                       tap=None) -> web.StreamResponse:
         dep = call.deployment
         payload = {**body, "model": dep.upstream_model}
+        if path in USAGE_PATHS:
+            payload = usage.ask_for_usage(call, payload)
         return await upstream.forward(call, session, f"{dep.api_base}{path}",
                                       upstream_headers(call), payload, tap)
     return forward
@@ -116,18 +129,21 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     validate.embeddings(body)
     call = new_call(request, body, OPENAI)
     dep = call.deployment
+    meter = usage.meter(call)   # usage ledger: the reply's token count
     async with request.app[appkeys.SESSIONS].lease(call.user_id) as session:
         if dep.wire == "openai":
             headers = upstream_headers(call)
             return await upstream.forward(call, session, f"{dep.api_base}/embeddings", headers,
-                                          {**call.body, "model": dep.upstream_model})
+                                          {**call.body, "model": dep.upstream_model}, meter)
         result = await llm.embed(dep, session, call.body)
+    meter.feed(json.dumps({"usage": result.get("usage")}).encode())
     return web.json_response(result, headers=call.headers())
 
 
 async def models(request: web.Request) -> web.Response:
+    listing = request.app[appkeys.STATE].deployments.listing()
     return web.json_response({"object": "list",
-                              "data": request.app[appkeys.STATE].deployments.listing()})
+                              "data": access.visible(request, request[USER_ID], listing)})
 
 
 async def health(request: web.Request) -> web.Response:

@@ -98,6 +98,8 @@ class Listeners:
             self.registry_error = ""
             host = self._state.config.server.host
             wanted = {p.name: ListenerSpec(p.name, host, p.port) for p in projects.values()}
+            self._state.project_models = {p.name: p.models for p in projects.values()
+                                          if p.models}   # [access]: applies at once
             for name, listener in list(self._listeners.items()):
                 if wanted.get(name) != listener.spec or listener.site is None:
                     await self._stop(name)

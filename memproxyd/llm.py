@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from memproxyd import tracing, usage
 from memproxyd.deployments import Deployment
 from memproxyd.errors import ApiError, sse_error_event
 from memproxyd.pipeline import Call
@@ -111,8 +112,9 @@ def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool,
         kwargs["api_base"] = params.api_base
     if params.mock_response:
         kwargs["mock_response"] = params.mock_response
+    headers = {**(headers or {}), **tracing.headers()}   # W3C traceparent
     if params.extra_headers or headers:
-        kwargs["extra_headers"] = {**params.extra_headers, **(headers or {})}
+        kwargs["extra_headers"] = {**params.extra_headers, **headers}
     for name in _DEPLOYMENT_PARAMS:
         value = getattr(params, name)
         if value:
@@ -149,6 +151,7 @@ def openai_client(session: UserSession, key: str | None, base: str, timeout: flo
 async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.StreamResponse:
     """``/v1/chat/completions`` through ``litellm.acompletion``."""
     args = {k: v for k, v in body.items() if k in CHAT_PARAMS}
+    args = usage.ask_for_usage(call, args)   # the ledger's tokens; not relayed if not asked
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))
     result = await _call(call, litellm().acompletion, args)
@@ -171,7 +174,8 @@ async def _stream(call: Call, chunks, tap, encode=_openai_sse,
         async for chunk in chunks:
             data = encode(chunk)
             if tap is not None:
-                tap.feed(data)
+                replaced = tap.feed(data)   # the usage meter may drop an event it asked for
+                data = data if replaced is None else replaced
             await response.write(data)
         if done:
             await response.write(done)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 import sys
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from memproxyd.tracing import LogFilter
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s trace_id=%(trace_id)s"
 log = logging.getLogger("memproxyd.http")
 
 
@@ -28,6 +30,7 @@ class ClientErrorFilter(logging.Filter):
 
 def configure(fmt: str = "json", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(LogFilter())   # the request's trace id on every line (or "-")
     if fmt == "json":
         from pythonjsonlogger.json import JsonFormatter
         handler.setFormatter(JsonFormatter(

@@ -25,6 +25,7 @@ STARTED = web.RequestKey("started", float)   # perf_counter when the request rea
 PROJECT = web.RequestKey("project", object)   # str | None
 PREPARED = web.RequestKey("prepared", web.StreamResponse)   # headers already sent
 PUBLIC_PREFIXES = ("/health", "/openapi.json")
+ADMIN_PREFIXES = ("/admin", "/ui")   # /ui: the web page (ui.py) has the admin API's rules
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -50,7 +51,7 @@ async def gateway_middleware(request: web.Request, handler):
         if project is None and state.gateway_ports and port not in state.gateway_ports:
             # a keep-alive connection on a project listener that has since been removed
             raise ApiError(404, "this project listener has been removed", "project_removed")
-        if path.startswith("/admin"):
+        if path.startswith(ADMIN_PREFIXES):
             state.guard.check_admin(request, port in state.gateway_ports)
         elif not path.startswith(PUBLIC_PREFIXES):
             state.guard.check_gateway(request)

@@ -110,7 +110,31 @@ def _paths() -> dict:
     paths["/openapi.json"] = {"get": {**_op("This document", tag="health"), "security": []}}
     paths.update(_memory_paths())
     paths.update(_admin_paths())
+    paths.update(_observability_paths())
     return paths
+
+
+USAGE_Q = (_param("project"), _param("since"), _param("by"), _param("rows"))
+
+
+def _observability_paths() -> dict:
+    """The usage ledger, metrics and the web page (``usage_api``, ``metrics``, ``ui``)."""
+    return {
+        "/v1/usage": {"get": _op("Usage ledger: calls, tokens, cost, latency", None, USAGE_Q,
+                                 tag="usage")},
+        "/metrics": {"get": _op("Prometheus metrics", tag="usage")},
+        "/ui": {"get": _op("The web page (loopback or admin key)", tag="admin")},
+        "/ui/{name}": {"get": _op("The web page's assets", None, (_param("name", "path"),),
+                                  tag="admin")},
+        "/admin/usage": {"get": _op("Usage of any project (the page's)", None, USAGE_Q,
+                                    tag="admin")},
+        "/admin/memories": {"get": _op("A user's memories (the page's)", None,
+                                       (USER_Q, LIMIT_Q, _param("cursor")), tag="admin")},
+        "/admin/memories/search": {"post": _op("Search a user's memories (the page's)",
+                                               SEARCH, tag="admin")},
+        "/admin/memories/{id}": {"delete": _op("Forget one memory (the page's)", None,
+                                               (ID_P, USER_Q), tag="admin")},
+    }
 
 
 def _memory_paths() -> dict:

@@ -1,6 +1,10 @@
 """The project registry: project name → listener port, kept in one small JSON file.
 
-    {"version": 1, "projects": {"alpha": {"port": 8888, "created": "...", "description": ""}}}
+    {"version": 1, "projects": {"alpha": {"port": 8888, "created": "...", "description": "",
+                                          "models": ["gpt-4o-mini"]}}}
+
+``models`` (optional; ``[access]``, see ``access.py``): the model names, wildcards allowed,
+the project may use; absent or empty, the ``[access]`` rules decide.
 
 Readers never see a half-written file (temp file in the same directory, fsync, ``os.replace``);
 writers hold one exclusive lock (``<registry>.lock`` beside it) across the whole
@@ -31,7 +35,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_NAME_LEN = 64
 PORT_MIN, PORT_MAX = 1024, 65535
 LOCK_TIMEOUT = 10.0  # seconds; a writer holds the lock for milliseconds
-_ENTRY_TYPES = {"port": int, "created": str, "description": str}
+_ENTRY_TYPES = {"port": int, "created": str, "description": str, "models": list}
 
 
 class RegistryError(Exception):
@@ -52,10 +56,14 @@ class Project:
     port: int
     created: str
     description: str = ""
+    models: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        return {"name": self.name, "port": self.port, "created": self.created,
-                "description": self.description}
+        out = {"name": self.name, "port": self.port, "created": self.created,
+               "description": self.description}
+        if self.models:
+            out["models"] = list(self.models)
+        return out
 
 
 def validate_name(name: object) -> str:
@@ -109,7 +117,8 @@ def read_registry(path: Path) -> dict[str, Project]:
 
 def add_project(path: Path, name: str, port: int | None = None, *,
                 port_range: tuple[int, int] = (8800, 8899), description: str = "",
-                reserved: Iterable[int] = (), host: str = "127.0.0.1") -> Project:
+                reserved: Iterable[int] = (), host: str = "127.0.0.1",
+                models: Iterable[str] = ()) -> Project:
     """Map ``name`` to ``port`` (or the first free, unmapped port in ``port_range``).
 
     ``reserved`` ports (e.g. the gateway's own) are never handed out. Refusals raise
@@ -120,6 +129,7 @@ def add_project(path: Path, name: str, port: int | None = None, *,
         validate_port(port)
     if not isinstance(description, str):
         raise RegistryError("invalid description: expected a string")
+    models = validate_models(models)
     path = Path(path)
     with _locked(path):
         projects = read_registry(path)
@@ -134,7 +144,7 @@ def add_project(path: Path, name: str, port: int | None = None, *,
             raise RegistryError(f"port {port} is reserved (the gateway's own port)")
         elif not port_is_free(port, host):
             raise RegistryError(f"port {port} is in use by another process")
-        project = Project(name, port, _now(), description)
+        project = Project(name, port, _now(), description, models)
         _write(path, {**projects, name: project})
     return project
 
@@ -193,7 +203,8 @@ class _Lock:
 
 def _write(path: Path, projects: dict[str, Project]) -> None:
     doc = {"version": VERSION, "projects": {
-        p.name: {"port": p.port, "created": p.created, "description": p.description}
+        p.name: {"port": p.port, "created": p.created, "description": p.description,
+                 **({"models": list(p.models)} if p.models else {})}
         for p in projects.values()}}
     data = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -258,14 +269,23 @@ def _project(name: str, entry: object) -> Project:
     if unknown:
         raise RegistryError(f"unknown key {unknown[0]!r}")
     for key, kind in _ENTRY_TYPES.items():
-        if key == "port":
+        if key in ("port", "models"):
             continue
         if not isinstance(entry.get(key, ""), kind):
             raise RegistryError(f"{key!r} must be a string")
     if "port" not in entry:
         raise RegistryError("missing 'port'")
     validate_port(entry["port"])
-    return Project(name, entry["port"], entry.get("created", ""), entry.get("description", ""))
+    return Project(name, entry["port"], entry.get("created", ""), entry.get("description", ""),
+                   validate_models(entry.get("models", [])))
+
+
+def validate_models(models: object) -> tuple[str, ...]:
+    """A project's model list: names or wildcard patterns, as a tuple."""
+    if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) and m.strip()
+                                                        for m in models):
+        raise RegistryError("'models' must be a list of model names")
+    return tuple(m.strip() for m in models)
 
 
 class _DuplicateKey(ValueError):

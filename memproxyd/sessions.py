@@ -27,6 +27,7 @@ from typing import AsyncIterator
 import aiohttp
 import httpx
 
+from . import tracing
 from .cookies import CookieStore
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ class UserSession:
     @property
     def httpx(self) -> httpx.AsyncClient:
         if self._httpx is None:
-            self._httpx = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
+            self._httpx = httpx.AsyncClient(
+                timeout=httpx.Timeout(600.0, connect=10.0),
+                event_hooks={"request": [tracing.httpx_request_hook]})  # traceparent
         return self._httpx
 
     def cookie_names(self) -> list[str]:

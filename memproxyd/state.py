@@ -29,6 +29,8 @@ class RuntimeState:
     gateway_ports: set[int] = attrs.field(factory=set)
     # bound local port → project name; maintained by listeners.Listeners
     project_ports: dict[int, str] = attrs.field(factory=dict)
+    # project name → the models it may use (``add-project --models``); maintained by listeners
+    project_models: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
     reload: Callable[[], Awaitable[dict]] | None = None
     reload_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 

@@ -33,7 +33,7 @@ DROP_RESPONSE_HEADERS = frozenset({
 
 
 class Tap(Protocol):
-    def feed(self, chunk: bytes) -> None: ...
+    def feed(self, chunk: bytes) -> bytes | None: ...   # bytes: relay these instead
     async def finish(self, call: Call, ok: bool) -> None: ...
 
 
@@ -134,6 +134,13 @@ def _head(data: bytes) -> bytes:
     return data.removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")
 
 
+def _tapped(tap: Tap | None, chunk: bytes) -> bytes:
+    """What goes to the client: ``chunk``, unless the tap replaces it (the usage meter drops
+    the usage event it asked for and the client did not)."""
+    replaced = tap.feed(chunk) if tap is not None else None
+    return chunk if replaced is None else replaced
+
+
 async def _relay_stream(call: Call, upstream: aiohttp.ClientResponse,
                         tap: Tap | None) -> web.StreamResponse:
     waited = time.perf_counter()
@@ -143,13 +150,9 @@ async def _relay_stream(call: Call, upstream: aiohttp.ClientResponse,
     await response.prepare(call.request)
     ok, chunk = True, first
     try:
-        if tap is not None:
-            tap.feed(first)
-        await response.write(first)
+        await response.write(_tapped(tap, first))
         async for chunk in upstream.content.iter_any():
-            if tap is not None:
-                tap.feed(chunk)
-            await response.write(chunk)
+            await response.write(_tapped(tap, chunk))
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         ok = False
         log.warning("upstream stream failed user_id=%s model=%s error=%s",

@@ -28,6 +28,8 @@ def test_shipped_config_is_valid_and_equals_code_defaults():
     assert config.postgres == default.postgres
     assert config.identity == default.identity
     assert config.auth == default.auth
+    assert (config.usage, config.tracing, config.access) == (default.usage, default.tracing,
+                                                             default.access)
     assert [m.model_name for m in config.model_list] == ["demo"]
 
 
@@ -39,6 +41,9 @@ def test_shipped_config_is_valid_and_equals_code_defaults():
     ("[[model_list]]\nmodel_name = \"a\"\n[model_list.litellm_params]\nmodel = \"x\"\n"
      "api_kee = \"k\"\n", "unknown key 'model_list[0].litellm_params.api_kee'"),
     ("[memory]\nbackend = \"redis\"\n", "'memory.backend' expected one of sqlite, postgres, supermemory, off"),
+    ("[access]\n[[access.rules]]\nusers = [\"a\"]\n",
+     "missing required key 'access.rules[0].models'"),
+    ("[usage]\nretention_days = \"7d\"\n", "'usage.retention_days' expected an integer"),
     ("[server]\nport = 70000\n", "'server.port' expected 0-65535"),
     ("[memory]\ntop_k = true\n", "'memory.top_k' expected an integer, got a boolean"),
     ("[server\n", "invalid TOML"),

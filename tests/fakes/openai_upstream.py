@@ -11,6 +11,7 @@ Behaviour is chosen by the upstream model name, so concurrent tests never interf
   model repeating its prompt would, injected memory block included);
 * ``extract-fixed``: a fixed memory extraction (``memory/distill.py``'s JSON): the first
   memory offered whose text mentions "codename" is updated, and a fact about tabs is added;
+* ``stream_options.include_usage``: a stream ends with OpenAI's usage-only event;
 * ``garbage-chunk``: a stream with malformed chunks mid-way: ``{"choices": [null]}`` and a
   JSON array nested too deep for any parser.
 
@@ -57,6 +58,14 @@ def chunk(model: str, delta: dict, finish: str | None = None) -> bytes:
 
 GARBAGE = (b'data: {"choices": [null]}\n\n',
            b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n")
+
+
+def without_usage_event(sent: bytes) -> bytes:
+    """``sent`` as a client that did not ask for usage receives it through memproxyd, which
+    asks for the usage event on its behalf and does not relay it."""
+    events = sent.split(b"\n\n")
+    return b"\n\n".join(e for e in events if not (e.startswith(b"data: {")
+                                                 and b'"choices": []' in e))
 
 
 def _record(request: web.Request, body: dict) -> tuple[str, dict]:
@@ -122,6 +131,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
             for garbage in GARBAGE:
                 await send(garbage)
     await send(chunk(model, {}, "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        # OpenAI's final usage event: no choices, the whole call's usage
+        usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                 "model": model, "choices": [], "usage": completion(model, "")["usage"]}
+        await send(f"data: {json.dumps(usage)}\n\n".encode())
     await send(b"data: [DONE]\n\n")
     return response
 
