@@ -10,6 +10,7 @@ backends that talk HTTP use it so cookies stay per user.
 from __future__ import annotations
 
 import abc
+import base64
 import time
 from typing import Any
 
@@ -26,6 +27,23 @@ class NotSupported(MemoryError_):
 
 class InvalidCursor(MemoryError_):
     """A ``list`` cursor this backend did not hand out (the caller's error, not the backend's)."""
+
+
+def encode_cursor(seq: int) -> str:
+    """The opaque ``list`` cursor of the stores that page by a sequence number."""
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The sequence number of a cursor ``encode_cursor`` made; ``InvalidCursor`` otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        tag, seq = raw.split(":")
+        if tag != "v1":
+            raise ValueError(tag)
+        return int(seq)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor(f"invalid cursor {cursor!r}") from None
 
 
 class RetryLater(MemoryError_):

@@ -26,7 +26,6 @@ Ranking carries over the SQLite store's ideas (see ``sqlite_store``):
 """
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
@@ -36,8 +35,8 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
-from . import pg_stats, pg_vectors, text
-from .base import InvalidCursor, Memory, MemoryStore, NewMemory
+from . import pg_stats, pg_vectors, text, vectors
+from .base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
 from .postgres_db import PgDatabase
 
 log = logging.getLogger(__name__)
@@ -108,21 +107,6 @@ class _UserScope:
 def _memory(row, score: float = 0.0) -> Memory:
     return Memory(row["id"], row["user_id"], row["content"], json.loads(row["metadata"]),
                   row["created_at"], score)
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, seq = raw.split(":")
-        if tag != "v1":
-            raise ValueError(tag)
-        return int(seq)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidCursor(f"invalid cursor {cursor!r}") from None
 
 
 def _context(items: list[NewMemory], i: int) -> tuple[str, str]:
@@ -215,14 +199,14 @@ class PostgresStore(MemoryStore):
 
     async def list(self, user_id: str, limit: int, cursor: str | None = None,
                    session=None) -> tuple[list[Memory], str | None]:
-        before = _decode_cursor(cursor) if cursor else 2 ** 63 - 1
+        before = decode_cursor(cursor) if cursor else 2 ** 63 - 1
         async with self.db.connection() as conn:
             rows = await _UserScope(conn, user_id).rows(
                 f"SELECT {_COLUMNS} FROM memories m WHERE m.user_id = $1 AND m.seq < $2"
                 " ORDER BY m.seq DESC LIMIT $3", before, limit + 1)
         page = rows[:limit]
         more = len(rows) > limit
-        return [_memory(r) for r in page], _encode_cursor(page[-1]["seq"]) if more else None
+        return [_memory(r) for r in page], encode_cursor(page[-1]["seq"]) if more else None
 
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         terms = text.query_terms(query)
@@ -277,10 +261,4 @@ class PostgresStore(MemoryStore):
         return int(high - span * share), span * share * share < pg_stats.POSTINGS_BUDGET
 
     async def _embed(self, texts: list[str], session) -> list | None:
-        if self.embedder is None:
-            return None
-        try:
-            return await self.embedder(texts, session)
-        except Exception as exc:   # an embedding outage degrades to lexical, never fails
-            log.warning("memory embedding failed error=%s", type(exc).__name__)
-            return None
+        return await vectors.embed(self.embedder, texts, session)

@@ -6,12 +6,11 @@ the scope's user.
 """
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 
 from . import vectors
-from .base import InvalidCursor, Memory
+from .base import Memory
 
 COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at"
 
@@ -35,21 +34,6 @@ class UserScope:
 def memory(row: tuple, score: float = 0.0) -> Memory:
     _, mid, user_id, content, metadata, created_at = row[:6]
     return Memory(mid, user_id, content, json.loads(metadata), created_at, score)
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, seq = raw.split(":")
-        if tag != "v1":
-            raise ValueError(tag)
-        return int(seq)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidCursor(f"invalid cursor {cursor!r}") from None
 
 
 def rows(conn, user_id: str, sql: str, params: dict) -> list[tuple]:

@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from . import lexical, text, vectors
-from .base import Memory, MemoryStore, NewMemory
+from .base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
 from .sqlite_db import Migration, SqliteReaders, SqliteThread, read_only, transaction
-from .sqlite_rows import (COLUMNS, UserScope, decode_cursor, encode_cursor, fetch,
-                          memory as as_memory, rows as scoped_rows)
+from .sqlite_rows import COLUMNS, UserScope, fetch, memory as as_memory, rows as scoped_rows
 
 _UserScope = UserScope   # the name the isolation test knows
 
@@ -286,13 +285,7 @@ class SqliteStore(MemoryStore):
         return await self._readers.run(fetch, user_id, ranked, qvec, limit)
 
     async def _embed(self, texts: list[str], session) -> list | None:
-        if self.embedder is None:
-            return None
-        try:
-            return await self.embedder(texts, session)
-        except Exception as exc:   # an embedding outage degrades to lexical, never fails
-            log.warning("memory embedding failed error=%s", type(exc).__name__)
-            return None
+        return await vectors.embed(self.embedder, texts, session)
 
 
 def _log_failed_build(task: asyncio.Task) -> None:

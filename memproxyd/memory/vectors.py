@@ -6,10 +6,25 @@ Runs on a database thread.
 """
 from __future__ import annotations
 
+import logging
 from array import array
 
 RRF_K = 60                # reciprocal rank fusion constant (Cormack et al., 2009)
 CANDIDATES = 200          # lexical hits + most recent memories compared by vector
+
+log = logging.getLogger(__name__)
+
+
+async def embed(embedder, texts: list[str], session) -> list | None:
+    """``embedder(texts, session)``, or None without one or when it fails: an embedding
+    outage degrades recall to lexical, never fails it."""
+    if embedder is None:
+        return None
+    try:
+        return await embedder(texts, session)
+    except Exception as exc:
+        log.warning("memory embedding failed error=%s", type(exc).__name__)
+        return None
 
 
 def fuse(scope, lexical: list[tuple[int, float]], qvec, limit: int) -> list[tuple[int, float]]:
