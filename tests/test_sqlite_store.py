@@ -1,10 +1,13 @@
+"""What only the SQLite store has: statement scoping, migrations, its in-memory index, vectors.
+The behaviour every store shares (search, isolation, keys, paging, delete) is in
+``test_store_contract.py``, which runs it on SQLite and on PostgreSQL."""
 import asyncio
 import sqlite3
 
 import pytest
 
 from memproxyd.memory import sqlite_store
-from memproxyd.memory.base import InvalidCursor, NewMemory
+from memproxyd.memory.base import NewMemory
 from memproxyd.memory.sqlite_store import SqliteStore
 
 
@@ -16,93 +19,12 @@ async def store(tmp_path):
     await s.close()
 
 
-async def test_added_memory_is_found_by_a_differently_phrased_question(store):
-    await store.add_many("alice", [NewMemory("Alice: I painted a lake sunrise last year"),
-                                   NewMemory("Alice: my brother went skiing in March")])
-    hits = await store.search("alice", "When did Alice paint the sunrise?", 5)
-    assert hits[0].content == "Alice: I painted a lake sunrise last year"
-    assert hits[0].score > 0
-
-
-async def test_irregular_verb_forms_meet_their_base_form(store):
-    await store.add("alice", "We went to the pride parade together")
-    hits = await store.search("alice", "did they go to a parade", 5)
-    assert [h.content for h in hits] == ["We went to the pride parade together"]
-
-
-async def test_a_memory_is_found_through_its_neighbour_in_the_same_batch(store):
-    batch = [NewMemory("Bob: did you finish the pottery class?"),
-             NewMemory("Ann: yes, I made a bowl last weekend!"),
-             NewMemory("Bob: we should get dinner soon")]
-    await store.add_many("ann", batch)
-    hits = await store.search("ann", "pottery", 3)
-    assert hits[0].content.startswith("Bob: did you finish the pottery")
-    assert "Ann: yes, I made a bowl last weekend!" in [h.content for h in hits]
-
-
-async def test_user_b_never_sees_user_a_memories(store):
-    a = await store.add("alice", "the launch code is tangerine")
-    await store.add("bob", "bob likes tangerine juice")
-    assert [m.content for m in await store.search("bob", "tangerine", 10)] == [
-        "bob likes tangerine juice"]
-    page, _ = await store.list("bob", 10)
-    assert [m.user_id for m in page] == ["bob"]
-    assert await store.get("bob", a.id) is None
-    assert await store.delete("bob", a.id) is False
-    assert await store.forget_all("bob") == 1
-    assert await store.get("alice", a.id) == a
-    assert [m.id for m in await store.search("alice", "tangerine", 10)] == [a.id]
-
-
 async def test_every_memory_statement_must_bind_the_user_id(store, tmp_path):
     conn = sqlite3.connect(tmp_path / "memory.db")
     scope = sqlite_store._UserScope(conn, "alice")
     with pytest.raises(AssertionError):
         scope.rows("SELECT content FROM memories")
     conn.close()
-
-
-async def test_repeated_key_returns_the_existing_memory_never_a_duplicate(store):
-    first = await store.add_many("alice", [NewMemory("hello", key="k1")])
-    again = await store.add_many("alice", [NewMemory("hello", key="k1"),
-                                           NewMemory("other", key="k2"),
-                                           NewMemory("other", key="k2")])
-    assert again[0] == first[0]
-    assert again[1].id == again[2].id
-    page, _ = await store.list("alice", 10)
-    assert sorted(m.content for m in page) == ["hello", "other"]
-
-
-async def test_same_key_for_two_users_stores_one_memory_each(store):
-    a = await store.add_many("alice", [NewMemory("a", key="k")])
-    b = await store.add_many("bob", [NewMemory("b", key="k")])
-    assert a[0].id != b[0].id
-    assert (await store.get("bob", b[0].id)).content == "b"
-
-
-async def test_list_pages_newest_first_with_an_opaque_cursor(store):
-    await store.add_many("alice", [NewMemory(f"memory {i}") for i in range(5)])
-    seen, cursor = [], None
-    while True:
-        page, cursor = await store.list("alice", 2, cursor)
-        seen += [m.content for m in page]
-        if cursor is None:
-            break
-        assert "memory" not in cursor
-    assert seen == [f"memory {i}" for i in reversed(range(5))]
-
-
-@pytest.mark.parametrize("cursor", ["not-a-cursor", "djI6MTI", "!!!", "djE6eA"])
-async def test_bad_cursor_is_an_invalid_cursor_error(store, cursor):
-    with pytest.raises(InvalidCursor):
-        await store.list("alice", 2, cursor)
-
-
-async def test_delete_removes_the_memory_from_search(store):
-    m = await store.add("alice", "the wifi password hint is giraffe")
-    assert await store.delete("alice", m.id) is True
-    assert await store.search("alice", "giraffe", 5) == []
-    assert await store.get("alice", m.id) is None
 
 
 async def test_memories_and_schema_survive_reopen_without_rerunning_migrations(tmp_path):
@@ -140,16 +62,6 @@ async def test_a_new_migration_runs_once_on_reopen(tmp_path, monkeypatch):
         await store.open()
         await store.close()
     assert store.schema_version == versions + 1
-
-
-async def test_search_with_only_stop_words_returns_nothing(store):
-    await store.add("alice", "something")
-    assert await store.search("alice", "what is the", 5) == []
-
-
-async def test_query_operators_are_searched_as_plain_words(store):
-    await store.add("alice", "NOT a problem OR maybe")
-    assert await store.search("alice", 'problem" OR body:* NEAR(', 5)
 
 
 async def test_vectors_fuse_with_bm25_when_an_embedder_is_given(tmp_path):
