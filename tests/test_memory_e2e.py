@@ -371,6 +371,14 @@ async def test_embedding_model_adds_vector_recall(tmp_path, openai_fake, start_d
     daemon = start_daemon(write_config(
         tmp_path, openai_fake.url,
         memory='backend = "sqlite"\nembedding_model = "embed-ok"\nrecall_timeout_ms = 20000'))
+    embedded = await vector_recall_works(daemon, openai_fake)
+    assert embedded[-1]["json"]["model"] == "embed"
+
+
+async def vector_recall_works(daemon, openai_fake) -> list[dict]:
+    """Two memories stored and searched through a daemon whose ``embedding_model`` is the
+    fake's ``embed-ok``: the longer one ranks first, and the memories and the query were
+    embedded upstream. Returns the embedding requests the fake received."""
     user = f"vec-{uuid.uuid4().hex[:6]}"
     before = len([r for r in upstream_records(openai_fake) if r["path"] == "/v1/embeddings"])
     status, _ = await http_json("POST", f"{daemon.url}/v1/memories", json={
@@ -381,7 +389,7 @@ async def test_embedding_model_adds_vector_recall(tmp_path, openai_fake, start_d
     assert status == 200 and found["results"][0]["content"] == "a much longer memory"
     embedded = [r for r in upstream_records(openai_fake) if r["path"] == "/v1/embeddings"]
     assert len(embedded) >= before + 2       # the memories, then the query
-    assert embedded[-1]["json"]["model"] == "embed"
+    return embedded
 
 
     # the litellm path (the offline demo model) recalls and remembers like the native one

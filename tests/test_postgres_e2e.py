@@ -14,8 +14,8 @@ from collections import Counter
 import openai
 import pytest
 
-from tests.conftest import GATEWAY_KEY, free_port, upstream_records, write_config
-from tests.test_memory_e2e import http_json
+from tests.conftest import GATEWAY_KEY, free_port, write_config
+from tests.test_memory_e2e import http_json, vector_recall_works
 
 MEMORY = ('backend = "postgres"\nrecall_timeout_ms = 2000\noutbox_retry_max_seconds = 2\n')
 
@@ -186,15 +186,6 @@ async def test_embedding_model_adds_vector_recall(tmp_path, openai_fake, start_d
     daemon = start_daemon(write_config(
         tmp_path, openai_fake.url, extra=pg_toml(pg_dsn),
         memory='backend = "postgres"\nembedding_model = "embed-ok"\nrecall_timeout_ms = 20000'))
-    user = f"vec-{uuid.uuid4().hex[:6]}"
-    before = len([r for r in upstream_records(openai_fake) if r["path"] == "/v1/embeddings"])
-    status, _ = await http_json("POST", f"{daemon.url}/v1/memories", json={
-        "user_id": user, "memories": [{"content": "short"}, {"content": "a much longer memory"}]})
-    assert status == 201
-    status, found = await http_json("POST", f"{daemon.url}/v1/memories/search",
-                                    json={"user_id": user, "query": "longer memory"})
-    assert status == 200 and found["results"][0]["content"] == "a much longer memory"
-    embedded = [r for r in upstream_records(openai_fake) if r["path"] == "/v1/embeddings"]
-    assert len(embedded) >= before + 2       # the memories, then the query
+    await vector_recall_works(daemon, openai_fake)
     _, ready = await http_json("GET", f"{daemon.url}/health/readiness")
     assert ready["memory"]["vectors"] is True and ready["memory"]["pgvector"] in (True, False)
