@@ -120,6 +120,17 @@ class Daemon:
                 time.sleep(0.05)
         raise AssertionError(f"daemon not ready: {self.log()}")
 
+    def __enter__(self) -> "Daemon":
+        """``with Daemon(config) as daemon:`` ready, and stopped at the end (module fixtures)."""
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

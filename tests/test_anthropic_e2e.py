@@ -40,11 +40,8 @@ def anthropic_models(url: str) -> str:
 def _daemon(tmp_path_factory, openai_fake, anthropic_fake, auth: str):
     config = write_config(tmp_path_factory.mktemp("anthropic"), openai_fake.url, auth=auth,
                           extra=anthropic_models(anthropic_fake.url))
-    daemon = Daemon(config)
-    try:
-        yield daemon.wait_ready()
-    finally:
-        daemon.stop()
+    with Daemon(config) as daemon:
+        yield daemon
 
 
 @pytest.fixture(scope="module")

@@ -49,11 +49,8 @@ def gateway(tmp_path_factory, openai_fake, faulty):
     config = write_config(tmp_path_factory.mktemp("faults"), openai_fake.url,
                           auth=f'keys = ["{GATEWAY_KEY}"]', memory='backend = "sqlite"',
                           extra=faulty_models(faulty.url))
-    daemon = Daemon(config)
-    try:
-        yield daemon.wait_ready()
-    finally:
-        daemon.stop()
+    with Daemon(config) as daemon:
+        yield daemon
 
 
 def faulty_records(server, model: str) -> list[dict]:

@@ -76,11 +76,8 @@ def test_a_user_id_is_valid_as_given_or_a_400(user_id):
 def gateway(tmp_path_factory, openai_fake):
     config = write_config(tmp_path_factory.mktemp("fuzz"), openai_fake.url,
                           memory='backend = "sqlite"')
-    daemon = Daemon(config)
-    try:
-        yield daemon.wait_ready()
-    finally:
-        daemon.stop()
+    with Daemon(config) as daemon:
+        yield daemon
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,8 @@ from tests.conftest import GATEWAY_KEY, Daemon, write_config
 def gateway(tmp_path_factory, openai_fake):
     config = write_config(tmp_path_factory.mktemp("hostile"), openai_fake.url,
                           auth=f'keys = ["{GATEWAY_KEY}"]', memory='backend = "sqlite"')
-    daemon = Daemon(config)
-    try:
-        yield daemon.wait_ready()
-    finally:
-        daemon.stop()
+    with Daemon(config) as daemon:
+        yield daemon
 
 
 def raw_request(daemon: Daemon, data: bytes) -> bytes:

@@ -45,11 +45,8 @@ async def test_openapi_json_is_served_without_auth(aiohttp_client, tmp_path):
 def gateway(tmp_path_factory, openai_fake):
     config = write_config(tmp_path_factory.mktemp("openapi"), openai_fake.url,
                           memory='backend = "sqlite"')
-    daemon = Daemon(config)
-    try:
-        yield daemon.wait_ready()
-    finally:
-        daemon.stop()
+    with Daemon(config) as daemon:
+        yield daemon
 
 
 schema = schemathesis.openapi.from_dict(document()).exclude(

@@ -51,11 +51,8 @@ def gateway(tmp_path_factory, openai_fake, responses_fake, anthropic_fake):
     config = write_config(tmp_path_factory.mktemp("responses"), openai_fake.url,
                           auth=f'keys = ["{GATEWAY_KEY}"]',
                           extra=responses_models(responses_fake.url) + claude)
-    daemon = Daemon(config)
-    try:
-        yield daemon.wait_ready()
-    finally:
-        daemon.stop()
+    with Daemon(config) as daemon:
+        yield daemon
 
 
 def client(daemon) -> openai.AsyncOpenAI:

@@ -57,11 +57,8 @@ def gateway(tmp_path_factory, openai_fake, faulty):
     config = write_config(tmp_path_factory.mktemp("router"), openai_fake.url,
                           auth=f'keys = ["{GATEWAY_KEY}"]',
                           extra=ROUTER + router_models(faulty.url))
-    daemon = Daemon(config)
-    try:
-        yield daemon.wait_ready()
-    finally:
-        daemon.stop()
+    with Daemon(config) as daemon:
+        yield daemon
 
 
 def counts(server) -> dict:
