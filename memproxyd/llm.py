@@ -151,6 +151,7 @@ def openai_client(session: UserSession, key: str | None, base: str, timeout: flo
 async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.StreamResponse:
     """``/v1/chat/completions`` through ``litellm.acompletion``."""
     args = {k: v for k, v in body.items() if k in CHAT_PARAMS}
+    _check_user_messages(args["messages"])
     args = usage.ask_for_usage(call, args)   # the ledger's tokens; not relayed if not asked
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))
@@ -158,6 +159,17 @@ async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.St
     if not call.stream:
         return await _whole(call, result, tap)
     return await _stream(call, result, tap)
+
+
+def _check_user_messages(messages: list) -> None:
+    """litellm's own check of user content part types (a chat part it does not translate,
+    such as the Responses API's ``input_text``), as the client's 400 before the call: raised
+    inside ``acompletion`` it would read as an upstream failure (502)."""
+    check = litellm().utils.validate_chat_completion_user_messages   # import under the lock
+    try:
+        check(messages)
+    except Exception as exc:  # litellm raises a bare Exception here
+        raise ApiError(400, f"{exc}", "invalid_request_error") from None
 
 
 def _openai_sse(chunk) -> bytes:

@@ -55,11 +55,8 @@ BAD = [
 def gateway(tmp_path_factory, openai_fake):
     config = write_config(tmp_path_factory.mktemp("validation"), openai_fake.url,
                           auth=f'keys = ["{GATEWAY_KEY}"]', memory='backend = "sqlite"')
-    daemon = Daemon(config)
-    try:
-        yield daemon.wait_ready()
-    finally:
-        daemon.stop()
+    with Daemon(config) as daemon:
+        yield daemon
 
 
 async def post(daemon, path: str, data: bytes, user: str, **headers) -> tuple[int, dict]:
@@ -138,3 +135,14 @@ async def test_responses_without_input_pass_natively_but_not_through_litellm(gat
                              headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as resp:
             # forwarded: the fake OpenAI upstream has no /responses route, its 404 comes back
             assert resp.status == 404 and "json" not in resp.headers["content-type"]
+
+
+def test_a_chat_part_litellm_does_not_translate_is_the_clients_400(gateway):
+    """Found by the fuzzer: an ``input_text`` part (the Responses API's) in a chat message
+    to a litellm-routed model made litellm raise inside the call, which read as a 502."""
+    import requests
+    resp = requests.post(f"{gateway.url}/v1/chat/completions", timeout=30, json={
+        "model": "demo", "messages": [{"role": "user", "content": [{"type": "input_text"}]}]},
+        headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+    assert resp.status_code == 400
+    assert "Invalid user message at index 0" in resp.json()["error"]["message"]
