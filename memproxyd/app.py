@@ -101,10 +101,15 @@ def _make_store(app: web.Application, db=None):
     return SqliteStore(config.state_dir / "memory.db", embedder=_embedder(app))
 
 
-def _make_outbox(config: Config, db=None):
+def _make_outbox(config: Config, store, db=None):
     """The local outbox in the memory file; with postgres, the shared one in the database
-    (the local file then holds what arrives while the database is unreachable)."""
-    from memproxyd.memory.outbox import Outbox
+    (the local file then holds what arrives while the database is unreachable). For the
+    SQLite store with nothing to call before storing (no embedding or extract model),
+    exchanges go straight into the store (``DirectOutbox``)."""
+    from memproxyd.memory.outbox import DirectOutbox, Outbox
+    memory = config.memory
+    if memory.backend == "sqlite" and not memory.embedding_model and not memory.extract_model:
+        return DirectOutbox(config.state_dir / "memory.db", store)
     local = Outbox(config.state_dir / "memory.db")
     if db is None:
         return local
@@ -162,7 +167,7 @@ async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
         db = PgDatabase(config.postgres)
         await db.open()            # an unreachable server is a state, not a startup failure
     store = _make_store(app, db)
-    outbox = _make_outbox(config, db)
+    outbox = _make_outbox(config, store, db)
     await store.open()
     await outbox.open()
     delivery = _delivery_store(app, store)

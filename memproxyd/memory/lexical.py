@@ -3,12 +3,16 @@
 SQLite holds every memory durably; this index is derived from it (built from the user's rows
 on first use, then kept current by each write) and is what a search scores, on the event
 loop, without a thread hop. Per user, so a search touches only that user's postings: its
-cost and its statistics never depend on what other users have stored.
+cost and its statistics never depend on what other users have stored. It also keeps each
+memory's stored fields (memories are never changed, only added and deleted), so a search's
+hits are made without reading SQLite: ~0.3 KB of RAM a memory plus its text, for a search
+without a statement, a thread hop or a GIL hand-off on the loop.
 
     index = UserIndex()
     index.add_batch([(11, "Bob: did you finish the pottery class?"),
                      (12, "Ann: yes, I made a bowl last weekend!")])
     index.search(text.stems(text.query_terms("pottery")), limit=5)   # [(11, 0.9), (12, 0.4)]
+    index.stored[index.slot_of[11]]    # (id, content, metadata JSON, created_at) when given
 
 Ranking -- what it does and why:
 1. Terms: ``text.index_terms`` then the Porter stemmer, on memories and questions alike.
@@ -21,25 +25,35 @@ Ranking -- what it does and why:
    term frequency over memory and context, the length of both, k1 = 1.2, b = 0.75), with
    one posting per (term, memory) holding the weighted frequency. Scored with numpy over
    views of the postings (~10 ns a posting, where a Python loop or FTS5 take 150-800 ns).
-4. Bounded work: scoring costs time per posting. Terms are taken rarest first while their
-   postings stay within ``POSTINGS_BUDGET``; the most common words, whose IDF is lowest
-   anyway, are dropped only when a store is that large; when even the rarest term is that
-   common, only its newest postings are scored.
+4. Bounded work: scoring costs time per posting, so terms are taken rarest first and the
+   common ones are rarely scored in full (MaxScore, Turtle & Flood 1995). Each term's
+   postings know their largest BM25 part (``peak``), so ``idf * peak`` bounds what the term
+   can add to any memory. Once the terms still to come could not, all together, lift a
+   memory that none of the rarer terms matched above the ``limit``-th score so far, only
+   the memories already matched can make the top: the remaining terms are looked up for
+   those few (a binary search in their sorted postings) instead of scored over all their
+   postings. The result is the one exhaustive scoring gives. While still scoring in full,
+   terms are taken while their postings stay within ``POSTINGS_BUDGET``; the most common
+   words, whose IDF is lowest anyway, are dropped only when a store is that large; when even
+   the rarest term is that common, only its newest postings are scored.
 """
 from __future__ import annotations
 
+import json
 import math
 from array import array
 from collections import defaultdict
 from typing import Any
 
 from . import text
+from .base import Memory
 
 K1, B = 1.2, 0.75          # FTS5's bm25() constants
 NEAR_WEIGHT = 0.4          # the memories just before and after
 FAR_WEIGHT = 0.3           # the ones after those
 FAR = 2                    # how far out the far context reaches
-POSTINGS_BUDGET = 15_000   # postings one search may score (see 4. above)
+POSTINGS_BUDGET = 15_000   # postings one search may score in full (see 4. above)
+PRUNE_CHECK = 512          # a term with more postings than this is worth a MaxScore check
 
 
 def index_stems(content: str) -> list[str]:
@@ -51,13 +65,14 @@ class Postings:
     part (``f * (k1 + 1) / (f + norm)``), valid for the index's current length normalisation
     (``generation``) and recomputed lazily after it changes."""
 
-    __slots__ = ("slots", "frequencies", "impacts", "generation")
+    __slots__ = ("slots", "frequencies", "impacts", "generation", "peak")
 
     def __init__(self, generation: int):
-        self.slots = array("i")
+        self.slots = array("i")           # ascending: slots are handed out in order
         self.frequencies = array("f")
         self.impacts = array("f")
         self.generation = generation
+        self.peak = 0.0                   # the largest of ``impacts``
 
 
 class UserIndex:
@@ -67,6 +82,7 @@ class UserIndex:
     def __init__(self) -> None:
         self.seqs = array("q")
         self.slot_of: dict[int, int] = {}
+        self.stored: list[tuple | None] = []   # per slot: (id, content, metadata JSON, created)
         self.lengths = array("f")          # tokens of the memory and its context
         self.postings: dict[str, Postings] = {}
         self.deleted: set[int] = set()
@@ -80,15 +96,17 @@ class UserIndex:
     def __len__(self) -> int:
         return len(self.seqs) - len(self.deleted)
 
-    def add_batch(self, rows: list[tuple[int, str]]) -> None:
-        """Index a batch of (seq, content) in order; each row's context is its batch."""
-        self.add_stemmed([(seq, index_stems(content)) for seq, content in rows])
+    def add_batch(self, rows: list[tuple]) -> None:
+        """Index a batch of (seq, content[, stored]) in order; each row's context is its
+        batch. ``stored``: the memory's (id, content, metadata JSON, created_at)."""
+        self.add_stemmed([(row[0], index_stems(row[1]), *row[2:]) for row in rows])
 
-    def add_stemmed(self, rows: list[tuple[int, list[str]]]) -> None:
-        """``add_batch`` with each row's ``index_stems`` already made (off the event loop).
-        Rows already indexed are skipped (a write seen twice is indexed once)."""
-        terms = [stems for _, stems in rows]
-        for i, (seq, _) in enumerate(rows):
+    def add_stemmed(self, rows: list[tuple]) -> None:
+        """``add_batch`` with each row's ``index_stems`` already made (off the event loop):
+        (seq, stems[, stored]). Rows already indexed are skipped (a write seen twice is
+        indexed once)."""
+        terms = [row[1] for row in rows]
+        for i, (seq, _, *stored) in enumerate(rows):
             if seq in self.slot_of:
                 continue
             weighted: dict[str, float] = defaultdict(float)
@@ -98,12 +116,14 @@ class UserIndex:
                 for term in terms[j]:
                     weighted[term] += weight
                 length += len(terms[j])
-            self._append(seq, weighted, length)
+            self._append(seq, weighted, length, stored[0] if stored else None)
 
-    def _append(self, seq: int, weighted: dict[str, float], length: int) -> None:
+    def _append(self, seq: int, weighted: dict[str, float], length: int,
+                stored: tuple | None) -> None:
         slot = len(self.seqs)
         self.seqs.append(seq)
         self.slot_of[seq] = slot
+        self.stored.append(stored)
         self.lengths.append(length)
         self.live_length += length
         # with the normalisation in force: the one ``_current_norms`` extends to new slots
@@ -114,7 +134,10 @@ class UserIndex:
                 postings = self.postings[term] = Postings(self._generation)
             postings.slots.append(slot)
             postings.frequencies.append(frequency)
-            postings.impacts.append(frequency * (K1 + 1) / (frequency + norm))
+            impact = frequency * (K1 + 1) / (frequency + norm)
+            postings.impacts.append(impact)
+            if impact > postings.peak:
+                postings.peak = impact
 
     def remove(self, seqs) -> None:
         for seq in seqs:
@@ -122,6 +145,7 @@ class UserIndex:
             if slot is not None:
                 self.deleted.add(slot)
                 self.live_length -= self.lengths[slot]
+                self.stored[slot] = None
 
     @property
     def stale(self) -> bool:
@@ -137,28 +161,85 @@ class UserIndex:
         if not count or not lists:
             return []
         norms = self._current_norms(count)
-        scores = self._scores_buffer()
-        touched = []
-        budget = POSTINGS_BUDGET
+        weights = []
         for postings in lists:
-            if budget <= 0:
-                break
             # deleted memories keep their postings until a rebuild: never more hits than
             # live memories (the log's argument would go below zero)
             hits = min(len(postings.slots), count)
             idf = math.log((count - hits + 0.5) / (hits + 0.5))
+            weights.append(idf if idf > 0 else 1e-6)
             if postings.generation != self._generation:
                 self._renormalise(postings, norms)
+        # rest[i]: the most the terms from the i-th on can add to any one memory
+        rest = [0.0] * (len(lists) + 1)
+        for i in range(len(lists) - 1, -1, -1):
+            rest[i] = rest[i + 1] + weights[i] * lists[i].peak
+        scores = self._scores_buffer()
+        touched: list = []
+        scored = 0
+        budget = POSTINGS_BUDGET
+        for i, postings in enumerate(lists):
+            if budget <= 0:
+                break
+            size = len(postings.slots)
+            # the test can only pass once the terms scored so far can outweigh the rest
+            # (the limit-th score is at most what they add together) and is worth its cost
+            # only before a long posting list
+            if touched and size > max(PRUNE_CHECK, scored) and rest[i] < rest[0] - rest[i]:
+                found = self._matched(scores, touched, limit, rest[i])
+                if found is not None:
+                    return self._complete(*found, lists[i:], weights[i:], limit)
             # Views, not copies; no append can happen while they live (same thread).
             slots = np.frombuffer(postings.slots, dtype=np.int32)[-budget:]
             impacts = np.frombuffer(postings.impacts, dtype=np.float32)[-budget:]
             budget -= len(slots)
+            scored += len(slots)
             # a term's slots are distinct, so a fancy-indexed += adds each posting once
-            scores[slots] += (idf if idf > 0 else 1e-6) * impacts
+            scores[slots] += weights[i] * impacts
             touched.append(slots)
         if self.deleted:
             scores[list(self.deleted)] = 0.0
         return self._best(scores, touched, limit)
+
+    def _matched(self, scores, touched: list, limit: int, rest: float):
+        """MaxScore's test: when no memory outside the ``touched`` ones can reach the top
+        ``limit`` (``rest`` is the most the remaining terms add), the touched live memories
+        that still can and their scores so far (``scores`` zeroed again); else None."""
+        np = _numpy()
+        if len(touched) == 1:
+            candidates = touched[0]                 # one term's slots: distinct already
+        else:
+            candidates = np.sort(np.concatenate(touched))  # (np.unique is ~15x slower)
+            candidates = candidates[np.concatenate(([True], candidates[1:] != candidates[:-1]))]
+        if len(candidates) < limit:
+            return None
+        partial = scores[candidates]
+        if self.deleted:
+            partial[np.isin(candidates, list(self.deleted))] = 0.0
+        threshold = np.partition(partial, len(partial) - limit)[len(partial) - limit]
+        if rest >= threshold:
+            return None
+        scores[candidates] = 0.0
+        keep = partial >= threshold - rest
+        return candidates[keep], partial[keep]
+
+    def _complete(self, candidates, partial, lists: list[Postings], weights: list[float],
+                  limit: int) -> list[tuple[int, float]]:
+        """Add the remaining terms to the candidates' scores by looking each candidate up in
+        their postings (sorted), and take the ``limit`` best."""
+        np = _numpy()
+        for postings, weight in zip(lists, weights):
+            slots = np.frombuffer(postings.slots, dtype=np.int32)
+            at = slots.searchsorted(candidates)
+            at[at == len(slots)] = 0
+            hit = slots[at] == candidates
+            partial[hit] += weight * np.frombuffer(postings.impacts, dtype=np.float32)[at[hit]]
+        if len(partial) > limit:
+            top = np.argpartition(partial, -limit)[-limit:]
+            candidates, partial = candidates[top], partial[top]
+        order = np.argsort(-partial, kind="stable")
+        return [(self.seqs[slot], score) for slot, score
+                in zip(candidates[order].tolist(), partial[order].tolist()) if score > 0]
 
     def _best(self, scores, touched: list, limit: int) -> list[tuple[int, float]]:
         """The ``limit`` best of the touched slots, and the buffer zeroed again."""
@@ -178,6 +259,17 @@ class UserIndex:
                     break
         return [(self.seqs[slot], score) for slot, score in out.items()]
 
+    def memories(self, user_id: str, ranked: list[tuple[int, float]]) -> list[Memory]:
+        """The ranked (seq, score) as memories, from the fields kept with the index."""
+        out = []
+        for seq, score in ranked:
+            slot = self.slot_of.get(seq)
+            stored = self.stored[slot] if slot is not None else None
+            if stored is not None:
+                mid, content, metadata, created_at = stored
+                out.append(Memory(mid, user_id, content, json.loads(metadata), created_at, score))
+        return out
+
     def _scores_buffer(self):
         """A zeroed float32 array with a place per slot, reused across searches."""
         np = _numpy()
@@ -189,8 +281,9 @@ class UserIndex:
         np = _numpy()
         slots = np.frombuffer(postings.slots, dtype=np.int32)
         f = np.frombuffer(postings.frequencies, dtype=np.float32)
-        postings.impacts = array("f", (f * (K1 + 1) / (f + norms[slots])).astype(np.float32)
-                                 .tobytes())
+        impacts = (f * (K1 + 1) / (f + norms[slots])).astype(np.float32)
+        postings.impacts = array("f", impacts.tobytes())
+        postings.peak = float(impacts.max()) if len(impacts) else 0.0
         postings.generation = self._generation
 
     def _current_norms(self, count: int):
@@ -227,17 +320,17 @@ def _numpy():
     return _np
 
 
-def build(rows: list[tuple[int, int | None, str]]) -> UserIndex:
-    """An index of the rows (seq, group, content), oldest first; consecutive rows of one
-    group are a batch (each other's context)."""
+def build(rows: list[tuple]) -> UserIndex:
+    """An index of the rows (seq, group, content[, stored]), oldest first; consecutive rows
+    of one group are a batch (each other's context)."""
     index = UserIndex()
-    batch: list[tuple[int, str]] = []
+    batch: list[tuple] = []
     group = None
-    for seq, grp, content in rows:
+    for seq, grp, *rest in rows:
         if batch and (grp != group or grp is None):
             index.add_batch(batch)
             batch = []
-        batch.append((seq, content))
+        batch.append((seq, *rest))
         group = grp
     if batch:
         index.add_batch(batch)

@@ -28,13 +28,60 @@ import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
 Migration = tuple["str | Callable[[sqlite3.Connection], None]", ...]   # one schema version
 
 _VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version ("
                   "component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+
+
+class GroupCommit:
+    """Concurrent writes share transactions (group commit): while one transaction is being
+    written, what every caller that arrives meanwhile submits is gathered and written together
+    in the next; each caller returns once the transaction holding its part has committed, and
+    hears of its failure if it failed.
+
+        group = GroupCommit(lambda parts: db.run(write_all, parts))
+        await group.submit(part)        # committed
+    """
+
+    def __init__(self, commit: Callable[[list], Awaitable[Any]], name: str):
+        self._commit = commit
+        self._name = name
+        self._waiting: list[tuple[Any, asyncio.Future]] = []
+        self._committer: asyncio.Task | None = None
+
+    async def submit(self, part) -> None:
+        committed = asyncio.get_running_loop().create_future()
+        self._waiting.append((part, committed))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_waiting(), name=self._name)
+        # A caller that goes away still has its part committed with the others.
+        await committed
+
+    async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.shield(self._committer)   # callers are owed their commit
+
+    async def _commit_waiting(self) -> None:
+        """One transaction for everything waiting, again until nothing is."""
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                try:
+                    await self._commit([part for part, _ in group])
+                except Exception as exc:   # every caller of this group hears of it
+                    for _, committed in group:
+                        if not committed.done():       # done: its caller was cancelled
+                            committed.set_exception(exc)
+                else:
+                    for _, committed in group:
+                        if not committed.done():
+                            committed.set_result(None)
+        finally:
+            self._committer = None
 
 
 class SqliteThread:
