@@ -63,12 +63,15 @@ _IRREGULAR = {
 def words(text: str) -> list[str]:
     """Lowercased word tokens with contraction/possessive tails removed."""
     out = []
+    irregular = _IRREGULAR.get
     for token in _WORD.findall(text.lower().replace("\u2019", "'")):
-        if token.endswith("n't"):
-            continue                    # negated auxiliaries: stop words ("won't" ≠ "won")
-        token = _TAIL.sub("", token).replace("'", "")
-        if token:
-            out.append(_IRREGULAR.get(token, token))
+        if "'" in token:
+            if token.endswith("n't"):
+                continue                # negated auxiliaries: stop words ("won't" ≠ "won")
+            token = _TAIL.sub("", token).replace("'", "")
+            if not token:
+                continue
+        out.append(irregular(token, token))
     return out
 
 
