@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from memproxyd.memory import anthropic_wire, openai_wire
+from memproxyd.memory import anthropic_wire, openai_wire, responses_wire
 from memproxyd.memory.clients import human_words
 from memproxyd.memory.turn import memory_text
 
@@ -118,3 +118,28 @@ def test_codex_summary_after_compaction_is_not_the_human(codex):
                                       "and produced a summary of its thinking process. ..."}]})
     assert responses_wire.turn(body).human == QUESTION
     assert responses_wire.query(body, "all_user", 2000) == QUESTION
+
+
+@pytest.mark.parametrize("client, adapter", [("claude-code", anthropic_wire),
+                                             ("codex", responses_wire)])
+def test_the_turns_human_words_are_the_last_user_query(client, adapter):
+    """The memory service searches with ``turn.human`` for ``last_user`` instead of reading
+    the body twice: it must be what ``query`` makes of the same body."""
+    for body in recorded(client) + [{"messages": [{"role": "user", "content": "hi"},
+                                                  {"role": "assistant", "content": "yo"},
+                                                  {"role": "user", "content": "recall X"}]}]:
+        turn = adapter.turn(body)
+        if turn.human:
+            assert adapter.query(body, "last_user", 10_000) == turn.human
+            assert adapter.query(body, "last_user", 12) == turn.human[-12:]
+
+
+def test_the_chat_turns_human_words_are_the_last_user_query():
+    body = {"messages": [{"role": "system", "content": "be terse"},
+                         {"role": "user", "content": [{"type": "text", "text": "first words"}]},
+                         {"role": "assistant", "content": "ok"},
+                         {"role": "user", "content": "<system-reminder>x</system-reminder>"
+                                                     "the newest question here"}]}
+    turn = openai_wire.turn(body)
+    assert turn.human and openai_wire.query(body, "last_user", 10_000) == turn.human
+    assert openai_wire.query(body, "last_user", 7) == turn.human[-7:]

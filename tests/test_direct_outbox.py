@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -60,14 +61,13 @@ async def test_an_acknowledged_exchange_is_committed_in_the_store_not_queued(tmp
 async def test_concurrent_exchanges_share_transactions_each_its_own_batch(tmp_path, parts):
     store, outbox = parts
     groups = []
-    run = store._db.run
+    add_parts = store._add_parts
 
-    async def counting_run(fn, *args):
-        if fn.__name__ == "_add_parts":
-            groups.append(len(args[0]))
-        return await run(fn, *args)
+    def counting(conn, group):
+        groups.append(len(group))
+        return add_parts(conn, group)
 
-    store._db.run = counting_run
+    store._add_parts = counting
     users = ["alice", "bob"]
     await asyncio.gather(*(outbox.enqueue(users[n % 2], [exchange(n)]) for n in range(40)))
     assert sum(groups) == 40 and len(groups) < 10       # grouped, not one per call
@@ -90,10 +90,10 @@ async def test_a_resent_exchange_is_stored_once(tmp_path, parts):
 async def test_a_failed_commit_fails_every_caller_in_it_and_stores_nothing(tmp_path, parts):
     store, outbox = parts
 
-    async def broken(fn, *args):
+    def broken(conn, group):
         raise sqlite3.OperationalError("database or disk is full")
 
-    store._db.run = broken
+    store._add_parts = broken
     results = await asyncio.gather(*(outbox.enqueue("alice", [exchange(n)]) for n in range(5)),
                                    return_exceptions=True)
     assert all(isinstance(r, sqlite3.OperationalError) for r in results)
@@ -104,6 +104,78 @@ async def test_an_item_without_a_key_is_refused(parts):
     _, outbox = parts
     with pytest.raises(ValueError):
         await outbox.enqueue("alice", [NewMemory("no key")])
+
+
+async def test_an_exchange_waits_for_the_writer_threads_jobs_and_keeps_their_order(parts):
+    """While a job is under way on the writer thread, a remembered exchange is written after
+    it, on the thread; with the thread idle, on the loop."""
+    store, outbox = parts
+    here = []
+    run_here = store._db.run_here
+    store._db.run_here = lambda fn, *a: here.append(fn.__name__) or run_here(fn, *a)
+    order = []
+
+    def slow(conn):
+        order.append("slow job")
+        time.sleep(0.3)
+
+    slow_job = asyncio.create_task(store._db.run(slow))
+    while not order:
+        await asyncio.sleep(0.01)
+    await outbox.enqueue("alice", [exchange(1)])
+    order.append("exchange")
+    await slow_job
+    assert order == ["slow job", "exchange"] and here == []
+    assert len(await store.search("alice", "parcel", 5)) == 1   # (its index built on the thread)
+    await outbox.enqueue("alice", [exchange(2)])
+    assert here == ["_add_parts_now"]
+    assert len(await store.search("alice", "parcel", 5)) == 2
+
+
+async def test_another_connections_write_lock_never_blocks_the_loop(tmp_path, parts):
+    """On the loop an exchange never waits for a lock: it goes to the thread, which waits."""
+    store, outbox = parts
+    other = sqlite3.connect(tmp_path / "memory.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")                 # holds the write lock
+    task = asyncio.create_task(outbox.enqueue("alice", [exchange(3)]))
+    ticks = 0
+    for _ in range(10):                              # the loop keeps running meanwhile
+        await asyncio.sleep(0.02)
+        ticks += 1
+    assert ticks == 10 and not task.done()
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(task, 10)
+    assert stored(tmp_path / "memory.db") == ["turn-3"]
+
+
+async def test_the_store_checkpoints_on_its_thread_never_in_a_commit(tmp_path, monkeypatch):
+    from memproxyd.memory import sqlite_db, sqlite_store
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_ROWS", 10)
+    checkpoints = []
+    run_checkpoint = sqlite_db.SqliteThread._run_checkpoint
+
+    async def counted(self):
+        checkpoints.append(1)
+        await run_checkpoint(self)
+    monkeypatch.setattr(sqlite_db.SqliteThread, "_run_checkpoint", counted)
+    store = SqliteStore(tmp_path / "memory.db")
+    await store.open()
+    outbox = DirectOutbox(tmp_path / "memory.db", store)
+    await outbox.open()
+    try:
+        assert await store._db.run(
+            lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()) == (0,)
+        for n in range(25):
+            await outbox.enqueue("alice", [exchange(n)])
+            await asyncio.sleep(0)
+        assert len(checkpoints) >= 2
+        # a checkpoint leaves no statement open on the connection: the API's writes go on
+        await store.add_many("alice", [NewMemory(f"imported {n}") for n in range(30)])
+        assert len(stored(tmp_path / "memory.db")) == 55
+    finally:
+        await outbox.close()
+        await store.close()
 
 
 def test_acknowledged_exchanges_survive_kill_9(tmp_path):

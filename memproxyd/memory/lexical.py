@@ -39,7 +39,6 @@ Ranking -- what it does and why:
 """
 from __future__ import annotations
 
-import json
 import math
 from array import array
 from collections import defaultdict
@@ -47,6 +46,7 @@ from typing import Any
 
 from . import text
 from .base import Memory
+from .sse import loads
 
 K1, B = 1.2, 0.75          # FTS5's bm25() constants
 NEAR_WEIGHT = 0.4          # the memories just before and after
@@ -267,7 +267,7 @@ class UserIndex:
             stored = self.stored[slot] if slot is not None else None
             if stored is not None:
                 mid, content, metadata, created_at = stored
-                out.append(Memory(mid, user_id, content, json.loads(metadata), created_at, score))
+                out.append(Memory(mid, user_id, content, loads(metadata), created_at, score))
         return out
 
     def _scores_buffer(self):

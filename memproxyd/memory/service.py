@@ -223,7 +223,7 @@ class MemoryService:
                        mode: str) -> tuple[dict[str, Any], RememberTap | None]:
         adapter = adapter_for(call.protocol)
         call.memory_status = "skipped"
-        turn = adapter.turn(call.body, compiled(self.config.memory.strip_patterns))
+        own = turn = adapter.turn(call.body, compiled(self.config.memory.strip_patterns))
         if not turn.human and not turn.side_call:
             turn = self._continued(call, turn)
         if turn.side_call or not turn.human or self._skipped_by_policy(call, adapter):
@@ -231,7 +231,11 @@ class MemoryService:
         anchor = self._anchor(call, turn)
         body = call.body
         if mode in ("on", "read"):
-            body = await self._recall(call, session, adapter, anchor)
+            # ``last_user`` searches with the turn's human words, which ``turn`` just found in
+            # this body (not for a turn continued by id: its query is this call's new input)
+            known = turn.human if turn is own and self.config.memory.query_strategy == \
+                "last_user" else None
+            body = await self._recall(call, session, adapter, anchor, known)
         tap = RememberTap(self, call, adapter, turn) if mode in ("on", "write") else None
         return body, tap
 
@@ -257,11 +261,12 @@ class MemoryService:
             return turn.anchor
         return hashlib.sha256(f"{conversation}\x00{turn.anchor}".encode()).hexdigest()[:32]
 
-    async def _recall(self, call: Call, session, adapter, anchor: str) -> dict[str, Any]:
+    async def _recall(self, call: Call, session, adapter, anchor: str,
+                      known: str | None) -> dict[str, Any]:
         """The turn's block: recalled on its first call, the same one on every later call."""
         recalled = self.turns.get(call.user_id, anchor)
         if recalled is None:
-            recalled = await self._search(call, session, adapter)
+            recalled = await self._search(call, session, adapter, known)
             if recalled is None:
                 return call.body       # recall failed: the next call of the turn tries again
             self.turns.put(call.user_id, anchor, recalled)
@@ -272,10 +277,15 @@ class MemoryService:
         call.recalled_ids = recalled.ids
         return adapter.inject(call.body, recalled.block)
 
-    async def _search(self, call: Call, session, adapter) -> Recalled | None:
+    async def _search(self, call: Call, session, adapter, known: str | None) -> Recalled | None:
+        """``known``: the query when the caller has it already (what ``adapter.query`` makes
+        of the body for ``last_user``, before the ``max_query_chars`` cut)."""
         memory = self.config.memory
-        query = adapter.query(call.body, memory.query_strategy, memory.max_query_chars,
-                              compiled(memory.strip_patterns))
+        if known is None:
+            query = adapter.query(call.body, memory.query_strategy, memory.max_query_chars,
+                                  compiled(memory.strip_patterns))
+        else:
+            query = known[-memory.max_query_chars:] if memory.max_query_chars > 0 else known
         try:
             found = await _within(self.store.search(call.user_id, query, memory.top_k, session),
                                   memory.recall_timeout_ms / 1000)

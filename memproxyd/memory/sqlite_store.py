@@ -30,7 +30,8 @@ from typing import Any, Awaitable, Callable
 
 from . import lexical, text, vectors
 from .base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
-from .sqlite_db import GroupCommit, Migration, SqliteReaders, SqliteThread, transaction
+from .sqlite_db import (BUSY_TIMEOUT_MS, GroupCommit, Migration, SqliteReaders, SqliteThread,
+                        transaction)
 from .sqlite_rows import COLUMNS, UserScope, fetch, memory as as_memory, rows as scoped_rows
 
 _UserScope = UserScope   # the name the isolation test knows
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Embedder = Callable[[list, Any], Awaitable[list]]
 READERS = 2               # read connections (each its own thread)
+CHECKPOINT_ROWS = 500     # rows written between WAL checkpoints (on the writer thread)
 
 
 def _group_existing(conn: sqlite3.Connection) -> None:
@@ -80,7 +82,7 @@ class SqliteStore(MemoryStore):
                  readers: int = READERS):
         self.db_path = Path(db_path)
         self.embedder = embedder
-        self._db = SqliteThread(self.db_path, "memory-store")
+        self._db = SqliteThread(self.db_path, "memory-store", checkpoint_rows=CHECKPOINT_ROWS)
         self._readers = SqliteReaders(self.db_path, "memory-read", size=readers)
         self.schema_version = 0
         self._indexes: dict[str, lexical.UserIndex] = {}
@@ -169,6 +171,7 @@ class SqliteStore(MemoryStore):
         texts = [item.content for batch in batches for item in batch]
         embedded = await self._embed(texts, session) if texts else None
         out, added = await self._db.run(self._add_batches, user_id, batches, embedded)
+        self._db.wrote(len(out))
         self._indexed(user_id, added)
         return out
 
@@ -182,7 +185,18 @@ class SqliteStore(MemoryStore):
         await self._remembered.submit((user_id, [[item] for item in items]))
 
     async def _commit_remembered(self, parts: list[tuple[str, list[list[NewMemory]]]]) -> None:
-        added = await self._db.run(self._add_parts, parts)
+        """On the loop when the writer is idle (a few short inserts: cheaper than the hop),
+        else on the writer thread, after what is queued there."""
+        added = None
+        if self._db.idle:
+            try:
+                added = self._db.run_here(self._add_parts_now, parts)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+        if added is None:      # queued behind the thread's jobs, or another connection writes
+            added = await self._db.run(self._add_parts, parts)
+        self._db.wrote(sum(len(batch) for _, batches in parts for batch in batches))
         for (user_id, _), rows in zip(parts, added):
             self._indexed(user_id, rows)
 
@@ -194,6 +208,15 @@ class SqliteStore(MemoryStore):
                 index.add_stemmed(rows)
         else:   # a first write: index the user now, so their first search finds it built
             self._building(user_id)
+
+    def _add_parts_now(self, conn, parts: list[tuple[str, list[list[NewMemory]]]]) -> list:
+        """``_add_parts`` on the event loop: never waiting for another connection's write
+        lock there (busy: the caller goes to the thread instead)."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            return self._add_parts(conn, parts)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def _add_parts(self, conn, parts: list[tuple[str, list[list[NewMemory]]]]) -> list:
         """Several users' batches in one transaction; each user's new rows."""

@@ -12,6 +12,17 @@ from __future__ import annotations
 
 import json
 
+import orjson
+
+
+def loads(data: bytes):
+    """JSON as the reply collectors read it: orjson (~4x faster on every remembered reply),
+    the standard parser for what orjson refuses and JSON allows (NaN, lone surrogates)."""
+    try:
+        return orjson.loads(data)
+    except ValueError:
+        return json.loads(data)
+
 
 class ReplyReader:
     def __init__(self, stream: bool):
@@ -36,7 +47,7 @@ class ReplyReader:
         out = []
         for data in self.feed(chunk):
             try:
-                event = json.loads(data)
+                event = loads(data)
             except ValueError:
                 continue
             if isinstance(event, dict):
@@ -46,6 +57,6 @@ class ReplyReader:
     def whole(self) -> object:
         """The whole (not streamed) body as JSON; None when it is not JSON."""
         try:
-            return json.loads(bytes(self.body))
+            return loads(bytes(self.body))
         except ValueError:
             return None
