@@ -73,6 +73,13 @@ class _TimedStore:
         finally:
             self._histogram.observe(time.perf_counter() - started)
 
+    def search_now(self, *args):
+        started = time.perf_counter()
+        found = self._store.search_now(*args)
+        if found is not None:
+            self._histogram.observe(time.perf_counter() - started)
+        return found
+
     def __getattr__(self, name):
         return getattr(self._store, name)
 

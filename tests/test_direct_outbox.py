@@ -79,6 +79,23 @@ async def test_concurrent_exchanges_share_transactions_each_its_own_batch(tmp_pa
     assert len(await store.search("alice", "parcel depot", 40)) == 20
 
 
+async def test_an_exchange_is_committed_even_when_its_caller_goes_away(tmp_path, parts):
+    """What lets the memory service remember without a shield (a task per exchange): once
+    ``enqueue`` first waits, the exchange is in the group commit, caller or no caller."""
+    store, outbox = parts
+    assert outbox.cancel_safe
+    caller = asyncio.create_task(outbox.enqueue("alice", [exchange(9)]))
+    await asyncio.sleep(0)                 # it ran up to its first wait
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    for _ in range(100):
+        if stored(tmp_path / "memory.db"):
+            break
+        await asyncio.sleep(0.01)
+    assert stored(tmp_path / "memory.db") == ["turn-9"]
+
+
 async def test_a_resent_exchange_is_stored_once(tmp_path, parts):
     store, outbox = parts
     await asyncio.gather(*(outbox.enqueue("alice", [exchange(7)]) for _ in range(3)))

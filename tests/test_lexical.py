@@ -11,7 +11,8 @@ from memproxyd.memory import lexical
 def exhaustive(index: lexical.UserIndex, terms: list[str], limit: int) -> list[float]:
     """The top ``limit`` scores by scoring every posting of every term, in plain Python."""
     count = len(index)
-    norms = index._current_norms(count)
+    index._drift(count)
+    norms = index._current_norms()
     scores: dict[int, float] = {}
     for term in set(terms):
         postings = index.postings.get(term)

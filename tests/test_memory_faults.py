@@ -48,7 +48,11 @@ async def test_a_failing_store_on_recall_still_serves_the_call_and_says_so(clien
 
     async def search(*args, **kwargs):
         raise OSError(errno.EIO, "disk I/O error")
+
+    def search_now(*args, **kwargs):
+        raise OSError(errno.EIO, "disk I/O error")
     memory.store.search = search
+    memory.store.search_now = search_now
     async with client.post("/v1/chat/completions", json=chat("what do you recall?"),
                            headers={"x-memory-user-id": "io"}) as resp:
         assert resp.status == 200

@@ -191,3 +191,27 @@ async def test_search_after_deleting_most_memories_that_share_a_word(tmp_path):
         assert "BLUEFIN" in found.content
     finally:
         await store.close()
+
+
+async def test_search_now_answers_from_a_built_index_only_and_as_search_does(store):
+    assert store.search_now("ann", "kite festival", 5) is None        # no index yet
+    await store.add_many("ann", [NewMemory("Ann: the kite festival is in May"),
+                                 NewMemory("Ann: my kite is red"), NewMemory("Ann: lunch")])
+    searched = await store.search("ann", "kite festival", 5)          # (waits for the build)
+    now = store.search_now("ann", "kite festival", 5)
+    assert now == searched and now[0].content == "Ann: the kite festival is in May"
+    assert store.search_now("ann", "the of", 5) == []                 # stop words only
+    assert store.search_now("bob", "kite", 5) is None                 # bob has no index
+
+
+async def test_search_now_defers_to_search_with_an_embedder(tmp_path):
+    async def embed(texts, session):
+        return [[1.0, 0.0] for _ in texts]
+    store = SqliteStore(tmp_path / "memory.db", embedder=embed)
+    await store.open()
+    try:
+        await store.add("ann", "Ann: the kite festival is in May")
+        assert len(await store.search("ann", "kite", 5)) == 1
+        assert store.search_now("ann", "kite", 5) is None
+    finally:
+        await store.close()

@@ -107,6 +107,12 @@ class MemoryStore(abc.ABC):
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         """Best first; ``score`` set, higher is better."""
 
+    def search_now(self, user_id: str, query: str, limit: int) -> list[Memory] | None:
+        """``search``'s result when it can be had at once, waiting for nothing (an index in
+        memory, already built); None when it cannot (then ``search``). Saves the recall
+        its timeout machinery on the hot path."""
+        return None
+
     @abc.abstractmethod
     async def list(self, user_id: str, limit: int, cursor: str | None = None,
                    session=None) -> tuple[list[Memory], str | None]:

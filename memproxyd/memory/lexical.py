@@ -160,16 +160,17 @@ class UserIndex:
                        key=lambda p: len(p.slots))
         if not count or not lists:
             return []
-        norms = self._current_norms(count)
+        self._drift(count)
         weights = []
+        generation, log = self._generation, math.log
         for postings in lists:
             # deleted memories keep their postings until a rebuild: never more hits than
             # live memories (the log's argument would go below zero)
             hits = min(len(postings.slots), count)
-            idf = math.log((count - hits + 0.5) / (hits + 0.5))
+            idf = log((count - hits + 0.5) / (hits + 0.5))
             weights.append(idf if idf > 0 else 1e-6)
-            if postings.generation != self._generation:
-                self._renormalise(postings, norms)
+            if postings.generation != generation:
+                self._renormalise(postings, self._current_norms())
         # rest[i]: the most the terms from the i-th on can add to any one memory
         rest = [0.0] * (len(lists) + 1)
         for i in range(len(lists) - 1, -1, -1):
@@ -286,22 +287,26 @@ class UserIndex:
         postings.peak = float(impacts.max()) if len(impacts) else 0.0
         postings.generation = self._generation
 
-    def _current_norms(self, count: int):
-        """Per-slot length normalisation ``k1 * (1 - b + b * length / avg)``, recomputed
-        when the average length moved by more than 5 %, extended for memories added since."""
-        np = _numpy()
+    def _drift(self, count: int) -> None:
+        """A new normalisation (``generation``) when the average length moved by more than
+        5 %: every term's impacts are recomputed when next searched."""
         avg = self.live_length / count or 1.0
-        lengths = np.frombuffer(self.lengths, dtype=np.float32)
         if abs(avg - self._norms_avg) > 0.05 * self._norms_avg:
-            self._norms = K1 * (1 - B + B * lengths / avg)
             self._norms_avg = avg
             self._generation += 1
-            self._normed = len(lengths)
-        elif self._normed < len(lengths):       # in place: memories are added between searches
-            if len(self._norms) < len(lengths):
-                grown = np.empty(2 * len(lengths), dtype=np.float32)
-                grown[:self._normed] = self._norms[:self._normed]
-                self._norms = grown
+            self._normed = 0
+
+    def _current_norms(self):
+        """Per-slot length normalisation ``k1 * (1 - b + b * length / avg)`` at the current
+        average: made anew after a drift, else extended to the memories added since (only
+        when a term is renormalised: new postings get theirs when appended)."""
+        np = _numpy()
+        lengths = np.frombuffer(self.lengths, dtype=np.float32)
+        if self._normed == 0 or len(self._norms) < len(lengths):
+            grown = np.empty(max(1024, 2 * len(lengths)), dtype=np.float32)
+            grown[:self._normed] = self._norms[:self._normed]
+            self._norms = grown
+        if self._normed < len(lengths):
             self._norms[self._normed:len(lengths)] = (
                 K1 * (1 - B + B * lengths[self._normed:] / self._norms_avg))
             self._normed = len(lengths)

@@ -171,6 +171,11 @@ class DirectOutbox(Outbox):
     earlier configuration left queued are delivered by the worker as before.
     """
 
+    # ``enqueue`` hands its exchange to the store's group commit before it first waits, and
+    # the commit happens whether or not the caller is still there: a remembering caller needs
+    # no shield (a task per exchange) against its client hanging up.
+    cancel_safe = True
+
     def __init__(self, db_path: Path, store, *, synchronous: str = "NORMAL"):
         super().__init__(db_path, synchronous=synchronous)
         self.store = store

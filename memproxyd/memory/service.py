@@ -131,7 +131,10 @@ class RememberTap:
         hangs up right after the last byte (Codex does) cancels its handler, and the reply it
         received must still be remembered."""
         if ok and not self.broken:
-            await asyncio.shield(self._finish(call))
+            if getattr(self.service.outbox, "cancel_safe", False):
+                await self._finish(call)     # registered for its commit before any await
+            else:
+                await asyncio.shield(self._finish(call))
 
     async def _finish(self, call: Call) -> None:
         try:
@@ -287,8 +290,11 @@ class MemoryService:
         else:
             query = known[-memory.max_query_chars:] if memory.max_query_chars > 0 else known
         try:
-            found = await _within(self.store.search(call.user_id, query, memory.top_k, session),
-                                  memory.recall_timeout_ms / 1000)
+            found = self.store.search_now(call.user_id, query, memory.top_k)
+            if found is None:
+                found = await _within(self.store.search(call.user_id, query, memory.top_k,
+                                                        session),
+                                      memory.recall_timeout_ms / 1000)
         except Exception as exc:  # timeout or backend failure: proceed without memory
             call.memory_status = "error"
             log.warning("recall failed user_id=%s error=%s", call.user_id,
