@@ -226,3 +226,36 @@ def test_only_a_store_with_nothing_to_call_first_is_written_directly(tmp_path, m
     outbox = _make_outbox(config, store=object())
     assert isinstance(outbox, Outbox)
     assert isinstance(outbox, DirectOutbox) is direct
+
+
+async def test_a_cancelled_callers_job_keeps_the_writer_busy_until_it_ends(tmp_path):
+    """``run_here`` must never share the connection with a job still on the thread, even one
+    whose caller was cancelled."""
+    from memproxyd.memory.sqlite_db import SqliteThread
+    db = SqliteThread(tmp_path / "x.db", "test-writer")
+    await db.open("x", ())
+    try:
+        assert db.idle
+        release = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def slow(conn):
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(5)
+
+        caller = asyncio.create_task(db.run(slow))
+        await asyncio.sleep(0.05)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert not db.idle                            # the job is still on the thread
+        with pytest.raises(RuntimeError):
+            db.run_here(lambda conn: None)
+        release.set()
+        for _ in range(100):
+            if db.idle:
+                break
+            await asyncio.sleep(0.01)
+        assert db.idle
+        assert db.run_here(lambda conn: conn.execute("SELECT 41 + 1").fetchone()) == (42,)
+    finally:
+        await db.close()
