@@ -92,6 +92,8 @@ class UserIndex:
         self._normed = 0                   # slots with a norm in ``_norms`` (it has spare room)
         self._generation = 0               # bumped when ``_norms`` are recomputed
         self._scores: Any = ()             # reused accumulator (numpy), zero between searches
+        self._owners: Any = ()             # scratch (numpy) for ``_matched``
+        self._places: Any = ()             # 0, 1, 2, ... (numpy) for ``_matched``
 
     def __len__(self) -> int:
         return len(self.seqs) - len(self.deleted)
@@ -189,7 +191,7 @@ class UserIndex:
             if touched and size > max(PRUNE_CHECK, scored) and rest[i] < rest[0] - rest[i]:
                 found = self._matched(scores, touched, limit, rest[i])
                 if found is not None:
-                    return self._complete(*found, lists[i:], weights[i:], limit)
+                    return self._complete(*found, lists[i:], weights[i:], rest[i:], limit)
             # Views, not copies; no append can happen while they live (same thread).
             slots = np.frombuffer(postings.slots, dtype=np.int32)[-budget:]
             impacts = np.frombuffer(postings.impacts, dtype=np.float32)[-budget:]
@@ -205,13 +207,15 @@ class UserIndex:
     def _matched(self, scores, touched: list, limit: int, rest: float):
         """MaxScore's test: when no memory outside the ``touched`` ones can reach the top
         ``limit`` (``rest`` is the most the remaining terms add), the touched live memories
-        that still can and their scores so far (``scores`` zeroed again); else None."""
+        that still can and their scores so far, ordered by slot (``scores`` zeroed again);
+        else None."""
         np = _numpy()
-        if len(touched) == 1:
-            candidates = touched[0]                 # one term's slots: distinct already
-        else:
-            candidates = np.sort(np.concatenate(touched))  # (np.unique is ~15x slower)
-            candidates = candidates[np.concatenate(([True], candidates[1:] != candidates[:-1]))]
+        candidates = touched[0] if len(touched) == 1 else np.concatenate(touched)
+        if len(touched) > 1:     # one place per slot: the last of its places wins the scatter
+            places = self._arange(len(candidates))
+            owner = self._owners_buffer()
+            owner[candidates] = places
+            candidates = candidates[owner[candidates] == places]
         if len(candidates) < limit:
             return None
         partial = scores[candidates]
@@ -222,14 +226,22 @@ class UserIndex:
             return None
         scores[candidates] = 0.0
         keep = partial >= threshold - rest
-        return candidates[keep], partial[keep]
+        candidates, partial = candidates[keep], partial[keep]
+        order = candidates.argsort()     # sorted needles: searchsorted goes faster
+        return candidates[order], partial[order]
 
     def _complete(self, candidates, partial, lists: list[Postings], weights: list[float],
-                  limit: int) -> list[tuple[int, float]]:
+                  rest: list[float], limit: int) -> list[tuple[int, float]]:
         """Add the remaining terms to the candidates' scores by looking each candidate up in
-        their postings (sorted), and take the ``limit`` best."""
+        their postings (sorted), dropping, before each term, the candidates that can no
+        longer reach the top ``limit`` (``rest[j]``: the most terms ``j``... can add), and
+        take the ``limit`` best."""
         np = _numpy()
-        for postings, weight in zip(lists, weights):
+        for j, (postings, weight) in enumerate(zip(lists, weights)):
+            if j and len(partial) > 4 * limit:
+                threshold = np.partition(partial, len(partial) - limit)[len(partial) - limit]
+                keep = partial >= threshold - rest[j]
+                candidates, partial = candidates[keep], partial[keep]
             slots = np.frombuffer(postings.slots, dtype=np.int32)
             at = slots.searchsorted(candidates)
             at[at == len(slots)] = 0
@@ -241,6 +253,20 @@ class UserIndex:
         order = np.argsort(-partial, kind="stable")
         return [(self.seqs[slot], score) for slot, score
                 in zip(candidates[order].tolist(), partial[order].tolist()) if score > 0]
+
+    def _arange(self, n: int):
+        """0..n-1 as int32 (a view of a kept array)."""
+        np = _numpy()
+        if len(self._places) < n:
+            self._places = np.arange(max(1024, 2 * n), dtype=np.int32)
+        return self._places[:n]
+
+    def _owners_buffer(self):
+        """An int32 array with a place per slot (scratch for ``_matched``)."""
+        np = _numpy()
+        if len(self._owners) < len(self.seqs):
+            self._owners = np.zeros(max(1024, 2 * len(self.seqs)), dtype=np.int32)
+        return self._owners
 
     def _best(self, scores, touched: list, limit: int) -> list[tuple[int, float]]:
         """The ``limit`` best of the touched slots, and the buffer zeroed again."""
