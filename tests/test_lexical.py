@@ -36,13 +36,17 @@ def corpus(rng: random.Random, n: int) -> list[tuple[int, str]]:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_pruned_search_finds_the_exhaustive_top_scores(seed, monkeypatch):
+@pytest.mark.parametrize("dense", ["never", "common", "always"])
+def test_pruned_search_finds_the_exhaustive_top_scores(seed, dense, monkeypatch):
     monkeypatch.setattr(lexical, "POSTINGS_BUDGET", 10**9)     # no truncation: exact
     monkeypatch.setattr(lexical, "PRUNE_CHECK", 8)             # prune even on short lists
+    monkeypatch.setattr(lexical, "DENSE_SHARE", {"never": 0, "common": 8, "always": 10**9}[dense])
+    # "common": evictions happen too; "always": dense lookups live long, appends update them
+    monkeypatch.setattr(lexical, "DENSE_TERMS", 4 if dense == "common" else 64)
     rng = random.Random(seed)
     index = lexical.UserIndex()
     rows = corpus(rng, 3000)
-    for start in range(0, len(rows), 50):
+    for start in range(0, 2500, 50):
         index.add_batch(rows[start:start + 50])
     if seed % 2:
         index.remove(seq for seq, _ in rng.sample(rows, 400))
@@ -50,8 +54,12 @@ def test_pruned_search_finds_the_exhaustive_top_scores(seed, monkeypatch):
     complete = index._complete
     monkeypatch.setattr(index, "_complete",
                         lambda *a, **k: calls.append(1) or complete(*a, **k))
-    for _ in range(150):
+    for n in range(150):
         terms = [f"w{int(rng.paretovariate(0.8)) % 400}" for _ in range(rng.randint(1, 6))]
+        if n % 5 == 4:          # memories arrive between searches; then searched for
+            new = rows[2500 + n * 3:2503 + n * 3]
+            index.add_batch(new)
+            terms = new[0][1].split()[:3] + terms[:2]
         limit = rng.choice([1, 5, 10])
         calls.clear()
         found = index.search(lexical.text.stems(terms), limit)

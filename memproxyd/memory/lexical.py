@@ -54,6 +54,8 @@ FAR_WEIGHT = 0.3           # the ones after those
 FAR = 2                    # how far out the far context reaches
 POSTINGS_BUDGET = 15_000   # postings one search may score in full (see 4. above)
 PRUNE_CHECK = 512          # a term with more postings than this is worth a MaxScore check
+DENSE_SHARE = 8            # a term in 1/8 of the memories is looked up densely (see Postings)
+DENSE_TERMS = 16           # dense lookups kept per user (the most recently used terms)
 
 
 def index_stems(content: str) -> list[str]:
@@ -65,7 +67,7 @@ class Postings:
     part (``f * (k1 + 1) / (f + norm)``), valid for the index's current length normalisation
     (``generation``) and recomputed lazily after it changes."""
 
-    __slots__ = ("slots", "frequencies", "impacts", "generation", "peak")
+    __slots__ = ("slots", "frequencies", "impacts", "generation", "peak", "dense")
 
     def __init__(self, generation: int):
         self.slots = array("i")           # ascending: slots are handed out in order
@@ -73,6 +75,10 @@ class Postings:
         self.impacts = array("f")
         self.generation = generation
         self.peak = 0.0                   # the largest of ``impacts``
+        # For a common term MaxScore looks candidates up in: its impacts by slot (0 where
+        # absent), one gather instead of a binary search per candidate; made on first use,
+        # kept current by appends, dropped when renormalised or evicted (``DENSE_TERMS``).
+        self.dense = None
 
 
 class UserIndex:
@@ -93,6 +99,7 @@ class UserIndex:
         self._generation = 0               # bumped when ``_norms`` are recomputed
         self._scores: Any = ()             # reused accumulator (numpy), zero between searches
         self._owners: Any = ()             # scratch (numpy) for ``_matched``
+        self._densed: dict[int, Postings] = {}   # postings with a dense lookup, oldest first
         self._places: Any = ()             # 0, 1, 2, ... (numpy) for ``_matched``
 
     def __len__(self) -> int:
@@ -140,6 +147,10 @@ class UserIndex:
             postings.impacts.append(impact)
             if impact > postings.peak:
                 postings.peak = impact
+            if postings.dense is not None:
+                if slot >= len(postings.dense):
+                    postings.dense = _grown(postings.dense, slot)
+                postings.dense[slot] = impact
 
     def remove(self, seqs) -> None:
         for seq in seqs:
@@ -242,6 +253,9 @@ class UserIndex:
                 threshold = np.partition(partial, len(partial) - limit)[len(partial) - limit]
                 keep = partial >= threshold - rest[j]
                 candidates, partial = candidates[keep], partial[keep]
+            if postings.dense is not None or len(postings.slots) * DENSE_SHARE >= len(self.seqs):
+                partial += weight * self._dense(postings)[candidates]
+                continue
             slots = np.frombuffer(postings.slots, dtype=np.int32)
             at = slots.searchsorted(candidates)
             at[at == len(slots)] = 0
@@ -253,6 +267,22 @@ class UserIndex:
         order = np.argsort(-partial, kind="stable")
         return [(self.seqs[slot], score) for slot, score
                 in zip(candidates[order].tolist(), partial[order].tolist()) if score > 0]
+
+    def _dense(self, postings: Postings):
+        """The term's dense impacts, made if needed (the least recently used one of more
+        than ``DENSE_TERMS`` is dropped)."""
+        np = _numpy()
+        if postings.dense is None:
+            dense = np.zeros(max(1024, 2 * len(self.seqs)), dtype=np.float32)
+            dense[np.frombuffer(postings.slots, dtype=np.int32)] = np.frombuffer(
+                postings.impacts, dtype=np.float32)
+            postings.dense = dense
+        self._densed.pop(id(postings), None)
+        self._densed[id(postings)] = postings
+        if len(self._densed) > DENSE_TERMS:
+            oldest = next(iter(self._densed))
+            self._densed.pop(oldest).dense = None
+        return postings.dense
 
     def _arange(self, n: int):
         """0..n-1 as int32 (a view of a kept array)."""
@@ -312,6 +342,9 @@ class UserIndex:
         postings.impacts = array("f", impacts.tobytes())
         postings.peak = float(impacts.max()) if len(impacts) else 0.0
         postings.generation = self._generation
+        if postings.dense is not None:
+            postings.dense = None
+            self._densed.pop(id(postings), None)
 
     def _drift(self, count: int) -> None:
         """A new normalisation (``generation``) when the average length moved by more than
@@ -337,6 +370,12 @@ class UserIndex:
                 K1 * (1 - B + B * lengths[self._normed:] / self._norms_avg))
             self._normed = len(lengths)
         return self._norms
+
+
+def _grown(dense, slot: int):
+    grown = _numpy().zeros(max(1024, 2 * (slot + 1)), dtype=dense.dtype)
+    grown[:len(dense)] = dense
+    return grown
 
 
 _np = None
