@@ -73,9 +73,9 @@ class _TimedStore:
         finally:
             self._histogram.observe(time.perf_counter() - started)
 
-    def search_now(self, *args):
+    def search_now(self, *args, **kwargs):
         started = time.perf_counter()
-        found = self._store.search_now(*args)
+        found = self._store.search_now(*args, **kwargs)
         if found is not None:
             self._histogram.observe(time.perf_counter() - started)
         return found

@@ -195,11 +195,14 @@ async def test_search_after_deleting_most_memories_that_share_a_word(tmp_path):
 
 async def test_search_now_answers_from_a_built_index_only_and_as_search_does(store):
     assert store.search_now("ann", "kite festival", 5) is None        # no index yet
-    await store.add_many("ann", [NewMemory("Ann: the kite festival is in May"),
+    await store.add_many("ann", [NewMemory("Ann: the kite festival is in May", {"src": "a"}),
                                  NewMemory("Ann: my kite is red"), NewMemory("Ann: lunch")])
     searched = await store.search("ann", "kite festival", 5)          # (waits for the build)
     now = store.search_now("ann", "kite festival", 5)
     assert now == searched and now[0].content == "Ann: the kite festival is in May"
+    bare = store.search_now("ann", "kite festival", 5, metadata=False)   # the recall's way
+    assert [(m.id, m.content, m.score, m.metadata) for m in bare] == [
+        (m.id, m.content, m.score, {}) for m in searched]
     assert store.search_now("ann", "the of", 5) == []                 # stop words only
     assert store.search_now("bob", "kite", 5) is None                 # bob has no index
 

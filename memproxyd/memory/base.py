@@ -107,10 +107,12 @@ class MemoryStore(abc.ABC):
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         """Best first; ``score`` set, higher is better."""
 
-    def search_now(self, user_id: str, query: str, limit: int) -> list[Memory] | None:
+    def search_now(self, user_id: str, query: str, limit: int, *,
+                   metadata: bool = True) -> list[Memory] | None:
         """``search``'s result when it can be had at once, waiting for nothing (an index in
         memory, already built); None when it cannot (then ``search``). Saves the recall
-        its timeout machinery on the hot path."""
+        its timeout machinery on the hot path; ``metadata=False``: the memories may come
+        without their metadata (the recall block does not show it)."""
         return None
 
     @abc.abstractmethod

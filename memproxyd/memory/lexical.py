@@ -316,15 +316,18 @@ class UserIndex:
                     break
         return [(self.seqs[slot], score) for slot, score in out.items()]
 
-    def memories(self, user_id: str, ranked: list[tuple[int, float]]) -> list[Memory]:
-        """The ranked (seq, score) as memories, from the fields kept with the index."""
+    def memories(self, user_id: str, ranked: list[tuple[int, float]],
+                 metadata: bool = True) -> list[Memory]:
+        """The ranked (seq, score) as memories, from the fields kept with the index (without
+        their metadata, ``{}``, unless ``metadata``)."""
         out = []
         for seq, score in ranked:
             slot = self.slot_of.get(seq)
             stored = self.stored[slot] if slot is not None else None
             if stored is not None:
-                mid, content, metadata, created_at = stored
-                out.append(Memory(mid, user_id, content, loads(metadata), created_at, score))
+                mid, content, meta, created_at = stored
+                out.append(Memory(mid, user_id, content, loads(meta) if metadata else {},
+                                  created_at, score))
         return out
 
     def _scores_buffer(self):

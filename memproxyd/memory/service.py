@@ -290,7 +290,7 @@ class MemoryService:
         else:
             query = known[-memory.max_query_chars:] if memory.max_query_chars > 0 else known
         try:
-            found = self.store.search_now(call.user_id, query, memory.top_k)
+            found = self.store.search_now(call.user_id, query, memory.top_k, metadata=False)
             if found is None:
                 found = await _within(self.store.search(call.user_id, query, memory.top_k,
                                                         session),

@@ -244,19 +244,20 @@ class SqliteStore(MemoryStore):
             added.append([])
             for item in batch:
                 vector = next(embedded) if embedded is not None else None
+                metadata = json.dumps(item.metadata)
                 memory, new = self._insert(scope, item, seq + 1, seq + 1 - len(added[-1]),
-                                           vector)
+                                           vector, metadata)
                 out.append(memory)
                 if new:
                     seq += 1
                     added[-1].append((seq, lexical.index_stems(item.content),
-                                      (memory.id, memory.content,
-                                       json.dumps(memory.metadata), memory.created_at)))
+                                      (memory.id, memory.content, metadata,
+                                       memory.created_at)))
         return out, added
 
     @staticmethod
     def _insert(scope: UserScope, item: NewMemory, seq: int, group: int,
-                vector) -> tuple[Memory, bool]:
+                vector, metadata: str) -> tuple[Memory, bool]:
         """(the memory, whether it is new): an item whose key is stored is not stored twice
         (the insert yields to the user's unique key; only then is the stored one read)."""
         memory = Memory(secrets.token_hex(8), scope.user_id, item.content, dict(item.metadata),
@@ -266,7 +267,7 @@ class SqliteStore(MemoryStore):
             " VALUES (:seq, :id, :user_id, :key, :content, :metadata, :created_at, :grp)"
             " ON CONFLICT DO NOTHING",
             seq=seq, id=memory.id, key=item.key, content=memory.content,
-            metadata=json.dumps(memory.metadata), created_at=memory.created_at,
+            metadata=metadata, created_at=memory.created_at,
             grp=group).rowcount
         if not inserted:
             existing = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id ="
@@ -320,7 +321,8 @@ class SqliteStore(MemoryStore):
         more = len(rows) > limit
         return [as_memory(r) for r in page], encode_cursor(page[-1][0]) if more else None
 
-    def search_now(self, user_id: str, query: str, limit: int) -> list[Memory] | None:
+    def search_now(self, user_id: str, query: str, limit: int, *,
+                   metadata: bool = True) -> list[Memory] | None:
         """Lexical search on the user's built index, at once; None without one (or with an
         embedder: vectors need a call)."""
         index = self._indexes.get(user_id)
@@ -329,7 +331,7 @@ class SqliteStore(MemoryStore):
         terms = text.stems(text.query_terms(query))
         # The hits' fields are in the index: no statement on the loop (reading them by
         # primary key cost ~40 µs of the loop's time at concurrency 32, measured).
-        return index.memories(user_id, index.search(terms, limit)) if terms else []
+        return index.memories(user_id, index.search(terms, limit), metadata) if terms else []
 
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         found = self.search_now(user_id, query, limit)
