@@ -129,3 +129,26 @@ def test_litellm_is_imported_in_the_background_once_ready(tmp_path, openai_fake,
     reply = api.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "offline hello"
     assert daemon.log().count("litellm imported") == 1
+
+
+def test_the_daemon_runs_with_its_garbage_collector_thresholds(tmp_path, monkeypatch):
+    """``GC_THRESHOLDS`` are in force when the loop starts (restored after this test)."""
+    import gc
+
+    from memproxyd import daemon
+    seen = {}
+
+    def run(coro):
+        seen["thresholds"] = gc.get_threshold()
+        coro.close()
+        return 0
+    import os
+    before, umask = gc.get_threshold(), os.umask(0o022)
+    monkeypatch.setattr(daemon.asyncio, "run", run)
+    monkeypatch.setattr(daemon.logs, "configure", lambda *a: None)
+    try:
+        assert daemon.main(["--config", str(write_config(tmp_path, "http://127.0.0.1:9"))]) == 0
+    finally:
+        gc.set_threshold(*before)
+        os.umask(umask)          # main() sets the daemon's
+    assert seen["thresholds"] == daemon.GC_THRESHOLDS != before
