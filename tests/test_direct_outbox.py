@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,8 +16,8 @@ from memproxyd.memory.base import NewMemory
 from memproxyd.memory.outbox import DirectOutbox, Outbox
 from memproxyd.memory.sqlite_store import SqliteStore
 from tests.conftest import write_config
+from tests.test_outbox import enqueue_30_then_kill_9
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -196,23 +193,12 @@ async def test_the_store_checkpoints_on_its_thread_never_in_a_commit(tmp_path, m
 
 
 def test_acknowledged_exchanges_survive_kill_9(tmp_path):
-    script = textwrap.dedent(f"""
-        import asyncio, os, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        from memproxyd.memory.base import NewMemory
-        from memproxyd.memory.outbox import DirectOutbox
-        from memproxyd.memory.sqlite_store import SqliteStore
-        async def main():
-            store = SqliteStore({str(tmp_path / "memory.db")!r})
-            await store.open()
-            box = DirectOutbox({str(tmp_path / "memory.db")!r}, store)
-            await box.open()
-            await asyncio.gather(*(box.enqueue("alice", [NewMemory(f"fact {{n}}", key=f"k{{n}}")])
-                                   for n in range(30)))
-            os.kill(os.getpid(), signal.SIGKILL)    # all acknowledged, then killed
-        asyncio.run(main())
+    enqueue_30_then_kill_9(f"""
+        store = SqliteStore({str(tmp_path / "memory.db")!r})
+        await store.open()
+        box = DirectOutbox({str(tmp_path / "memory.db")!r}, store)
+        await box.open()
     """)
-    assert subprocess.run([sys.executable, "-c", script], timeout=30).returncode == -9
     assert sorted(stored(tmp_path / "memory.db")) == sorted(f"k{n}" for n in range(30))
 
 

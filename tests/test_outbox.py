@@ -283,21 +283,30 @@ async def test_a_failed_group_commit_fails_every_caller_in_it(outbox):
     assert all(isinstance(r, sqlite3.OperationalError) for r in results)
 
 
-async def test_group_committed_enqueues_survive_kill_9(tmp_path, sessions):
-    script = textwrap.dedent(f"""
+def enqueue_30_then_kill_9(opening: str) -> None:
+    """In a process of its own: ``opening`` (statements that open an outbox as ``box``, in
+    ``main``), 30 concurrent enqueues, each acknowledged, then ``kill -9``."""
+    script = textwrap.dedent("""
         import asyncio, os, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
+        sys.path.insert(0, {root!r})
         from memproxyd.memory.base import NewMemory
-        from memproxyd.memory.outbox import Outbox
+        from memproxyd.memory.outbox import DirectOutbox, Outbox
+        from memproxyd.memory.sqlite_store import SqliteStore
         async def main():
-            box = Outbox({str(tmp_path / "memory.db")!r})
-            await box.open()
+        {opening}
             await asyncio.gather(*(box.enqueue("alice", [NewMemory(f"fact {{n}}", key=f"k{{n}}")])
                                    for n in range(30)))
             os.kill(os.getpid(), signal.SIGKILL)    # all acknowledged, then killed
         asyncio.run(main())
-    """)
+    """).format(root=str(ROOT), opening=textwrap.indent(textwrap.dedent(opening), "    "))
     assert subprocess.run([sys.executable, "-c", script], timeout=30).returncode == -9
+
+
+async def test_group_committed_enqueues_survive_kill_9(tmp_path, sessions):
+    enqueue_30_then_kill_9(f"""
+        box = Outbox({str(tmp_path / "memory.db")!r})
+        await box.open()
+    """)
     box = Outbox(tmp_path / "memory.db")
     await box.open()
     try:
