@@ -84,3 +84,24 @@ def test_an_x_api_key_header_value_is_redacted_and_a_placeholder_kept():
     assert redact("x-api-key: $ANTHROPIC_API_KEY") == "x-api-key: $ANTHROPIC_API_KEY"
     assert redact("the x-api-key header carries the key") == \
         "the x-api-key header carries the key"
+
+
+def test_the_quick_check_never_skips_what_the_patterns_find():
+    """``redact`` skips the regex for a text without any marker: each pattern's match must
+    hold one. Checked on every match of every pattern over texts built to match them."""
+    import random
+
+    from memproxyd.memory import redact as module
+    rng = random.Random(5)
+    alphabet = "abcxyzAKIASIAghpousr_-.eyJ0123456789+/= :'\n\"BEGINENDPRIVATEKEYxox"
+    samples = [
+        "sk-ant-api03-" + "a" * 20, "sk-" + "Z" * 16, "ghp_" + "a" * 20, "github_pat_" + "b" * 22,
+        "AKIA" + "A" * 16, "xoxb-" + "1" * 10, "AIza" + "x" * 35, "BeArEr " + "t" * 16,
+        "eyJ" + "a" * 8 + ".eyJ" + "b" * 8 + ".", "AWS_Secret_Access_Key = " + "k" * 16,
+        "X-Api-Key: " + "v" * 8, "aws_\u017fecret_access_\u212aey=" + "k" * 16,
+        "-----BEGIN RSA PRIVATE KEY-----\nabc\n-----END RSA PRIVATE KEY-----"]
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80)))
+                for _ in range(3000)]
+    for text in samples:
+        assert module.redact(text) == module._SECRET.sub(module._replace, text), text
+    assert all(module.redact(s) != s for s in samples[:13])
