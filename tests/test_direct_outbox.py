@@ -12,6 +12,7 @@ import pytest
 
 from memproxyd.app import _make_outbox
 from memproxyd.config import load_config
+from memproxyd.memory import sqlite_writes
 from memproxyd.memory.base import NewMemory
 from memproxyd.memory.outbox import DirectOutbox, Outbox
 from memproxyd.memory.sqlite_store import SqliteStore
@@ -55,16 +56,17 @@ async def test_an_acknowledged_exchange_is_committed_in_the_store_not_queued(tmp
     assert await store.search("bob", "parcel", 5) == []
 
 
-async def test_concurrent_exchanges_share_transactions_each_its_own_batch(tmp_path, parts):
+async def test_concurrent_exchanges_share_transactions_each_its_own_batch(
+        tmp_path, parts, monkeypatch):
     store, outbox = parts
     groups = []
-    add_parts = store._add_parts
+    add_parts = sqlite_writes.add_parts
 
     def counting(conn, group):
         groups.append(len(group))
         return add_parts(conn, group)
 
-    store._add_parts = counting
+    monkeypatch.setattr(sqlite_writes, "add_parts", counting)
     users = ["alice", "bob"]
     await asyncio.gather(*(outbox.enqueue(users[n % 2], [exchange(n)]) for n in range(40)))
     assert sum(groups) == 40 and len(groups) < 10       # grouped, not one per call
@@ -101,13 +103,14 @@ async def test_a_resent_exchange_is_stored_once(tmp_path, parts):
     assert len(await store.search("alice", "parcel 7", 5)) == 1
 
 
-async def test_a_failed_commit_fails_every_caller_in_it_and_stores_nothing(tmp_path, parts):
+async def test_a_failed_commit_fails_every_caller_in_it_and_stores_nothing(
+        tmp_path, parts, monkeypatch):
     store, outbox = parts
 
     def broken(conn, group):
         raise sqlite3.OperationalError("database or disk is full")
 
-    store._add_parts = broken
+    monkeypatch.setattr(sqlite_writes, "add_parts", broken)
     results = await asyncio.gather(*(outbox.enqueue("alice", [exchange(n)]) for n in range(5)),
                                    return_exceptions=True)
     assert all(isinstance(r, sqlite3.OperationalError) for r in results)
@@ -142,7 +145,7 @@ async def test_an_exchange_waits_for_the_writer_threads_jobs_and_keeps_their_ord
     assert order == ["slow job", "exchange"] and here == []
     assert len(await store.search("alice", "parcel", 5)) == 1   # (its index built on the thread)
     await outbox.enqueue("alice", [exchange(2)])
-    assert here == ["_add_parts_now"]
+    assert here == ["add_parts_now"]
     assert len(await store.search("alice", "parcel", 5)) == 2
 
 

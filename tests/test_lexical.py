@@ -1,11 +1,11 @@
-"""The in-memory BM25 index (memory/lexical.py): MaxScore pruning returns what scoring every
-posting returns."""
+"""The in-memory BM25 index (memory/lexical.py, memory/maxscore.py): MaxScore pruning returns
+what scoring every posting returns."""
 import math
 import random
 
 import pytest
 
-from memproxyd.memory import lexical
+from memproxyd.memory import lexical, maxscore
 
 
 def exhaustive(index: lexical.UserIndex, terms: list[str], limit: int) -> list[float]:
@@ -38,11 +38,11 @@ def corpus(rng: random.Random, n: int) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("dense", ["never", "common", "always"])
 def test_pruned_search_finds_the_exhaustive_top_scores(seed, dense, monkeypatch):
-    monkeypatch.setattr(lexical, "POSTINGS_BUDGET", 10**9)     # no truncation: exact
-    monkeypatch.setattr(lexical, "PRUNE_CHECK", 8)             # prune even on short lists
-    monkeypatch.setattr(lexical, "DENSE_SHARE", {"never": 0, "common": 8, "always": 10**9}[dense])
+    monkeypatch.setattr(maxscore, "POSTINGS_BUDGET", 10**9)     # no truncation: exact
+    monkeypatch.setattr(maxscore, "PRUNE_CHECK", 8)             # prune even on short lists
+    monkeypatch.setattr(maxscore, "DENSE_SHARE", {"never": 0, "common": 8, "always": 10**9}[dense])
     # "common": evictions happen too; "always": dense lookups live long, appends update them
-    monkeypatch.setattr(lexical, "DENSE_TERMS", 4 if dense == "common" else 64)
+    monkeypatch.setattr(maxscore, "DENSE_TERMS", 4 if dense == "common" else 64)
     rng = random.Random(seed)
     index = lexical.UserIndex()
     rows = corpus(rng, 3000)
@@ -51,8 +51,8 @@ def test_pruned_search_finds_the_exhaustive_top_scores(seed, dense, monkeypatch)
     if seed % 2:
         index.remove(seq for seq, _ in rng.sample(rows, 400))
     pruned, calls = 0, []
-    complete = index._complete
-    monkeypatch.setattr(index, "_complete",
+    complete = maxscore._complete
+    monkeypatch.setattr(maxscore, "_complete",
                         lambda *a, **k: calls.append(1) or complete(*a, **k))
     for n in range(150):
         terms = [f"w{int(rng.paretovariate(0.8)) % 400}" for _ in range(rng.randint(1, 6))]

@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import secrets
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from . import lexical, text, vectors
+from . import lexical, sqlite_writes as writes, text, vectors
 from .base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
-from .sqlite_db import (BUSY_TIMEOUT_MS, GroupCommit, Migration, SqliteReaders, SqliteThread,
-                        transaction)
+from .sqlite_db import GroupCommit, Migration, SqliteReaders, SqliteThread
 from .sqlite_rows import COLUMNS, UserScope, fetch, memory as as_memory, rows as scoped_rows
 
 _UserScope = UserScope   # the name the isolation test knows
@@ -170,7 +166,7 @@ class SqliteStore(MemoryStore):
         batches in order."""
         texts = [item.content for batch in batches for item in batch]
         embedded = await self._embed(texts, session) if texts else None
-        out, added = await self._db.run(self._add_batches, user_id, batches, embedded)
+        out, added = await self._db.run(writes.add_batches, user_id, batches, embedded)
         self._db.wrote(len(out))
         self._indexed(user_id, added)
         return out
@@ -190,12 +186,12 @@ class SqliteStore(MemoryStore):
         added = None
         if self._db.idle:
             try:
-                added = self._db.run_here(self._add_parts_now, parts)
+                added = self._db.run_here(writes.add_parts_now, parts)
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
         if added is None:      # queued behind the thread's jobs, or another connection writes
-            added = await self._db.run(self._add_parts, parts)
+            added = await self._db.run(writes.add_parts, parts)
         self._db.wrote(sum(len(batch) for _, batches in parts for batch in batches))
         for (user_id, _), rows in zip(parts, added):
             self._indexed(user_id, rows)
@@ -209,98 +205,17 @@ class SqliteStore(MemoryStore):
         else:   # a first write: index the user now, so their first search finds it built
             self._building(user_id)
 
-    def _add_parts_now(self, conn, parts: list[tuple[str, list[list[NewMemory]]]]) -> list:
-        """``_add_parts`` on the event loop: never waiting for another connection's write
-        lock there (busy: the caller goes to the thread instead)."""
-        conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            return self._add_parts(conn, parts)
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-
-    def _add_parts(self, conn, parts: list[tuple[str, list[list[NewMemory]]]]) -> list:
-        """Several users' batches in one transaction; each user's new rows."""
-        with transaction(conn):
-            return [self._write(conn, user_id, batches, None)[1] for user_id, batches in parts]
-
-    def _add_batches(self, conn, user_id: str, batches: list[list[NewMemory]],
-                     embedded) -> tuple[list[Memory], list[list[tuple]]]:
-        with transaction(conn):
-            return self._write(conn, user_id, batches, embedded)
-
-    def _write(self, conn, user_id: str, batches: list[list[NewMemory]],
-               embedded) -> tuple[list[Memory], list[list[tuple]]]:
-        """(the memories, the new rows of each batch as (seq, index stems, stored fields)):
-        the stems are made here, on the writer thread, so the index update on the loop stays
-        short. Inside the caller's transaction."""
-        scope = UserScope(conn, user_id)
-        out: list[Memory] = []
-        added: list[list[tuple]] = []
-        embedded = iter(embedded) if embedded is not None else None
-        # The next row number, assigned explicitly so a batch's rows can carry their group
-        # (the batch's first row). Statistics only: no memory is read.
-        seq = conn.execute("SELECT coalesce(max(seq), 0) FROM memories").fetchone()[0]
-        for batch in batches:
-            added.append([])
-            for item in batch:
-                vector = next(embedded) if embedded is not None else None
-                metadata = json.dumps(item.metadata)
-                memory, new = self._insert(scope, item, seq + 1, seq + 1 - len(added[-1]),
-                                           vector, metadata)
-                out.append(memory)
-                if new:
-                    seq += 1
-                    added[-1].append((seq, lexical.index_stems(item.content),
-                                      (memory.id, memory.content, metadata,
-                                       memory.created_at)))
-        return out, added
-
-    @staticmethod
-    def _insert(scope: UserScope, item: NewMemory, seq: int, group: int,
-                vector, metadata: str) -> tuple[Memory, bool]:
-        """(the memory, whether it is new): an item whose key is stored is not stored twice
-        (the insert yields to the user's unique key; only then is the stored one read)."""
-        memory = Memory(secrets.token_hex(8), scope.user_id, item.content, dict(item.metadata),
-                        time.time())
-        inserted = scope.execute(
-            "INSERT INTO memories(seq, id, user_id, key, content, metadata, created_at, grp)"
-            " VALUES (:seq, :id, :user_id, :key, :content, :metadata, :created_at, :grp)"
-            " ON CONFLICT DO NOTHING",
-            seq=seq, id=memory.id, key=item.key, content=memory.content,
-            metadata=metadata, created_at=memory.created_at,
-            grp=group).rowcount
-        if not inserted:
-            existing = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id ="
-                                  " :user_id AND m.key = :key", key=item.key)
-            return as_memory(existing[0]), False
-        if vector is not None:
-            scope.execute("INSERT INTO memory_vectors(seq, user_id, vector)"
-                          " VALUES (:seq, :user_id, :vector)", seq=seq, vector=vectors.pack(vector))
-        return memory, True
-
     async def delete(self, user_id: str, memory_id: str, session=None) -> bool:
-        seqs = await self._db.run(self._delete, user_id, "AND id = :id", {"id": memory_id})
+        seqs = await self._db.run(writes.delete, user_id, "AND id = :id", {"id": memory_id})
         if user_id in self._indexes:
             self._indexes[user_id].remove(seqs)
         return bool(seqs)
 
     async def forget_all(self, user_id: str, session=None) -> int:
-        seqs = await self._db.run(self._delete, user_id, "", {})
+        seqs = await self._db.run(writes.delete, user_id, "", {})
         if user_id in self._indexes:
             self._indexes[user_id] = lexical.UserIndex()
         return len(seqs)
-
-    @staticmethod
-    def _delete(conn, user_id: str, where: str, params: dict) -> list[int]:
-        scope = UserScope(conn, user_id)
-        with transaction(conn):
-            seqs = [r[0] for r in scope.rows(
-                f"SELECT seq FROM memories WHERE user_id = :user_id {where}", **params)]
-            scope.execute(f"DELETE FROM memory_vectors WHERE user_id = :user_id AND seq IN"
-                          f" (SELECT seq FROM memories WHERE user_id = :user_id {where})",
-                          **params)
-            scope.execute(f"DELETE FROM memories WHERE user_id = :user_id {where}", **params)
-        return seqs
 
     # -- reads ----------------------------------------------------------------------------
 
