@@ -9,7 +9,7 @@ import pytest
 
 from memproxyd.memory import openai_wire
 from memproxyd.memory.base import Memory
-from memproxyd.memory.service import format_block
+from memproxyd.memory.block import format_block
 
 BODY = {"model": "m", "messages": [
     {"role": "system", "content": "Be brief."},

@@ -2,7 +2,13 @@
 protocol adapters that must never store it again."""
 from __future__ import annotations
 
+import functools
 import re
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import Memory
 
 BLOCK_START = "<memproxy-memory>"
 BLOCK_END = "</memproxy-memory>"
@@ -15,3 +21,33 @@ def strip_block(text: str) -> str:
     if BLOCK_START not in text:
         return text.strip()
     return BLOCK_RE.sub("\n", text).strip()
+
+
+def format_block(memories: list[Memory], max_chars: int) -> str:
+    """The delimited block injected into a call, within ``max_chars``."""
+    head = (f"{BLOCK_START}\nRelevant memories from earlier conversations with "
+            "this user (use them only where they help):\n")
+    tail = f"\n{BLOCK_END}"
+    lines, used = [], len(head) + len(tail)
+    for memory in memories:
+        line = f"- [{_day(int(memory.created_at // 86400))}] " + " ".join(memory.content.split())
+        room = max_chars - used
+        if room < 80:
+            break
+        lines.append(line if len(line) <= room else line[:room - 1] + "…")
+        used += len(lines[-1]) + 1
+    return head + "\n".join(lines) + tail if lines else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _day(days: int) -> str:
+    """The UTC date ``days`` after the epoch (cached: a block names the same few days)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(days * 86400))
+
+
+def without_block(text: str) -> str:
+    """``text`` without any memory block, including one cut off before its end (a reply that
+    echoed the block and ran out of tokens)."""
+    text = strip_block(text)
+    start = text.find(BLOCK_START)
+    return text[:start].strip() if start >= 0 else text

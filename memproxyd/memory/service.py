@@ -43,10 +43,11 @@ import attrs
 from memproxyd.config import Config
 from memproxyd.errors import ANTHROPIC, COMPLETIONS, RESPONSES, ApiError
 from memproxyd.memory import anthropic_wire, completions_wire, openai_wire, responses_wire
-from memproxyd.memory.block import BLOCK_END, BLOCK_START, strip_block
-from memproxyd.memory.base import Memory, MemoryStore, NewMemory
+from memproxyd.memory.block import format_block, without_block
+from memproxyd.memory.base import MemoryStore, NewMemory
 from memproxyd.memory.redact import redact
 from memproxyd.memory.turn import Turn, memory_text
+from memproxyd.memory.tap import RememberTap
 from memproxyd.memory.turn_cache import Recalled, TurnCache
 from memproxyd.pipeline import Call
 from memproxyd.state import RuntimeState
@@ -67,85 +68,6 @@ def adapter_for(protocol: str):
 @functools.lru_cache(maxsize=16)
 def compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern, ...]:
     return tuple(re.compile(p) for p in patterns)
-
-
-def format_block(memories: list[Memory], max_chars: int) -> str:
-    """The delimited block injected into a call, within ``max_chars``."""
-    head = (f"{BLOCK_START}\nRelevant memories from earlier conversations with "
-            "this user (use them only where they help):\n")
-    tail = f"\n{BLOCK_END}"
-    lines, used = [], len(head) + len(tail)
-    for memory in memories:
-        line = f"- [{_day(int(memory.created_at // 86400))}] " + " ".join(memory.content.split())
-        room = max_chars - used
-        if room < 80:
-            break
-        lines.append(line if len(line) <= room else line[:room - 1] + "…")
-        used += len(lines[-1]) + 1
-    return head + "\n".join(lines) + tail if lines else ""
-
-
-@functools.lru_cache(maxsize=4096)
-def _day(days: int) -> str:
-    """The UTC date ``days`` after the epoch (cached: a block names the same few days)."""
-    return time.strftime("%Y-%m-%d", time.gmtime(days * 86400))
-
-
-def without_block(text: str) -> str:
-    """``text`` without any memory block, including one cut off before its end (a reply that
-    echoed the block and ran out of tokens)."""
-    text = strip_block(text)
-    start = text.find(BLOCK_START)
-    return text[:start].strip() if start >= 0 else text
-
-
-class RememberTap:
-    """Sees the reply bytes as they are relayed; ``finish`` enqueues the exchange.
-
-    Whatever the collector makes of a chunk, ``feed`` never raises: the first failure turns
-    the tap off for this call (logged once, without content) and the exchange is not
-    remembered; the client's stream is not touched either way.
-    """
-
-    def __init__(self, service: "MemoryService", call: Call, adapter, turn: Turn):
-        self.service = service
-        self.adapter = adapter
-        self.turn = turn
-        self.user_id = call.user_id
-        self.collector = adapter.ReplyCollector(call.stream,
-                                                service.config.memory.store_thinking)
-        self.broken = False
-
-    def feed(self, chunk: bytes) -> None:
-        if self.broken:
-            return
-        try:
-            self.collector.feed(chunk)
-        except Exception as exc:  # a reply we cannot read is relayed all the same
-            self.broken = True
-            log.warning("reply not readable, exchange not remembered user_id=%s error=%s",
-                        self.user_id, type(exc).__name__)
-
-    async def finish(self, call: Call, ok: bool) -> None:
-        """Remember the exchange once the whole reply was relayed. Shielded: a client that
-        hangs up right after the last byte (Codex does) cancels its handler, and the reply it
-        received must still be remembered."""
-        if ok and not self.broken:
-            if getattr(self.service.outbox, "cancel_safe", False):
-                await self._finish(call)     # registered for its commit before any await
-            else:
-                await asyncio.shield(self._finish(call))
-
-    async def _finish(self, call: Call) -> None:
-        try:
-            calls = self.collector.tool_calls()
-            if calls:    # a step of the loop: the turn is remembered with its answer
-                self.service.link(call, self.turn, calls, self.collector)
-                return
-            await self.service.remember(call, self.turn, self.collector.answer())
-        except Exception:  # memory never fails the call; the reason is in the log
-            log.exception("remember failed user_id=%s", call.user_id)
-            call.memory_status = "error"
 
 
 class MemoryService:
