@@ -86,7 +86,7 @@ class UserIndex:
         self._generation = 0               # bumped when ``_norms`` are recomputed
         self._scores: Any = ()             # reused accumulator (numpy), zero between searches
         self._owners: Any = ()             # scratch (numpy) for ``_matched``
-        self._densed: dict[int, Postings] = {}   # postings with a dense lookup, oldest first
+        self._densed: dict[Postings, None] = {}   # postings with a dense lookup, oldest first
         self._places: Any = ()             # 0, 1, 2, ... (numpy) for ``_matched``
 
     def __len__(self) -> int:
@@ -201,7 +201,7 @@ class UserIndex:
         postings.generation = self._generation
         if postings.dense is not None:
             postings.dense = None
-            self._densed.pop(id(postings), None)
+            self._densed.pop(postings, None)
 
     def _drift(self, count: int) -> None:
         """A new normalisation (``generation``) when the average length moved by more than

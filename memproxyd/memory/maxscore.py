@@ -154,11 +154,12 @@ def _dense(index, postings):
         dense[np.frombuffer(postings.slots, dtype=np.int32)] = np.frombuffer(
             postings.impacts, dtype=np.float32)
         postings.dense = dense
-    index._densed.pop(id(postings), None)
-    index._densed[id(postings)] = postings
+    index._densed.pop(postings, None)
+    index._densed[postings] = None
     if len(index._densed) > DENSE_TERMS:
         oldest = next(iter(index._densed))
-        index._densed.pop(oldest).dense = None
+        del index._densed[oldest]
+        oldest.dense = None
     return postings.dense
 
 

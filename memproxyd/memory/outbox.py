@@ -57,6 +57,12 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+def require_keys(items: list[NewMemory]) -> None:
+    """Every outbox's rule: a redelivery is a no-op only if each item has a stable key."""
+    if any(not item.key for item in items):
+        raise ValueError("every outbox item needs a stable key")
+
+
 @attrs.frozen
 class OutboxEntry:
     id: int
@@ -85,8 +91,7 @@ class Outbox:
 
     async def enqueue(self, user_id: str, items: list[NewMemory]) -> None:
         """Commit ``items`` durably; an item whose key is already queued is not queued twice."""
-        if any(not item.key for item in items):
-            raise ValueError("every outbox item needs a stable key")
+        require_keys(items)
         now = time.time()
         await self._group.submit([(user_id, item.key, item.content, json.dumps(item.metadata),
                                    now, now) for item in items])
@@ -181,8 +186,7 @@ class DirectOutbox(Outbox):
         self.store = store
 
     async def enqueue(self, user_id: str, items: list[NewMemory]) -> None:
-        if any(not item.key for item in items):
-            raise ValueError("every outbox item needs a stable key")
+        require_keys(items)
         await self.store.remember(user_id, items)
 
 

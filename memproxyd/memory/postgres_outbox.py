@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from .base import NewMemory
-from .outbox import Outbox, OutboxEntry
+from .outbox import Outbox, OutboxEntry, require_keys
 from .postgres_db import PgDatabase, Unreachable
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,7 @@ class PostgresOutbox:
     async def enqueue(self, user_id: str, items: list[NewMemory]) -> None:
         """Commit ``items`` durably (the database, else the local spill); an item whose key
         is already queued is not queued twice."""
-        if any(not item.key for item in items):
-            raise ValueError("every outbox item needs a stable key")
+        require_keys(items)
         try:
             await self._insert([(user_id, item) for item in items], time.time())
         except Exception as exc:   # down, refused, timed out: the spill still commits it

@@ -47,22 +47,7 @@ def fetch(conn, user_id: str, ranked: list[tuple[int, float]], qvec,
     scope = UserScope(conn, user_id)
     if qvec is not None:
         ranked = vectors.fuse(scope, ranked, qvec, limit)
-    if not ranked:
-        return []
-    # A statement per list size rounded up (padded with seq 0, never a row), so SQLite's
-    # statement cache serves it instead of parsing a new IN list every search.
-    size = max(8, 1 << (len(ranked) - 1).bit_length())
-    seqs = {f"s{i}": int(seq) for i, (seq, _) in enumerate(ranked)}
-    seqs.update((f"s{i}", 0) for i in range(len(ranked), size))
-    rows = {r[0]: r for r in scope.rows(_FETCH_SQL.get(size) or _fetch_sql(size), **seqs)}
+    marks = ",".join(str(int(seq)) for seq, _ in ranked) or "NULL"
+    rows = {r[0]: r for r in scope.rows(f"SELECT {COLUMNS} FROM memories m"
+                                        f" WHERE m.user_id = :user_id AND m.seq IN ({marks})")}
     return [memory(rows[seq], score) for seq, score in ranked if seq in rows]
-
-
-_FETCH_SQL: dict[int, str] = {}
-
-
-def _fetch_sql(size: int) -> str:
-    marks = ",".join(f":s{i}" for i in range(size))
-    sql = _FETCH_SQL[size] = (f"SELECT {COLUMNS} FROM memories m"
-                              f" WHERE m.user_id = :user_id AND m.seq IN ({marks})")
-    return sql
