@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from memproxyd.sessions import SessionManager
 from tests.fakes import openai_upstream
+from tests.fakes.supermemory import FakeState, create_fake_supermemory
 from tests.fakes.threaded import ThreadedServer
 
 GATEWAY_KEY = "sk-gateway-test-key"
@@ -185,3 +187,21 @@ def pg_cluster():
 def pg_dsn(pg_cluster) -> str:
     """A fresh database of its own for each test."""
     return pg_cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+async def sessions():
+    """A session manager for in-process outbox and store tests."""
+    manager = SessionManager()
+    yield manager
+    await manager.close()
+
+
+@pytest.fixture
+def supermemory():
+    """The fake Supermemory API on a loopback thread: (server, its state)."""
+    state = FakeState()
+    server = ThreadedServer(create_fake_supermemory(state)).start()
+    yield server, state
+    server.stop()
+

@@ -11,7 +11,6 @@ import pytest
 from memproxyd.memory.base import MemoryError_, NewMemory, RetryLater
 from memproxyd.memory.outbox import Outbox, OutboxWorker
 from memproxyd.memory.sqlite_store import SqliteStore
-from memproxyd.sessions import SessionManager
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,13 +30,6 @@ class FlakyStore(SqliteStore):
             self.failures -= 1
             raise self.error
         return await super().add_batches(user_id, batches, session)
-
-
-@pytest.fixture
-async def sessions():
-    manager = SessionManager()
-    yield manager
-    await manager.close()
 
 
 @pytest.fixture

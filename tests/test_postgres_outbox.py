@@ -20,7 +20,6 @@ from memproxyd.memory.outbox import Outbox, OutboxWorker
 from memproxyd.memory.postgres_db import PgDatabase
 from memproxyd.memory.postgres_outbox import PostgresOutbox
 from memproxyd.memory.postgres_store import PostgresStore
-from memproxyd.sessions import SessionManager
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,13 +58,6 @@ class Node:
         await self.worker.close()
         await self.outbox.close()
         await self.db.close()
-
-
-@pytest.fixture
-async def sessions():
-    manager = SessionManager()
-    yield manager
-    await manager.close()
 
 
 @pytest.fixture

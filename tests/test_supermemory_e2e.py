@@ -7,19 +7,9 @@ import time
 import uuid
 
 import openai
-import pytest
 
 from tests.conftest import upstream_records, write_config
-from tests.fakes.supermemory import FakeState, create_fake_supermemory
-from tests.fakes.threaded import ThreadedServer
-
-
-@pytest.fixture
-def supermemory():
-    state = FakeState()
-    server = ThreadedServer(create_fake_supermemory(state)).start()
-    yield server, state
-    server.stop()
+from tests.fakes.supermemory import FakeState
 
 
 def config_for(tmp_path, openai_fake, sm_url: str, timeout_ms: int = 2000):

@@ -34,13 +34,6 @@ async def store(fake):
     await store.close()
 
 
-@pytest.fixture
-async def sessions():
-    manager = SessionManager()
-    yield manager
-    await manager.close()
-
-
 def session_of(manager: SessionManager, user_id: str, mark: bool = True):
     session = manager.get(user_id)
     if mark:

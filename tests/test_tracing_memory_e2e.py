@@ -3,21 +3,10 @@ trace id of the request it was made for."""
 from __future__ import annotations
 
 import openai
-import pytest
 
 from tests.conftest import write_config
-from tests.fakes.supermemory import FakeState, create_fake_supermemory
-from tests.fakes.threaded import ThreadedServer
 
 TRACE_ID = "5cf2a7f13d9e4b06a1c8e0f4d2b79a31"
-
-
-@pytest.fixture
-def supermemory():
-    state = FakeState()
-    server = ThreadedServer(create_fake_supermemory(state)).start()
-    yield server, state
-    server.stop()
 
 
 def test_recall_on_the_memory_backend_carries_the_requests_trace(
