@@ -62,9 +62,9 @@ async def test_concurrent_exchanges_share_transactions_each_its_own_batch(
     groups = []
     add_parts = sqlite_writes.add_parts
 
-    def counting(conn, group):
+    def counting(conn, group, **kwargs):
         groups.append(len(group))
-        return add_parts(conn, group)
+        return add_parts(conn, group, **kwargs)
 
     monkeypatch.setattr(sqlite_writes, "add_parts", counting)
     users = ["alice", "bob"]
@@ -107,7 +107,7 @@ async def test_a_failed_commit_fails_every_caller_in_it_and_stores_nothing(
         tmp_path, parts, monkeypatch):
     store, outbox = parts
 
-    def broken(conn, group):
+    def broken(conn, group, **kwargs):
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(sqlite_writes, "add_parts", broken)

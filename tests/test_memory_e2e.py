@@ -201,6 +201,32 @@ async def test_memory_mode_header_controls_recall_and_storage(mem_daemon, openai
             model="gpt-ok", messages=[{"role": "user", "content": "x"}])
 
 
+async def test_an_exchange_repeated_is_stored_each_time_and_recalled_once(
+        mem_daemon, openai_fake):
+    """The same question in three conversations, answered alike: three memories (each with
+    its conversation), every one found by search, and one line of the recall block."""
+    user = f"twice-{uuid.uuid4().hex[:6]}"
+    said = "Which kiln do we fire on fridays?"
+    for n in range(3):
+        await api(mem_daemon, user, **{"x-memproxy-conversation-id": f"c{n}"}).chat.\
+            completions.create(model="gpt-ok", messages=[{"role": "user", "content": said}])
+    await http_json("POST", f"{mem_daemon.url}/v1/memories", json={
+        "user_id": user, "memories": [{"content": "The big kiln is fired on fridays."}]})
+    stored = await wait_memories(mem_daemon, user, 4)
+    assert sorted(m["metadata"].get("conversation_id", "-") for m in stored) == [
+        "-", "c0", "c1", "c2"]
+    status, found = await http_json("POST", f"{mem_daemon.url}/v1/memories/search",
+                                    json={"user_id": user, "query": "kiln fridays"})
+    assert status == 200 and len(found["results"]) == 4
+    assert len({r["id"] for r in found["results"]}) == 4
+    marker = uuid.uuid4().hex
+    raw = await api(mem_daemon, user).chat.completions.with_raw_response.create(
+        model="gpt-ok", messages=[{"role": "user", "content": f"kiln fridays? {marker}"}])
+    assert raw.headers["x-memproxy-memories"] == "2"
+    [block] = memory_blocks(record_for(openai_fake, marker))
+    assert block.count(f"User: {said}") == 1 and "The big kiln is fired on fridays." in block
+
+
 async def test_secrets_are_redacted_before_storage(mem_daemon):
     user = f"redact-{uuid.uuid4().hex[:6]}"
     secret = "sk-proj-" + "a1B2c3D4e5" * 4

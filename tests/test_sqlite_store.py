@@ -218,3 +218,30 @@ async def test_search_now_defers_to_search_with_an_embedder(tmp_path):
         assert store.search_now("ann", "kite", 5) is None
     finally:
         await store.close()
+
+
+async def test_remembered_repeats_are_twins_in_the_index_live_and_after_reopen(tmp_path):
+    """Exchanges stored alone with the same text share one document of the index, whether
+    indexed as they are written (on the loop, unstemmed) or rebuilt from the file."""
+    path = tmp_path / "memory.db"
+    said = "User: which kiln?\nAssistant: the friday one"
+    for reopen in (False, True):
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            if not reopen:
+                await store.add("ann", "Ann: the kiln is hot")     # index built
+                await asyncio.sleep(0.1)
+                for n in range(3):
+                    await store.remember("ann", [NewMemory(said, {"n": n}, key=f"k{n}")])
+                await store.remember("ann", [NewMemory(said + "!", {}, key="k9")])
+            await asyncio.sleep(0.1)
+            found = await store.search("ann", "which kiln friday", 10)
+            index = store._indexes["ann"]
+            assert len(index.seqs) == 3 and len(index) == 5
+            assert [m.metadata.get("n") for m in found[:3]] == [2, 1, 0]    # newest first
+            assert [m.content for m in found[:3]] == [said] * 3 and len(found) == 5
+            distinct = store.search_now("ann", "which kiln friday", 10, distinct=True)
+            assert [m.metadata.get("n") for m in distinct][:1] == [2] and len(distinct) == 3
+        finally:
+            await store.close()

@@ -108,11 +108,12 @@ class MemoryStore(abc.ABC):
         """Best first; ``score`` set, higher is better."""
 
     def search_now(self, user_id: str, query: str, limit: int, *,
-                   metadata: bool = True) -> list[Memory] | None:
+                   metadata: bool = True, distinct: bool = False) -> list[Memory] | None:
         """``search``'s result when it can be had at once, waiting for nothing (an index in
         memory, already built); None when it cannot (then ``search``). Saves the recall
         its timeout machinery on the hot path; ``metadata=False``: the memories may come
-        without their metadata (the recall block does not show it)."""
+        without their metadata (the recall block does not show it); ``distinct``: a text
+        stored many times may come once (the block shows it once)."""
         return None
 
     @abc.abstractmethod

@@ -27,11 +27,18 @@ Ranking -- what it does and why:
    views of the postings (~10 ns a posting, where a Python loop or FTS5 take 150-800 ns).
 4. Bounded work: terms rarest first, the common ones rarely scored in full, the result the
    one exhaustive scoring gives (MaxScore: ``maxscore.py``).
+5. Identical memories are one document: a memory alone in its batch (a remembered exchange)
+   whose text an indexed one alone in its batch already has is that slot's *twin* -- no
+   postings, no stemming, a search returns it beside the slot's own memory (newest first).
+   The statistics (memory count, document frequencies, average length) count each distinct
+   text once, so a question asked a thousand times neither buries the rest of the store's
+   words under low IDF nor lengthens every search over the repeats.
 """
 from __future__ import annotations
 
 from array import array
 from collections import defaultdict
+from itertools import chain, islice
 from typing import Any
 
 from . import maxscore, text
@@ -79,6 +86,9 @@ class UserIndex:
         self.lengths = array("f")          # tokens of the memory and its context
         self.postings: dict[str, Postings] = {}
         self.deleted: set[int] = set()
+        self.twins: dict[int, list[int]] = {}     # slot → its other memories' seqs, oldest first
+        self._twin_stored: dict[int, tuple] = {}  # a twin's seq → its stored fields
+        self._texts: dict[str, int] = {}          # the text of a slot alone in its batch → slot
         self.live_length = 0.0
         self._norms: Any = ()              # k1 * (1 - b + b * length / avg) per slot (numpy)
         self._norms_avg = 0.0
@@ -90,18 +100,29 @@ class UserIndex:
         self._places: Any = ()             # 0, 1, 2, ... (numpy) for ``_matched``
 
     def __len__(self) -> int:
+        """Live memories, twins included."""
+        return self.live_slots + len(self._twin_stored)
+
+    @property
+    def live_slots(self) -> int:
+        """Live distinct documents: what the statistics count."""
         return len(self.seqs) - len(self.deleted)
 
     def add_batch(self, rows: list[tuple]) -> None:
         """Index a batch of (seq, content[, stored]) in order; each row's context is its
         batch. ``stored``: the memory's (id, content, metadata JSON, created_at)."""
-        self.add_stemmed([(row[0], index_stems(row[1]), *row[2:]) for row in rows])
+        # alone in its batch with its fields, a row is stemmed only if it is not a twin
+        alone = len(rows) == 1 and len(rows[0]) > 2
+        self.add_stemmed([(row[0], None if alone else index_stems(row[1]), *row[2:])
+                          for row in rows])
 
     def add_stemmed(self, rows: list[tuple]) -> None:
-        """``add_batch`` with each row's ``index_stems`` already made (off the event loop):
-        (seq, stems[, stored]). Rows already indexed are skipped (a write seen twice is
-        indexed once)."""
-        terms = [row[1] for row in rows]
+        """``add_batch`` with each row's ``index_stems`` already made (off the event loop), or
+        None to make them here if needed: (seq, stems[, stored]). Rows already indexed are
+        skipped (a write seen twice is indexed once)."""
+        if len(rows) == 1 and self._twin(rows[0]):
+            return
+        terms = [row[1] if row[1] is not None else index_stems(row[2][1]) for row in rows]
         for i, (seq, _, *stored) in enumerate(rows):
             if seq in self.slot_of:
                 continue
@@ -113,6 +134,19 @@ class UserIndex:
                     weighted[term] += weight
                 length += len(terms[j])
             self._append(seq, weighted, length, stored[0] if stored else None)
+            if len(rows) == 1 and stored:
+                self._texts.setdefault(stored[0][1], self.slot_of[seq])
+
+    def _twin(self, row: tuple) -> bool:
+        """Whether the row (alone in its batch) joined the slot of an identical text."""
+        seq, _, *stored = row
+        slot = self._texts.get(stored[0][1]) if stored else None
+        if slot is None or seq in self.slot_of:
+            return seq in self.slot_of
+        self.slot_of[seq] = slot
+        self.twins.setdefault(slot, []).append(seq)
+        self._twin_stored[seq] = stored[0]
+        return True
 
     def _append(self, seq: int, weighted: dict[str, float], length: int,
                 stored: tuple | None) -> None:
@@ -142,19 +176,44 @@ class UserIndex:
     def remove(self, seqs) -> None:
         for seq in seqs:
             slot = self.slot_of.pop(seq, None)
-            if slot is not None:
-                self.deleted.add(slot)
-                self.live_length -= self.lengths[slot]
-                self.stored[slot] = None
+            if slot is None:
+                continue
+            twins = self.twins.get(slot)
+            if twins:     # the text stays: a twin leaves, or the oldest takes the slot's place
+                if self.seqs[slot] == seq:
+                    self.seqs[slot] = twins.pop(0)
+                    self.stored[slot] = self._twin_stored.pop(self.seqs[slot])
+                else:
+                    twins.remove(seq)
+                    del self._twin_stored[seq]
+                if not twins:
+                    del self.twins[slot]
+                continue
+            self.deleted.add(slot)
+            self.live_length -= self.lengths[slot]
+            if self.stored[slot] is not None and self._texts.get(self.stored[slot][1]) == slot:
+                del self._texts[self.stored[slot][1]]
+            self.stored[slot] = None
 
     @property
     def stale(self) -> bool:
         """Mostly deleted postings: worth rebuilding from the database."""
         return len(self.deleted) > 1000 and len(self.deleted) > len(self.seqs) // 4
 
-    def search(self, terms: list[str], limit: int) -> list[tuple[int, float]]:
-        """(seq, score) best first for the stemmed query ``terms`` (``maxscore.search``)."""
-        return maxscore.search(self, terms, limit)
+    def search(self, terms: list[str], limit: int,
+               distinct: bool = False) -> list[tuple[int, float]]:
+        """(seq, score) best first for the stemmed query ``terms`` (``maxscore.search``): a
+        slot's twins beside it, newest first, or with ``distinct`` only its newest memory."""
+        ranked = maxscore.search(self, terms, limit)
+        if not self.twins:
+            return [(self.seqs[slot], score) for slot, score in ranked]
+        out: list[tuple[int, float]] = []
+        for slot, score in ranked:
+            seqs = chain(reversed(self.twins.get(slot, ())), (self.seqs[slot],))
+            out += [(seq, score) for seq in islice(seqs, 1 if distinct else limit - len(out))]
+            if len(out) >= limit:
+                break
+        return out
 
     def _arange(self, n: int):
         """0..n-1 as int32 (a view of a kept array)."""
@@ -177,7 +236,8 @@ class UserIndex:
         out = []
         for seq, score in ranked:
             slot = self.slot_of.get(seq)
-            stored = self.stored[slot] if slot is not None else None
+            stored = (None if slot is None else self.stored[slot] if self.seqs[slot] == seq
+                      else self._twin_stored.get(seq))
             if stored is not None:
                 mid, content, meta, created_at = stored
                 out.append(Memory(mid, user_id, content, loads(meta) if metadata else {},
@@ -204,8 +264,8 @@ class UserIndex:
             self._densed.pop(postings, None)
 
     def _drift(self, count: int) -> None:
-        """A new normalisation (``generation``) when the average length moved by more than
-        5 %: every term's impacts are recomputed when next searched."""
+        """A new normalisation (``generation``) when the average length of the ``count`` live
+        slots moved by more than 5 %: every term's impacts are recomputed when next searched."""
         avg = self.live_length / count or 1.0
         if abs(avg - self._norms_avg) > 0.05 * self._norms_avg:
             self._norms_avg = avg

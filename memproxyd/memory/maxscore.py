@@ -27,8 +27,8 @@ DENSE_TERMS = 16           # dense lookups kept per user (the most recently used
 
 
 def search(index, terms: list[str], limit: int) -> list[tuple[int, float]]:
-    """(seq, score) best first for the stemmed query ``terms``."""
-    count = len(index)
+    """(slot, score) best first for the stemmed query ``terms``."""
+    count = index.live_slots
     lists = sorted((index.postings[t] for t in set(terms) if t in index.postings),
                    key=lambda p: len(p.slots))
     if not count or not lists:
@@ -141,7 +141,7 @@ def _complete(index, candidates, partial, lists: list, weights: list[float],
         top = np.argpartition(partial, -limit)[-limit:]
         candidates, partial = candidates[top], partial[top]
     order = np.argsort(-partial, kind="stable")
-    return [(index.seqs[slot], score) for slot, score
+    return [(slot, score) for slot, score
             in zip(candidates[order].tolist(), partial[order].tolist()) if score > 0]
 
 
@@ -179,7 +179,7 @@ def _best(index, scores, touched: list, limit: int) -> list[tuple[int, float]]:
             out[slot] = score
             if len(out) == limit:
                 break
-    return [(index.seqs[slot], score) for slot, score in out.items()]
+    return list(out.items())
 
 
 _np = None

@@ -212,7 +212,8 @@ class MemoryService:
         else:
             query = known[-memory.max_query_chars:] if memory.max_query_chars > 0 else known
         try:
-            found = self.store.search_now(call.user_id, query, memory.top_k, metadata=False)
+            found = self.store.search_now(call.user_id, query, memory.top_k, metadata=False,
+                                          distinct=True)
             if found is None:
                 found = await _within(self.store.search(call.user_id, query, memory.top_k,
                                                         session),
@@ -222,7 +223,9 @@ class MemoryService:
             log.warning("recall failed user_id=%s error=%s", call.user_id,
                         type(exc).__name__)
             return None
-        found = [m for m in found if m.score >= memory.min_score]
+        seen: set[str] = set()    # a text remembered many times is shown once
+        found = [m for m in found if m.score >= memory.min_score
+                 and not (m.content in seen or seen.add(m.content))]
         block = format_block(found, memory.max_block_chars)
         shown = block.count("\n- [")
         return Recalled(block, tuple(m.id for m in found[:shown]))

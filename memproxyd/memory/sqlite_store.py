@@ -237,16 +237,17 @@ class SqliteStore(MemoryStore):
         return [as_memory(r) for r in page], encode_cursor(page[-1][0]) if more else None
 
     def search_now(self, user_id: str, query: str, limit: int, *,
-                   metadata: bool = True) -> list[Memory] | None:
+                   metadata: bool = True, distinct: bool = False) -> list[Memory] | None:
         """Lexical search on the user's built index, at once; None without one (or with an
-        embedder: vectors need a call)."""
+        embedder: vectors need a call). ``distinct``: one memory (the newest) per text."""
         index = self._indexes.get(user_id)
         if self.embedder is not None or index is None or index.stale:
             return None
         terms = text.stems(text.query_terms(query))
         # The hits' fields are in the index: no statement on the loop (reading them by
         # primary key cost ~40 µs of the loop's time at concurrency 32, measured).
-        return index.memories(user_id, index.search(terms, limit), metadata) if terms else []
+        return (index.memories(user_id, index.search(terms, limit, distinct), metadata)
+                if terms else [])
 
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         found = self.search_now(user_id, query, limit)

@@ -4,7 +4,8 @@ their own, on the writer thread or (``add_parts_now``) on the event loop.
     added = add_parts(conn, [("alice", [[item]]), ("bob", [[other]])])   # one transaction
 
 Each new row comes back as (seq, index stems, stored fields) for the user's in-memory index
-(``lexical.UserIndex.add_stemmed``); the stems are made here, off the loop when on the thread.
+(``lexical.UserIndex.add_stemmed``); the stems are made here on the thread; on the loop
+(None) by the index, only for a text it does not have yet.
 Every statement goes through ``UserScope`` (``:user_id`` always bound).
 """
 from __future__ import annotations
@@ -24,15 +25,15 @@ def add_parts_now(conn, parts: list[tuple[str, list[list[NewMemory]]]]) -> list:
     lock there (busy: the caller goes to the thread instead)."""
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        return add_parts(conn, parts)
+        return add_parts(conn, parts, stem=False)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
-def add_parts(conn, parts: list[tuple[str, list[list[NewMemory]]]]) -> list:
+def add_parts(conn, parts: list[tuple[str, list[list[NewMemory]]]], stem: bool = True) -> list:
     """Several users' batches in one transaction; each user's new rows."""
     with transaction(conn):
-        return [write(conn, user_id, batches, None)[1] for user_id, batches in parts]
+        return [write(conn, user_id, batches, None, stem)[1] for user_id, batches in parts]
 
 
 def add_batches(conn, user_id: str, batches: list[list[NewMemory]],
@@ -42,7 +43,7 @@ def add_batches(conn, user_id: str, batches: list[list[NewMemory]],
 
 
 def write(conn, user_id: str, batches: list[list[NewMemory]],
-           embedded) -> tuple[list[Memory], list[list[tuple]]]:
+          embedded, stem: bool = True) -> tuple[list[Memory], list[list[tuple]]]:
     """(the memories, the new rows of each batch as (seq, index stems, stored fields)):
     the stems are made here, on the writer thread, so the index update on the loop stays
     short. Inside the caller's transaction."""
@@ -63,7 +64,7 @@ def write(conn, user_id: str, batches: list[list[NewMemory]],
             out.append(memory)
             if new:
                 seq += 1
-                added[-1].append((seq, lexical.index_stems(item.content),
+                added[-1].append((seq, lexical.index_stems(item.content) if stem else None,
                                   (memory.id, memory.content, metadata,
                                    memory.created_at)))
     return out, added
