@@ -98,7 +98,9 @@ def _make_store(app: web.Application, db=None):
         from memproxyd.memory.postgres_store import PostgresStore
         return PostgresStore(db, embedder=_embedder(app))
     from memproxyd.memory.sqlite_store import SqliteStore
-    return SqliteStore(config.state_dir / "memory.db", embedder=_embedder(app))
+    # searches in a process of their own, beside the event loop (search_worker.py)
+    return SqliteStore(config.state_dir / "memory.db", embedder=_embedder(app),
+                       search_process=True)
 
 
 def _make_outbox(config: Config, store, db=None):

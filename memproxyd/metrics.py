@@ -67,9 +67,15 @@ class _TimedStore:
         self._histogram = histogram
 
     async def search(self, *args, **kwargs):
+        return await self._timed(self._store.search(*args, **kwargs))
+
+    async def recall(self, *args, **kwargs):
+        return await self._timed(self._store.recall(*args, **kwargs))
+
+    async def _timed(self, searching):
         started = time.perf_counter()
         try:
-            return await self._store.search(*args, **kwargs)
+            return await searching
         finally:
             self._histogram.observe(time.perf_counter() - started)
 

@@ -10,6 +10,7 @@ protocols); a slow or down memory backend in ``test_supermemory_e2e``.
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import signal
 import time
@@ -163,12 +164,18 @@ def test_kill_9_during_a_burst_keeps_every_acknowledged_exchange_exactly_once(
                      for _ in range(80)]
             while len(acked) < 20:
                 await asyncio.sleep(0.005)
+            searcher.extend(_children(daemon.proc.pid))
             daemon.proc.send_signal(signal.SIGKILL)   # mid-burst, without warning
             await asyncio.wait(tasks, timeout=10)
 
+    searcher: list[int] = []
     asyncio.run(burst())
     daemon.proc.wait(5)
     assert len(acked) >= 20
+    assert len(searcher) == 1          # the search process: it ends at the pipe's EOF
+    asyncio.run(_until(lambda: not os.path.exists(f"/proc/{searcher[0]}")
+                       or "Z" in open(f"/proc/{searcher[0]}/stat").read().split()[2],
+                       "the search process outlived its daemon"))
     restarted = start_daemon(config)
     deadline = time.monotonic() + 15
     while True:
@@ -179,6 +186,14 @@ def test_kill_9_during_a_burst_keeps_every_acknowledged_exchange_exactly_once(
         time.sleep(0.1)
     assert set(counts.values()) == {1}, counts
     assert len(stored) == len(set(stored))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(child) for child in f.read().split()]
+    return found
 
 
 def _memories(daemon: Daemon, user: str) -> list[str]:

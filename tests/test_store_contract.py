@@ -1,4 +1,5 @@
-"""The ``MemoryStore`` contract, run against every local backend: SQLite and PostgreSQL.
+"""The ``MemoryStore`` contract, run against every local backend: SQLite (its index on the
+event loop, and in the search process the daemon runs) and PostgreSQL.
 
 The PostgreSQL cases use a throwaway server (``tests/pgcluster.py``) and are skipped, with a
 message naming what to install, where no PostgreSQL binaries exist.
@@ -26,8 +27,9 @@ class Backend:
         self.opened: list = []
 
     async def open(self, embedder=None):
-        if self.kind == "sqlite":
-            store = SqliteStore(self.where, embedder=embedder)
+        if self.kind.startswith("sqlite"):
+            store = SqliteStore(self.where, embedder=embedder,
+                                search_process=self.kind == "sqlite-process")
             await store.open()
             self.opened.append(store.close)
             return store
@@ -43,7 +45,7 @@ class Backend:
             await close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-process", "postgres"])
 async def backend(request, tmp_path):
     b = Backend(request.param, request, tmp_path)
     yield b

@@ -107,6 +107,11 @@ class MemoryStore(abc.ABC):
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         """Best first; ``score`` set, higher is better."""
 
+    async def recall(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
+        """``search`` for the recall block: a store may leave out metadata and give a text
+        stored many times once."""
+        return await self.search(user_id, query, limit, session)
+
     def search_now(self, user_id: str, query: str, limit: int, *,
                    metadata: bool = True, distinct: bool = False) -> list[Memory] | None:
         """``search``'s result when it can be had at once, waiting for nothing (an index in

@@ -229,20 +229,19 @@ class UserIndex:
             self._owners = np.zeros(max(1024, 2 * len(self.seqs)), dtype=np.int32)
         return self._owners
 
+    def stored_of(self, seq: int) -> tuple | None:
+        """The memory's stored fields; None when not indexed (or indexed without them)."""
+        slot = self.slot_of.get(seq)
+        if slot is None:
+            return None
+        return self.stored[slot] if self.seqs[slot] == seq else self._twin_stored.get(seq)
+
     def memories(self, user_id: str, ranked: list[tuple[int, float]],
                  metadata: bool = True) -> list[Memory]:
         """The ranked (seq, score) as memories, from the fields kept with the index (without
         their metadata, ``{}``, unless ``metadata``)."""
-        out = []
-        for seq, score in ranked:
-            slot = self.slot_of.get(seq)
-            stored = (None if slot is None else self.stored[slot] if self.seqs[slot] == seq
-                      else self._twin_stored.get(seq))
-            if stored is not None:
-                mid, content, meta, created_at = stored
-                out.append(Memory(mid, user_id, content, loads(meta) if metadata else {},
-                                  created_at, score))
-        return out
+        return as_memories(user_id, [(seq, score, self.stored_of(seq)) for seq, score in ranked],
+                           metadata)
 
     def _scores_buffer(self):
         """A zeroed float32 array with a place per slot, reused across searches."""
@@ -287,6 +286,12 @@ class UserIndex:
                 K1 * (1 - B + B * lengths[self._normed:] / self._norms_avg))
             self._normed = len(lengths)
         return self._norms
+
+
+def as_memories(user_id: str, hits: list[tuple], metadata: bool = True) -> list[Memory]:
+    """(seq, score, stored fields or None) as memories, metadata parsed if ``metadata``."""
+    return [Memory(stored[0], user_id, stored[1], loads(stored[2]) if metadata else {},
+                   stored[3], score) for _, score, stored in hits if stored is not None]
 
 
 def _grown(dense, slot: int):

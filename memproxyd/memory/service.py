@@ -215,7 +215,7 @@ class MemoryService:
             found = self.store.search_now(call.user_id, query, memory.top_k, metadata=False,
                                           distinct=True)
             if found is None:
-                found = await _within(self.store.search(call.user_id, query, memory.top_k,
+                found = await _within(self.store.recall(call.user_id, query, memory.top_k,
                                                         session),
                                       memory.recall_timeout_ms / 1000)
         except Exception as exc:  # timeout or backend failure: proceed without memory

@@ -13,8 +13,9 @@ index of their own.
 Threads: writes run on one writer connection; reads (get, list, vector candidates) on a
 small pool of reader connections, so they never queue behind the outbox's deliveries. The
 index lives on the event loop: built from the user's rows on first use (on the writer
-thread, in order with the writes), then updated after each committed write. The one read on
-the loop is a search's few hits by primary key (cheaper than a thread hop).
+thread, in order with the writes), then updated after each committed write -- or, with
+``search_process`` (the daemon's choice), in a process of its own (``search_worker.py``),
+sent each committed write and asked each search, so searches run beside the loop.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from . import lexical, sqlite_writes as writes, text, vectors
+from .search_process import SearchProcess
+from .search_worker import load
 from .base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
 from .sqlite_db import GroupCommit, Migration, SqliteReaders, SqliteThread
 from .sqlite_rows import COLUMNS, UserScope, fetch, memory as as_memory, rows as scoped_rows
@@ -75,7 +78,7 @@ class SqliteStore(MemoryStore):
     name = "sqlite"
 
     def __init__(self, db_path: Path, *, embedder: Embedder | None = None,
-                 readers: int = READERS):
+                 readers: int = READERS, search_process: bool = False):
         self.db_path = Path(db_path)
         self.embedder = embedder
         self._db = SqliteThread(self.db_path, "memory-store", checkpoint_rows=CHECKPOINT_ROWS)
@@ -85,10 +88,14 @@ class SqliteStore(MemoryStore):
         self._builds: dict[str, asyncio.Task] = {}
         self._warm_up: asyncio.Task | None = None
         self._remembered = GroupCommit(self._commit_remembered, "memory-remember")
+        self._searcher = SearchProcess(self.db_path) if search_process else None
+        self._stem = self._searcher is None      # stems made with the writes for a local index
 
     async def open(self) -> None:
         self.schema_version = await self._db.open("memories", MIGRATIONS)
         await self._readers.open()
+        if self._searcher is not None:
+            await self._searcher.start()
         self._warm_up = asyncio.create_task(self._build_all(), name="memory-index")
 
     async def close(self) -> None:
@@ -98,13 +105,16 @@ class SqliteStore(MemoryStore):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._searcher is not None:
+            await self._searcher.close()
         await self._readers.close()
         await self._db.close()
 
     def status(self) -> dict[str, Any]:
         return {"backend": self.name, "path": str(self.db_path),
                 "schema_version": self.schema_version, "vectors": self.embedder is not None,
-                "indexed_users": len(self._indexes)}
+                "indexed_users": len(self._indexes),
+                "search_process": self._searcher.pid if self._searcher else None}
 
     # -- the index ------------------------------------------------------------------------
 
@@ -115,7 +125,10 @@ class SqliteStore(MemoryStore):
             users = await self._readers.run(lambda conn: [r[0] for r in conn.execute(
                 "SELECT DISTINCT user_id FROM memories").fetchall()])
             for user_id in users:
-                await self._index(user_id)
+                if self._searcher is not None:
+                    self._searcher.send(("build", user_id))
+                else:
+                    await self._index(user_id)
         except Exception:   # a search builds what is missing; the reason is in the log
             log.exception("memory index warm-up failed")
 
@@ -140,19 +153,11 @@ class SqliteStore(MemoryStore):
         resumes first, finds no index and leaves it), and one queued after resumes after the
         install and applies itself (``add_batch`` skips rows it already has)."""
         try:
-            index = await self._db.run(self._load, user_id)
+            index = await self._db.run(load, user_id)
             self._indexes[user_id] = index
             return index
         finally:
             self._builds.pop(user_id, None)
-
-    @staticmethod
-    def _load(conn, user_id: str) -> lexical.UserIndex:
-        return lexical.build([(seq, grp, content, (mid, content, metadata, created_at))
-                              for seq, grp, mid, content, metadata, created_at
-                              in UserScope(conn, user_id).rows(
-            "SELECT seq, grp, id, content, metadata, created_at FROM memories"
-            " WHERE user_id = :user_id ORDER BY seq")])
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -166,7 +171,8 @@ class SqliteStore(MemoryStore):
         batches in order."""
         texts = [item.content for batch in batches for item in batch]
         embedded = await self._embed(texts, session) if texts else None
-        out, added = await self._db.run(writes.add_batches, user_id, batches, embedded)
+        out, added = await self._db.run(writes.add_batches, user_id, batches, embedded,
+                                        self._stem)
         self._db.wrote(len(out))
         self._indexed(user_id, added)
         return out
@@ -191,13 +197,17 @@ class SqliteStore(MemoryStore):
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
         if added is None:      # queued behind the thread's jobs, or another connection writes
-            added = await self._db.run(writes.add_parts, parts)
+            added = await self._db.run(writes.add_parts, parts, self._stem)
         self._db.wrote(sum(len(batch) for _, batches in parts for batch in batches))
         for (user_id, _), rows in zip(parts, added):
             self._indexed(user_id, rows)
 
     def _indexed(self, user_id: str, added: list[list[tuple]]) -> None:
         """Apply committed rows to the user's index (on the loop, in commit order)."""
+        if self._searcher is not None:
+            self._searcher.send(("add", user_id, [[(seq, stored) for seq, _, stored in rows]
+                                                  for rows in added]))
+            return
         index = self._indexes.get(user_id)
         if index is not None:
             for rows in added:
@@ -207,13 +217,17 @@ class SqliteStore(MemoryStore):
 
     async def delete(self, user_id: str, memory_id: str, session=None) -> bool:
         seqs = await self._db.run(writes.delete, user_id, "AND id = :id", {"id": memory_id})
-        if user_id in self._indexes:
+        if self._searcher is not None:
+            self._searcher.send(("remove", user_id, seqs))
+        elif user_id in self._indexes:
             self._indexes[user_id].remove(seqs)
         return bool(seqs)
 
     async def forget_all(self, user_id: str, session=None) -> int:
         seqs = await self._db.run(writes.delete, user_id, "", {})
-        if user_id in self._indexes:
+        if self._searcher is not None:
+            self._searcher.send(("reset", user_id))
+        elif user_id in self._indexes:
             self._indexes[user_id] = lexical.UserIndex()
         return len(seqs)
 
@@ -241,7 +255,7 @@ class SqliteStore(MemoryStore):
         """Lexical search on the user's built index, at once; None without one (or with an
         embedder: vectors need a call). ``distinct``: one memory (the newest) per text."""
         index = self._indexes.get(user_id)
-        if self.embedder is not None or index is None or index.stale:
+        if self.embedder is not None or index is None or index.stale or self._searcher:
             return None
         terms = text.stems(text.query_terms(query))
         # The hits' fields are in the index: no statement on the loop (reading them by
@@ -250,7 +264,15 @@ class SqliteStore(MemoryStore):
                 if terms else [])
 
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
-        found = self.search_now(user_id, query, limit)
+        return await self._search(user_id, query, limit, session)
+
+    async def recall(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
+        return await self._search(user_id, query, limit, session, distinct=True,
+                                  metadata=False)
+
+    async def _search(self, user_id: str, query: str, limit: int, session, *,
+                      distinct: bool = False, metadata: bool = True) -> list[Memory]:
+        found = self.search_now(user_id, query, limit, distinct=distinct, metadata=metadata)
         if found is not None:
             return found
         terms = text.stems(text.query_terms(query))
@@ -259,12 +281,16 @@ class SqliteStore(MemoryStore):
             qvec = (await self._embed([query], session) or [None])[0]
         if not terms and qvec is None:
             return []
-        index = await self._index(user_id)
-        ranked = index.search(terms, vectors.CANDIDATES if qvec is not None else limit)
-        if not ranked and qvec is None:
-            return []
+        wanted = vectors.CANDIDATES if qvec is not None else limit
+        if self._searcher is not None:
+            hits = await self._searcher.search(user_id, terms, wanted, distinct) if terms else []
+        else:
+            index = await self._index(user_id)
+            hits = [(seq, score, index.stored_of(seq))
+                    for seq, score in index.search(terms, wanted, distinct)]
         if qvec is None:
-            return index.memories(user_id, ranked)
+            return lexical.as_memories(user_id, hits, metadata)
+        ranked = [(seq, score) for seq, score, _ in hits]
         return await self._readers.run(fetch, user_id, ranked, qvec, limit)
 
     async def _embed(self, texts: list[str], session) -> list | None:

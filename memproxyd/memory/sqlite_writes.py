@@ -37,9 +37,9 @@ def add_parts(conn, parts: list[tuple[str, list[list[NewMemory]]]], stem: bool =
 
 
 def add_batches(conn, user_id: str, batches: list[list[NewMemory]],
-                 embedded) -> tuple[list[Memory], list[list[tuple]]]:
+                embedded, stem: bool = True) -> tuple[list[Memory], list[list[tuple]]]:
     with transaction(conn):
-        return write(conn, user_id, batches, embedded)
+        return write(conn, user_id, batches, embedded, stem)
 
 
 def write(conn, user_id: str, batches: list[list[NewMemory]],
