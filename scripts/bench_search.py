@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
 """Search latency and memory-on overhead with a large store for one user, per backend.
 
-    python scripts/bench_search.py ../shared/bench/locomo-dev [--backend sqlite postgres]
-        [--memories 10000 100000] [--queries 300] [--calls 200] [--dsn postgresql://...]
-        [--others 100000]
+    python scripts/bench_search.py ../shared/bench/locomo-dev
+        [--backend sqlite sqlite-process postgres] [--memories 10000 100000]
+        [--queries 300] [--calls 200] [--dsn postgresql://...] [--others 100000]
 
-Fills one user's store (in-process; SQLite on a temp file, PostgreSQL on ``--dsn`` or a
-throwaway local server) with synthetic but realistic memories -- LoCoMo turns re-sampled with
-their speakers swapped, words dropped and numbers changed, added in batches of 100 as a
-conversation import would -- up to each size in turn. At each size it times ``search`` for
-the benchmark's questions (p50/p95, top 10; PostgreSQL after an ``ANALYZE``, as autovacuum
-keeps it), then starts the real daemon on that store with a
-fake upstream and sends ``--calls`` chat completions with those questions, reading the
-daemon's own ``x-memproxy-overhead-ms`` with memory on (recall + remember) and off. With
-``--others N`` it then stores N memories for another user and times the searches again.
+Fills one user's store (in-process; SQLite on a temp file, its index in this process or in
+the search process the daemon runs; PostgreSQL on ``--dsn`` or a throwaway local server)
+with synthetic but realistic memories -- LoCoMo turns re-sampled with their speakers
+swapped, words dropped and numbers changed, added in batches of 100 as a conversation import
+would -- up to each size in turn. At each size it times ``search`` for the benchmark's
+questions (p50/p95, top 10; PostgreSQL after an ``ANALYZE``, as autovacuum keeps it), then
+starts the real daemon on that store with a fake upstream and sends ``--calls`` chat
+completions with those questions, reading the daemon's own ``x-memproxy-overhead-ms`` with
+memory on (recall + remember) and off. With ``--others N`` it then stores N memories for
+another user and times the searches again.
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ async def time_search(store, asked: list[str]) -> tuple[float, float]:
 
 def daemon_config(folder: Path, port: int, upstream: str, backend: str, dsn: str | None) -> Path:
     pg = f'[postgres]\ndsn = "{dsn}"\n' if backend == "postgres" else ""
+    backend = backend.split("-")[0]        # the daemon's sqlite store: its search process
     path = folder / "bench-daemon.toml"
     path.write_text(
         f'[server]\nport = {port}\nstate_dir = "{folder}"\nlog_level = "WARNING"\n'
@@ -156,8 +158,8 @@ async def others(store, backend: str, turns, questions, args, rng) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("path", type=Path, help="folder of LoCoMo conversation JSON files")
-    parser.add_argument("--backend", nargs="+", default=["sqlite", "postgres"],
-                        choices=("sqlite", "postgres"))
+    parser.add_argument("--backend", nargs="+", default=["sqlite", "sqlite-process", "postgres"],
+                        choices=("sqlite", "sqlite-process", "postgres"))
     parser.add_argument("--memories", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--calls", type=int, default=200, help="daemon calls per mode")

@@ -19,10 +19,12 @@ from memproxyd.config import PostgresConfig  # noqa: E402
 
 
 async def open_store(backend: str, folder: Path, dsn: str | None = None, embedder=None):
-    """(store, async close) for ``backend`` ("sqlite" or "postgres")."""
-    if backend == "sqlite":
+    """(store, async close) for ``backend``: "sqlite" (its index in this process),
+    "sqlite-process" (in a search process, as the daemon runs it) or "postgres"."""
+    if backend.startswith("sqlite"):
         from memproxyd.memory.sqlite_store import SqliteStore
-        store = SqliteStore(folder / "memory.db", embedder=embedder)
+        store = SqliteStore(folder / "memory.db", embedder=embedder,
+                            search_process=backend == "sqlite-process")
         await store.open()
         return store, store.close
     from memproxyd.memory.postgres_db import PgDatabase

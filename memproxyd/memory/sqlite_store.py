@@ -113,7 +113,7 @@ class SqliteStore(MemoryStore):
     def status(self) -> dict[str, Any]:
         return {"backend": self.name, "path": str(self.db_path),
                 "schema_version": self.schema_version, "vectors": self.embedder is not None,
-                "indexed_users": len(self._indexes),
+                "indexed_users": None if self._searcher else len(self._indexes),
                 "search_process": self._searcher.pid if self._searcher else None}
 
     # -- the index ------------------------------------------------------------------------
