@@ -91,3 +91,33 @@ async def test_closing_the_store_ends_the_search_process(tmp_path):
     await store.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_one_user_being_indexed_holds_up_no_other_users_searches(tmp_path):
+    """Indexing a large store takes seconds; it runs beside the other users' searches."""
+    path = tmp_path / "memory.db"
+    plain = SqliteStore(path)
+    await plain.open()
+    for start in range(0, 40_000, 2_000):
+        await plain.add_many("big", [NewMemory(f"Big: kiln note {start + i} for the pottery")
+                                     for i in range(2_000)])
+    await plain.add("small", "Small: the kiln is hot")
+    await plain.close()
+    store = SqliteStore(path, search_process=True)
+    await store.open()
+    try:
+        done: list[str] = []
+
+        async def search(user: str) -> None:
+            await store.search(user, "kiln", 5)
+            done.append(user)
+
+        big = asyncio.create_task(search("big"))
+        await asyncio.sleep(0.05)                  # its index is being made
+        await search("small")
+        assert done == ["small"]
+        await big
+        assert done == ["small", "big"]
+        assert len(await store.search("big", "kiln pottery", 5)) == 5
+    finally:
+        await store.close()

@@ -17,17 +17,22 @@ pickled list of messages, handled in order:
 
 Why the indexes stay exact: the daemon sends a write's rows after its commit, and every
 message down one pipe, in order. A user is indexed from the file (a read-only connection) the
-first time a message names them in a search or build; rows committed before that read are in
-it, and their messages, if they come after, are skipped (``add_stemmed`` skips a seq it has);
-rows committed after it come as messages after it. Messages for a user not indexed yet are
-dropped: their rows are in the file the later read sees. A stopped process loses nothing:
-the next one reads the file again.
+first time a search or build names them; rows committed before that read are in it, and
+their messages, if they come after, are skipped (``add_stemmed`` skips a seq it has); rows
+committed after it come as messages after it. Messages for a user not indexed and not being
+indexed are dropped: their rows are in the file a later read sees. A stopped process loses
+nothing: the next one reads the file again.
+
+Indexing a user takes a while (~3 s for 100,000 memories), so it runs on a thread of its own
+while the other users' searches go on; the user's messages wait for it, in order, and are
+handled as soon as the index is in place.
 """
 from __future__ import annotations
 
 import pickle
 import sqlite3
 import sys
+import threading
 
 from . import lexical
 from .sqlite_rows import UserScope
@@ -43,39 +48,70 @@ def load(conn: sqlite3.Connection, user_id: str) -> lexical.UserIndex:
 
 
 class Worker:
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
+    def __init__(self, db_path: str, out):
+        self.db_path = db_path
+        self.out = out                       # replies: frames written under ``lock``
+        self.lock = threading.Lock()         # one message at a time, from either thread
         self.indexes: dict[str, lexical.UserIndex] = {}
+        self.building: dict[str, list[tuple]] = {}   # user → their messages meanwhile
 
-    def index(self, user_id: str) -> lexical.UserIndex:
+    def handle(self, messages: list[tuple]) -> None:
+        with self.lock:
+            self.reply([reply for message in messages
+                        if (reply := self._handle(message)) is not None])
+
+    def _handle(self, message: tuple) -> tuple | None:
+        kind, *args = message
+        user_id = args[1] if kind == "search" else args[0]
         index = self.indexes.get(user_id)
-        if index is None or index.stale:
-            index = self.indexes[user_id] = load(self.conn, user_id)
-        return index
+        if index is not None and index.stale:     # mostly deleted: read it anew
+            del self.indexes[user_id]
+            index = None
+        if index is None:
+            if user_id in self.building:
+                self.building[user_id].append(message)
+            elif kind in ("search", "build"):
+                self.building[user_id] = [message]
+                threading.Thread(target=self._build, args=(user_id,), daemon=True).start()
+            return None
+        if kind == "search":
+            request, _, terms, limit, distinct = args
+            try:
+                return (request, [(seq, score, index.stored_of(seq)) for seq, score
+                                  in index.search(terms, limit, distinct)])
+            except Exception as exc:            # told to the caller; the worker goes on
+                return (request, f"{type(exc).__name__}: {exc}")
+        if kind == "add":
+            for batch in args[1]:
+                index.add_batch([(seq, stored[1], stored) for seq, stored in batch])
+        elif kind == "remove":
+            index.remove(args[1])
+        elif kind == "reset":
+            self.indexes[user_id] = lexical.UserIndex()
+        return None
 
-    def handle(self, messages: list[tuple]) -> list[tuple]:
-        """The replies to the messages' searches."""
-        replies = []
-        for kind, *args in messages:
-            if kind == "search":
-                request, user_id, terms, limit, distinct = args
-                try:
-                    index = self.index(user_id)
-                    replies.append((request, [(seq, score, index.stored_of(seq)) for seq, score
-                                              in index.search(terms, limit, distinct)]))
-                except Exception as exc:       # told to the caller; the worker goes on
-                    replies.append((request, f"{type(exc).__name__}: {exc}"))
-            elif kind == "build":
-                self.index(args[0])
-            elif (index := self.indexes.get(args[0])) is not None:
-                if kind == "add":
-                    for batch in args[1]:
-                        index.add_batch([(seq, stored[1], stored) for seq, stored in batch])
-                elif kind == "remove":
-                    index.remove(args[1])
-                elif kind == "reset":
-                    self.indexes[args[0]] = lexical.UserIndex()
-        return replies
+    def _build(self, user_id: str) -> None:
+        try:
+            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+            try:
+                index = load(conn, user_id)
+            finally:
+                conn.close()
+        except Exception as exc:                  # its searches are told; the next one retries
+            index, failed = None, f"{type(exc).__name__}: {exc}"
+        with self.lock:
+            waiting = self.building.pop(user_id)
+            if index is None:
+                self.reply([(m[1], failed) for m in waiting if m[0] == "search"])
+                return
+            self.indexes[user_id] = index
+            self.reply([reply for message in waiting
+                        if (reply := self._handle(message)) is not None])
+
+    def reply(self, replies: list[tuple]) -> None:
+        if replies:
+            self.out.write(frame(replies))
+            self.out.flush()
 
 
 def read_frame(stream) -> list | None:
@@ -91,14 +127,9 @@ def frame(payload) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    conn = sqlite3.connect(f"file:{argv[1]}?mode=ro", uri=True)
-    worker = Worker(conn)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while (messages := read_frame(stdin)) is not None:     # EOF: the daemon is gone
-        replies = worker.handle(messages)
-        if replies:
-            stdout.write(frame(replies))
-            stdout.flush()
+    worker = Worker(argv[1], sys.stdout.buffer)
+    while (messages := read_frame(sys.stdin.buffer)) is not None:   # EOF: the daemon is gone
+        worker.handle(messages)
     return 0
 
 
