@@ -5,8 +5,8 @@
 Starts the fake OpenAI and Anthropic upstreams (tests/fakes, in a process of their own) and
 the daemon (memory on, SQLite) with one project port per project, then runs ``concurrency``
 clients for ``seconds``: streaming and non-streaming calls on both protocols, spread over the
-projects. Every few seconds it samples the daemon's RSS, open file descriptors, threads,
-asyncio tasks and HTTP sessions. After a warm-up (a fifth of the run) nothing may grow beyond
+projects. Every few seconds it samples the daemon's RSS, open file descriptors and threads
+(its search process's included), asyncio tasks and HTTP sessions. After a warm-up (a fifth of the run) nothing may grow beyond
 a bound; any error fails the run. Prints p50/p99 per kind and the samples at start and end.
 Exit code 0 when clean, 1 otherwise. Bounded in time and requests; loopback only.
 """
@@ -29,7 +29,9 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench_procs import _tree  # noqa: E402
 from memproxyd.registry import add_project  # noqa: E402
 from tests.conftest import free_port, write_config  # noqa: E402
 
@@ -101,11 +103,15 @@ def _get(url: str) -> dict:
 
 
 def sample(pid: int, url: str) -> dict:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    rss = fds = threads = 0
+    for process in _tree(pid):       # the daemon and its search process
+        status = Path(f"/proc/{process}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss += int(fields["VmRSS"].split()[0])
+        fds += len(os.listdir(f"/proc/{process}/fd"))
+        threads += int(fields["Threads"])
     admin = _get(url + "/admin/status")
-    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
-            "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": int(fields["Threads"]),
+    return {"rss_mb": rss / 1024, "fds": fds, "threads": threads,
             "tasks": admin.get("tasks", -1), "sessions": admin["sessions"]["count"],
             "outbox": admin["memory"].get("outbox", {}).get("pending", -1)}
 
