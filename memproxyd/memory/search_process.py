@@ -4,7 +4,7 @@ each committed write and asks it each search, over the process's stdin and stdou
     searcher = SearchProcess(db_path)
     await searcher.start()
     searcher.send(("add", "alice", [[(seq, stored)]]))      # after the commit
-    hits = await searcher.search("alice", terms, 5)          # [(seq, score, stored), ...]
+    hits = await searcher.search("alice", "kiln?", 5)         # [(seq, score, stored), ...]
 
 Messages sent within one turn of the event loop go as one frame (one write), after the turn;
 replies are read in the protocol's callback (no reader task, no thread). If the process
@@ -94,14 +94,14 @@ class SearchProcess:
         if messages and self._stdin is not None and not self._stdin.is_closing():
             self._stdin.write(frame(messages))
 
-    async def search(self, user_id: str, terms: list[str], limit: int,
+    async def search(self, user_id: str, query: str, limit: int,
                      distinct: bool = False) -> list[tuple]:
         """(seq, score, stored) best first, from the worker's index of the user."""
         if self._stdin is None or self._stdin.is_closing():
             raise SearchUnavailable("the search process is restarting")
         request = next(self._requests)
         future = self._pending[request] = asyncio.get_running_loop().create_future()
-        self.send(("search", request, user_id, terms, limit, distinct))
+        self.send(("search", request, user_id, query, limit, distinct))
         try:
             return await future
         finally:

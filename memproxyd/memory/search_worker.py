@@ -12,7 +12,7 @@ pickled list of messages, handled in order:
   ``stored`` = (id, content, metadata JSON, created_at); its own context, as in the store.
 * ``("remove", user_id, seqs)``, ``("reset", user_id)`` (every memory of the user forgotten),
   ``("build", user_id)`` (index the user now: the store's warm-up).
-* ``("search", request, user_id, terms, limit, distinct)``: answered with
+* ``("search", request, user_id, query, limit, distinct)``: answered with
   ``(request, [(seq, score, stored), ...])`` or ``(request, "error text")``.
 
 Why the indexes stay exact: the daemon sends a write's rows after its commit, and every
@@ -34,7 +34,7 @@ import sqlite3
 import sys
 import threading
 
-from . import lexical
+from . import lexical, text
 from .sqlite_rows import UserScope
 
 
@@ -75,10 +75,11 @@ class Worker:
                 threading.Thread(target=self._build, args=(user_id,), daemon=True).start()
             return None
         if kind == "search":
-            request, _, terms, limit, distinct = args
+            request, _, query, limit, distinct = args
             try:
+                terms = text.stems(text.query_terms(query))
                 return (request, [(seq, score, index.stored_of(seq)) for seq, score
-                                  in index.search(terms, limit, distinct)])
+                                  in (index.search(terms, limit, distinct) if terms else ())])
             except Exception as exc:            # told to the caller; the worker goes on
                 return (request, f"{type(exc).__name__}: {exc}")
         if kind == "add":

@@ -275,16 +275,16 @@ class SqliteStore(MemoryStore):
         found = self.search_now(user_id, query, limit, distinct=distinct, metadata=metadata)
         if found is not None:
             return found
-        terms = text.stems(text.query_terms(query))
         qvec = None
         if self.embedder is not None and query.strip():
             qvec = (await self._embed([query], session) or [None])[0]
-        if not terms and qvec is None:
-            return []
         wanted = vectors.CANDIDATES if qvec is not None else limit
-        if self._searcher is not None:
-            hits = await self._searcher.search(user_id, terms, wanted, distinct) if terms else []
+        if self._searcher is not None:     # the query's terms are made there too
+            hits = await self._searcher.search(user_id, query, wanted, distinct)
         else:
+            terms = text.stems(text.query_terms(query))
+            if not terms and qvec is None:
+                return []
             index = await self._index(user_id)
             hits = [(seq, score, index.stored_of(seq))
                     for seq, score in index.search(terms, wanted, distinct)]
