@@ -215,20 +215,6 @@ class UserIndex:
                 break
         return out
 
-    def _arange(self, n: int):
-        """0..n-1 as int32 (a view of a kept array)."""
-        np = lazy_numpy()
-        if len(self._places) < n:
-            self._places = np.arange(max(1024, 2 * n), dtype=np.int32)
-        return self._places[:n]
-
-    def _owners_buffer(self):
-        """An int32 array with a place per slot (scratch for ``_matched``)."""
-        np = lazy_numpy()
-        if len(self._owners) < len(self.seqs):
-            self._owners = np.zeros(max(1024, 2 * len(self.seqs)), dtype=np.int32)
-        return self._owners
-
     def stored_of(self, seq: int) -> tuple | None:
         """The memory's stored fields; None when not indexed (or indexed without them)."""
         slot = self.slot_of.get(seq)
@@ -242,13 +228,6 @@ class UserIndex:
         their metadata, ``{}``, unless ``metadata``)."""
         return as_memories(user_id, [(seq, score, self.stored_of(seq)) for seq, score in ranked],
                            metadata)
-
-    def _scores_buffer(self):
-        """A zeroed float32 array with a place per slot, reused across searches."""
-        np = lazy_numpy()
-        if len(self._scores) < len(self.seqs):
-            self._scores = np.zeros(max(1024, 2 * len(self.seqs)), dtype=np.float32)
-        return self._scores
 
     def _renormalise(self, postings: Postings, norms) -> None:
         np = lazy_numpy()

@@ -62,7 +62,7 @@ def _score(index, lists: list, weights: list[float], rest: list[float],
     """Terms scored in full, rarest first, until MaxScore's test passes (then the rest are
     looked up for the candidates) or the budget is spent."""
     np = lazy_numpy()
-    scores = index._scores_buffer()
+    scores = _per_slot(index, "_scores", "float32")   # zero between searches
     touched: list = []
     scored = 0
     budget = POSTINGS_BUDGET
@@ -98,8 +98,8 @@ def _matched(index, scores, touched: list, limit: int, rest: float):
     np = lazy_numpy()
     candidates = touched[0] if len(touched) == 1 else np.concatenate(touched)
     if len(touched) > 1:     # one place per slot: the last of its places wins the scatter
-        places = index._arange(len(candidates))
-        owner = index._owners_buffer()
+        places = _arange(index, len(candidates))
+        owner = _per_slot(index, "_owners", "int32")
         owner[candidates] = places
         candidates = candidates[owner[candidates] == places]
     if len(candidates) < limit:
@@ -180,6 +180,23 @@ def _best(index, scores, touched: list, limit: int) -> list[tuple[int, float]]:
             if len(out) == limit:
                 break
     return list(out.items())
+
+
+
+def _per_slot(index, name: str, dtype: str):
+    """The index's scratch array ``name``, zeroed when made, with a place per slot."""
+    kept = getattr(index, name)
+    if len(kept) < len(index.seqs):
+        kept = lazy_numpy().zeros(max(1024, 2 * len(index.seqs)), dtype=dtype)
+        setattr(index, name, kept)
+    return kept
+
+
+def _arange(index, n: int):
+    """0..n-1 as int32 (a view of an array the index keeps)."""
+    if len(index._places) < n:
+        index._places = lazy_numpy().arange(max(1024, 2 * n), dtype="int32")
+    return index._places[:n]
 
 
 _np = None
