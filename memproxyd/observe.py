@@ -41,8 +41,14 @@ async def observe_middleware(request: web.Request, handler):
     response = None
     try:
         response = await handler(request)
-    except ConnectionResetError:   # the client left mid-reply: still a call that cost
-        response = CLIENT_GONE
+    except (ConnectionResetError, asyncio.CancelledError) as exc:
+        # The client left. After the whole reply (``Call.relayed``), while the stream's end
+        # was still to be written, the call was complete; mid-reply it still cost (499).
+        call = request.get(CALL)
+        if call is not None and call.relayed is not None:
+            response = call.relayed
+        elif isinstance(exc, ConnectionResetError):
+            response = CLIENT_GONE
         raise
     finally:
         if span is not None:

@@ -159,6 +159,8 @@ async def _relay_stream(call: Call, upstream: aiohttp.ClientResponse,
                     call.user_id, call.deployment.name, type(exc).__name__)
         await response.write(sse_error_event(
             call.protocol, 502, f"upstream stream failed: {type(exc).__name__}", chunk))
+    if ok:
+        call.relayed = response
     if tap is not None:
         await tap.finish(call, ok)
     await response.write_eof()
