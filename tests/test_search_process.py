@@ -121,3 +121,13 @@ async def test_one_user_being_indexed_holds_up_no_other_users_searches(tmp_path)
         assert len(await store.search("big", "kiln pottery", 5)) == 5
     finally:
         await store.close()
+
+
+async def test_an_unreadable_reply_replaces_the_search_process(store, monkeypatch):
+    monkeypatch.setattr(search_process, "RESTART_SECONDS", 0.0)
+    await store.add("ann", "Ann: the kiln is hot")
+    pid = store.status()["search_process"]
+    protocol = store._searcher._transport.get_protocol()
+    protocol.pipe_data_received(1, (5).to_bytes(4, "big") + b"hello")    # not a pickle
+    await restarted(store, pid)
+    assert len(await store.search("ann", "kiln", 10)) == 1

@@ -158,7 +158,13 @@ class _Protocol(asyncio.SubprocessProtocol):
             size = int.from_bytes(self.buffer[:4], "big")
             if len(self.buffer) < 4 + size:
                 return
-            replies = pickle.loads(self.buffer[4:4 + size])
+            try:
+                replies = pickle.loads(self.buffer[4:4 + size])
+            except Exception:     # not our frames: replace the process (searches fail over)
+                log.exception("memory search process sent an unreadable frame")
+                self.buffer.clear()
+                self.owner._transport.kill()
+                return
             del self.buffer[:4 + size]
             self.owner._replied(replies)
 

@@ -129,6 +129,7 @@ def frame(payload) -> bytes:
 
 def main(argv: list[str]) -> int:
     worker = Worker(argv[1], sys.stdout.buffer)
+    sys.stdout = sys.stderr          # a stray print must not land among the frames
     while (messages := read_frame(sys.stdin.buffer)) is not None:   # EOF: the daemon is gone
         worker.handle(messages)
     return 0
