@@ -98,11 +98,11 @@ def test_identical_texts_alone_in_their_batch_are_one_document():
     assert found[0][1] == found[1][1] == found[2][1] > found[3][1]
     assert [seq for seq, _ in index.search(terms, 2)] == [12, 11]
     assert [seq for seq, _ in index.search(terms, 10, distinct=True)] == [12, 13, 2, 1]
-    assert [m.id for m in index.memories("u", index.search(terms, 3))] == ["m12", "m11", "m10"]
+    assert [m.id for m in lexical.as_memories("u", index.hits(terms, 3))] == ["m12", "m11", "m10"]
 
     index.remove([10])                   # the slot's own memory: the oldest twin takes over
     assert [seq for seq, _ in index.search(terms, 3)] == [12, 11, 13]
-    assert index.memories("u", [(11, 1.0)])[0].id == "m11" and index.seqs[index.slot_of[11]] == 11
+    assert index.stored_of(11)[0] == "m11" and index.seqs[index.slot_of[11]] == 11
     index.remove([12, 11])
     assert not index.twins and index.live_slots == 3 and len(index) == 3
     assert [seq for seq, _ in index.search(terms, 10)] == [13, 2, 1]

@@ -222,12 +222,11 @@ class UserIndex:
             return None
         return self.stored[slot] if self.seqs[slot] == seq else self._twin_stored.get(seq)
 
-    def memories(self, user_id: str, ranked: list[tuple[int, float]],
-                 metadata: bool = True) -> list[Memory]:
-        """The ranked (seq, score) as memories, from the fields kept with the index (without
-        their metadata, ``{}``, unless ``metadata``)."""
-        return as_memories(user_id, [(seq, score, self.stored_of(seq)) for seq, score in ranked],
-                           metadata)
+    def hits(self, terms: list[str], limit: int, distinct: bool = False) -> list[tuple]:
+        """``search`` with each memory's stored fields: (seq, score, stored) best first
+        (``as_memories`` makes them memories)."""
+        return [(seq, score, self.stored_of(seq))
+                for seq, score in self.search(terms, limit, distinct)]
 
     def _renormalise(self, postings: Postings, norms) -> None:
         np = lazy_numpy()

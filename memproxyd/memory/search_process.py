@@ -3,7 +3,7 @@ each committed write and asks it each search, over the process's stdin and stdou
 
     searcher = SearchProcess(db_path)
     await searcher.start()
-    searcher.send(("add", "alice", [[(seq, stored)]]))      # after the commit
+    searcher.send(("add", "alice", [[(seq, None, stored)]]))  # after the commit
     hits = await searcher.search("alice", "kiln?", 5)         # [(seq, score, stored), ...]
 
 Messages sent within one turn of the event loop go as one frame (one write), after the turn;
@@ -15,6 +15,7 @@ queued (the next process reads the file), and a new one is started, at most ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import pickle
@@ -68,17 +69,12 @@ class SearchProcess:
             self._restart.cancel()
         if self._transport is not None:
             self._stdin.close()                   # EOF: the worker exits
-            try:
-                await asyncio.wait_for(self._wait_exit(), 2.0)
-            except asyncio.TimeoutError:
-                pass
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._transport.get_protocol().exited),
+                                       2.0)
             self._transport.close()               # kills it if it has not exited
             self._transport = None
         self._fail_pending()
-
-    async def _wait_exit(self) -> None:
-        while self._transport is not None and self._transport.get_returncode() is None:
-            await asyncio.sleep(0.01)
 
     def send(self, message: tuple) -> None:
         """Queue a message for the end of this loop turn (dropped while no process runs:
@@ -151,6 +147,7 @@ class _Protocol(asyncio.SubprocessProtocol):
     def __init__(self, owner: SearchProcess):
         self.owner = owner
         self.buffer = bytearray()
+        self.exited = asyncio.get_running_loop().create_future()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         self.buffer += data
@@ -169,4 +166,5 @@ class _Protocol(asyncio.SubprocessProtocol):
             self.owner._replied(replies)
 
     def process_exited(self) -> None:
+        self.exited.set_result(None)
         self.owner._exited()

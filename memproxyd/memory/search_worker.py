@@ -8,8 +8,9 @@ daemon's side).
 Reads frames from stdin, answers on stdout. A frame is a 4-byte big-endian length and a
 pickled list of messages, handled in order:
 
-* ``("add", user_id, batches)``: committed rows, each batch ``[(seq, stored), ...]`` with
-  ``stored`` = (id, content, metadata JSON, created_at); its own context, as in the store.
+* ``("add", user_id, batches)``: committed rows as the store's writes return them, each
+  batch ``[(seq, stems or None, stored), ...]`` with ``stored`` = (id, content, metadata
+  JSON, created_at); its own context, as in the store (``UserIndex.add_stemmed``).
 * ``("remove", user_id, seqs)``, ``("reset", user_id)`` (every memory of the user forgotten),
   ``("build", user_id)`` (index the user now: the store's warm-up).
 * ``("search", request, user_id, query, limit, distinct)``: answered with
@@ -35,6 +36,7 @@ import sys
 import threading
 
 from . import lexical, text
+from .sqlite_db import read_only
 from .sqlite_rows import UserScope
 
 
@@ -77,14 +79,12 @@ class Worker:
         if kind == "search":
             request, _, query, limit, distinct = args
             try:
-                terms = text.stems(text.query_terms(query))
-                return (request, [(seq, score, index.stored_of(seq)) for seq, score
-                                  in (index.search(terms, limit, distinct) if terms else ())])
+                return (request, index.hits(text.stems(text.query_terms(query)), limit, distinct))
             except Exception as exc:            # told to the caller; the worker goes on
                 return (request, f"{type(exc).__name__}: {exc}")
         if kind == "add":
             for batch in args[1]:
-                index.add_batch([(seq, stored[1], stored) for seq, stored in batch])
+                index.add_stemmed(batch)
         elif kind == "remove":
             index.remove(args[1])
         elif kind == "reset":
@@ -93,7 +93,7 @@ class Worker:
 
     def _build(self, user_id: str) -> None:
         try:
-            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+            conn = read_only(self.db_path)
             try:
                 index = load(conn, user_id)
             finally:

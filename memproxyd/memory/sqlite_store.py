@@ -205,8 +205,7 @@ class SqliteStore(MemoryStore):
     def _indexed(self, user_id: str, added: list[list[tuple]]) -> None:
         """Apply committed rows to the user's index (on the loop, in commit order)."""
         if self._searcher is not None:
-            self._searcher.send(("add", user_id, [[(seq, stored) for seq, _, stored in rows]
-                                                  for rows in added]))
+            self._searcher.send(("add", user_id, added))
             return
         index = self._indexes.get(user_id)
         if index is not None:
@@ -260,8 +259,7 @@ class SqliteStore(MemoryStore):
         terms = text.stems(text.query_terms(query))
         # The hits' fields are in the index: no statement on the loop (reading them by
         # primary key cost ~40 µs of the loop's time at concurrency 32, measured).
-        return (index.memories(user_id, index.search(terms, limit, distinct), metadata)
-                if terms else [])
+        return lexical.as_memories(user_id, index.hits(terms, limit, distinct), metadata)
 
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         return await self._search(user_id, query, limit, session)
@@ -286,8 +284,7 @@ class SqliteStore(MemoryStore):
             if not terms and qvec is None:
                 return []
             index = await self._index(user_id)
-            hits = [(seq, score, index.stored_of(seq))
-                    for seq, score in index.search(terms, wanted, distinct)]
+            hits = index.hits(terms, wanted, distinct)
         if qvec is None:
             return lexical.as_memories(user_id, hits, metadata)
         ranked = [(seq, score) for seq, score, _ in hits]
