@@ -32,7 +32,12 @@ CREDENTIAL_FIELDS = frozenset({
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    return validate.parse_json(await request.read())
+    """The body of a model call. From here on a refusal (a malformed field, an unknown model)
+    gets its usage ledger row, under the model the client asked for."""
+    request[usage.REQUESTED] = ""
+    body = validate.parse_json(await request.read())
+    request[usage.REQUESTED] = str(body.get("model"))[:200]
+    return body
 
 
 def upstream_headers(call: Call) -> dict[str, str]:
@@ -66,7 +71,6 @@ def upstream_headers(call: Call) -> dict[str, str]:
 
 
 def new_call(request: web.Request, body: dict, protocol: str) -> Call:
-    request[usage.REQUESTED] = str(body.get("model"))[:200]   # usage ledger, refusals too
     dep = request.app[appkeys.STATE].deployments.lookup(body.get("model"))
     access.check(request, request[USER_ID], dep.name)   # [access] rules: 403
     dep.api_key()  # an unavailable model fails here, before any work

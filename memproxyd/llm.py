@@ -209,7 +209,7 @@ async def _stream(call: Call, chunks, tap, encode=_openai_sse,
 async def messages(call: Call, session: UserSession, body: dict, tap=None) -> web.StreamResponse:
     """``/v1/messages`` for a deployment that does not speak Anthropic, through litellm's
     Anthropic-messages adapter; the client gets Anthropic JSON or Anthropic SSE events."""
-    args = {k: v for k, v in body.items() if k in MESSAGES_PARAMS}
+    args = {k: v for k, v in fold_system_messages(body).items() if k in MESSAGES_PARAMS}
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))
     result = await _call(call, litellm().anthropic.messages.acreate, args)
@@ -223,6 +223,34 @@ async def messages(call: Call, session: UserSession, body: dict, tap=None) -> we
         return web.Response(body=payload, content_type="application/json",
                             headers=call.headers())
     return await _stream(call, result, tap, encode=_anthropic_sse, done=b"")
+
+
+def fold_system_messages(body: dict) -> dict:
+    """``body`` with its ``system``-role messages (Claude Code sends them inside ``messages``
+    for some models; Anthropic takes them) moved, in order, to the end of ``system``: litellm's
+    adapter knows only user and assistant turns. Any other role it cannot translate: a 400
+    naming the limitation. The client's objects are not mutated."""
+    messages = body.get("messages") or []
+    if all(m.get("role") in ("user", "assistant") for m in messages):
+        return body
+    kept, folded = [], []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "system":
+            folded += _text_blocks(message.get("content"))
+        elif role in ("user", "assistant"):
+            kept.append(message)
+        else:
+            raise ApiError(400, f"'messages[{index}].role': {str(role)[:40]!r} cannot be "
+                                "translated for this deployment (litellm takes user, "
+                                "assistant and system messages only)", "unsupported_role")
+    return {**body, "messages": kept, "system": [*_text_blocks(body.get("system")), *folded]}
+
+
+def _text_blocks(content: Any) -> list[dict]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return [block for block in content or () if block.get("type") == "text"]
 
 
 def _jsonable(value):

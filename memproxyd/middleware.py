@@ -72,6 +72,11 @@ async def gateway_middleware(request: web.Request, handler):
     else:
         failure = None
     if failure is not None:
+        if failure.status < 500:
+            # the field's path and the code, never the message: it may quote the body
+            log.info("request refused status=%d path=%s user_id=%s code=%s field=%s",
+                     failure.status, request.path, user_id, failure.code,
+                     getattr(failure, "path", "-"))
         started = request.get(PREPARED)
         if started is not None:
             return await _end_started(request, started, failure)

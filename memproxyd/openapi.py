@@ -25,14 +25,16 @@ def _body(required: list[str], properties: dict) -> dict:
 CHAT = _body(["model", "messages"], {
     "model": {"type": "string"},
     "messages": {"type": "array", "minItems": 1, "maxItems": 10000, "items": _body(["role"], {
-        "role": {"enum": ["system", "developer", "user", "assistant", "tool", "function"]},
+        # known: system developer user assistant tool function; others go to the upstream
+        "role": {"type": "string"},
         "content": TEXT_OR_PARTS, "name": {"type": "string"}})},
     "stream": {"type": "boolean"}, "max_tokens": {"type": "integer", "minimum": 1},
     "temperature": {"type": "number"}, "tools": {"type": "array", "items": OBJ}})
 MESSAGES = _body(["model", "messages", "max_tokens"], {
     "model": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 1},
     "messages": {"type": "array", "minItems": 1, "items": _body(["role", "content"], {
-        "role": {"enum": ["user", "assistant"]}, "content": TEXT_OR_PARTS})},
+        # user, assistant, and system (Claude Code's default model); others go upstream
+        "role": {"type": "string"}, "content": TEXT_OR_PARTS})},
     "system": TEXT_OR_PARTS, "stream": {"type": "boolean"}})
 COUNT_TOKENS = {**MESSAGES, "required": ["model", "messages"]}
 RESPONSES = _body(["model"], {

@@ -1,6 +1,13 @@
 """Request validation: what the gateway itself reads, and what litellm would choke on, is
 checked before any deployment, memory or upstream work. Unknown fields pass through untouched.
 
+Never stricter than the provider: roles and content types memproxyd does not know pass
+(Claude Code sends ``system``-role messages inside Anthropic ``messages`` for its default
+model), and are the upstream's to judge. What memproxyd reads is checked: a message is an
+object with a string ``role``, content is text or an array of typed parts, and a text part
+carries its text. A translated (litellm) deployment that cannot take such a message says so
+itself (``llm.messages``).
+
     body = parse_json(await request.read())   # JSON object, bounded depth, valid text
     chat(body)                                 # ApiError(400, "'messages[1]': expected an
                                                #   object, got an integer", "invalid_type")
@@ -26,7 +33,8 @@ STOP = either(string, array(string, max_items=16), expected="a string or an arra
 SAMPLING = {"temperature": number, "top_p": number, "stream": boolean, "user": string,
             "metadata": obj}
 
-OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# the known roles whose messages OpenAI refuses without content; other roles pass as sent
+CONTENT_REQUIRED = ("system", "developer", "user", "tool")
 OPENAI_PART = typed_block(("text",))
 OPENAI_CONTENT = either(string, array(OPENAI_PART),
                         expected="a string or an array of content parts")
@@ -42,9 +50,9 @@ CHAT_FIELDS = {
 
 def _openai_message(message: Any, path: str) -> None:
     obj(message, path)
-    one_of(*OPENAI_ROLES)(message.get("role"), f"{path}.role")
+    string(message.get("role"), f"{path}.role")
     content = message.get("content")
-    if content is None and message["role"] not in ("assistant", "function"):
+    if content is None and message["role"] in CONTENT_REQUIRED:
         raise Invalid(f"{path}.content", "required for this role", "missing_content")
     fields({"content": OPENAI_CONTENT, "name": string, "tool_calls": array(obj),
             "tool_call_id": string}, message, f"{path}.")
@@ -76,7 +84,7 @@ MESSAGES_FIELDS = {
 
 def _anthropic_message(message: Any, path: str) -> None:
     obj(message, path)
-    one_of("user", "assistant")(message.get("role"), f"{path}.role")
+    string(message.get("role"), f"{path}.role")
     if "content" not in message:
         raise Invalid(f"{path}.content", "field required", "missing_content")
     ANTHROPIC_CONTENT(message["content"], f"{path}.content")
@@ -94,7 +102,6 @@ def messages(body: dict, *, needs_max_tokens: bool) -> None:
     fields(MESSAGES_FIELDS, body)
 
 
-RESPONSES_ROLES = ("user", "assistant", "system", "developer")
 RESPONSES_FIELDS = {
     **SAMPLING, "max_output_tokens": integer(1), "instructions": string,
     "previous_response_id": string, "store": boolean, "background": boolean,
@@ -106,7 +113,7 @@ RESPONSES_FIELDS = {
 
 def _input_item(item: Any, path: str) -> None:
     obj(item, path)
-    fields({"type": string, "role": one_of(*RESPONSES_ROLES),
+    fields({"type": string, "role": string,
             "content": either(string, array(typed_block(("input_text", "output_text"))),
                               expected="a string or an array of content parts")},
            item, f"{path}.")

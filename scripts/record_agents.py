@@ -30,7 +30,14 @@ STORY = ("Remember this: our deploy target codename is BLUEFIN.",
 IDS = re.compile(r'(device_id\\?":\\?"|installation_id\\?":\\?")[0-9a-f-]+')
 
 
-def record(client: str, out: Path) -> int:
+# fixture name → (client, Claude Code's --model; None: the CLI's default model)
+FIXTURES = {"claude-code": ("claude-code", "claude-sonnet-4-5"),
+            "claude-code-default-model": ("claude-code", None),
+            "codex": ("codex", None)}
+
+
+def record(name: str, out: Path) -> int:
+    client, model = FIXTURES[name]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp).resolve()
         workdir = root / "project"
@@ -39,7 +46,7 @@ def record(client: str, out: Path) -> int:
         (workdir / notes).write_text("# Project notes\nUse tabs for indentation.\n")
         server = ThreadedServer(agent_upstream.create_app()).start()
         try:
-            _story(client, agents.install_clis(), server.url, workdir, notes)
+            _story(client, agents.install_clis(), server.url, workdir, notes, model)
             records = server.call(lambda: list(server.app[agent_upstream.RECORDS]))
         finally:
             server.stop()
@@ -47,17 +54,18 @@ def record(client: str, out: Path) -> int:
                  str(workdir).replace("/", "-"): "-home-dev-project", "/root/": "/home/dev/"}
         lines = [IDS.sub(lambda m: m.group(1) + "0" * 16, json.dumps(agents.scrub(r, paths)))
                  for r in records]
-    (out / f"{client}.jsonl").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
     return len(lines)
 
 
-def _story(client: str, bin_dir: Path, url: str, workdir: Path, notes: str) -> None:
+def _story(client: str, bin_dir: Path, url: str, workdir: Path, notes: str,
+           model: str | None) -> None:
     first, second, third = STORY
     second = second.format(notes=notes)
     if client == "claude-code":
-        runs = [agents.run_claude(bin_dir, url, workdir, first),
-                agents.run_claude(bin_dir, url, workdir, second, resume=True),
-                agents.run_claude(bin_dir, url, workdir, third)]
+        runs = [agents.run_claude(bin_dir, url, workdir, first, model=model),
+                agents.run_claude(bin_dir, url, workdir, second, resume=True, model=model),
+                agents.run_claude(bin_dir, url, workdir, third, model=model)]
     else:
         home = agents.write_codex_home(workdir.parent / "codex-home", f"{url}/v1")
         runs = [agents.run_codex(bin_dir, home, workdir, first),
@@ -71,10 +79,12 @@ def _story(client: str, bin_dir: Path, url: str, workdir: Path, notes: str) -> N
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures/agents"))
+    parser.add_argument("fixtures", nargs="*", default=list(FIXTURES),
+                        help=f"which to record (default: all of {', '.join(FIXTURES)})")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for client in ("claude-code", "codex"):
-        print(f"{client}: {record(client, args.out)} requests recorded")
+    for name in args.fixtures:
+        print(f"{name}: {record(name, args.out)} requests recorded")
     return 0
 
 

@@ -50,9 +50,11 @@ def _env(extra: dict[str, str], home: Path) -> dict[str, str]:
 
 def run_claude(bin_dir: Path, base_url: str, workdir: Path, prompt: str, *,
                resume: bool = False, home: Path | None = None,
-               headers: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+               headers: dict[str, str] | None = None,
+               model: str | None = "claude-sonnet-4-5") -> subprocess.CompletedProcess:
     """``claude -p PROMPT`` (``--continue`` with ``resume``) in ``workdir``; its own HOME, so
-    sessions and settings never touch the real user's."""
+    sessions and settings never touch the real user's. ``model=None``: the CLI's default
+    model (``claude-opus-4-8`` in 2.1.197, which sends ``system``-role messages)."""
     home = home or workdir.parent / "claude-home"
     home.mkdir(exist_ok=True)
     env = _env({"ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": "sk-ant-test-fake",
@@ -61,7 +63,7 @@ def run_claude(bin_dir: Path, base_url: str, workdir: Path, prompt: str, *,
     if headers:
         env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in headers.items())
     args = [str(bin_dir / "claude"), "-p", *(["--continue"] if resume else []), prompt,
-            "--model", "claude-sonnet-4-5"]
+            *(["--model", model] if model else [])]
     return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL)
 

@@ -62,12 +62,15 @@ def check_remembered_and_recalled(daemon, first_reply: str, recalled_in: str) ->
     assert "BLUEFIN" in recalled_in and "<memproxy-memory>" in recalled_in
 
 
-def test_claude_code_remembers_the_fact_and_recalls_it_next_session(clis, project, agent_fake):
+# None: the CLI's default model, which sends system-role messages inside ``messages``
+@pytest.mark.parametrize("model", [None, "claude-sonnet-4-5"], ids=["default-model", "sonnet"])
+def test_claude_code_remembers_the_fact_and_recalls_it_next_session(clis, project, agent_fake,
+                                                                      model):
     daemon, base_url, workdir = project
-    first = agents.run_claude(clis, base_url, workdir, FACT)
+    first = agents.run_claude(clis, base_url, workdir, FACT, model=model)
     assert first.returncode == 0, first.stderr[-2000:]
     check_remembered_and_recalled(daemon, first.stdout.strip(), "BLUEFIN <memproxy-memory>")
-    second = agents.run_claude(clis, base_url, workdir, QUESTION)
+    second = agents.run_claude(clis, base_url, workdir, QUESTION, model=model)
     assert second.returncode == 0, second.stderr[-2000:]
     system = json.dumps(last_turn_request(agent_fake, "/v1/messages")["system"])
     check_remembered_and_recalled(daemon, first.stdout.strip(), system)

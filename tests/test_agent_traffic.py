@@ -21,9 +21,10 @@ def recorded(client: str) -> list[dict]:
     return [json.loads(line)["json"] for line in (FIXTURES / f"{client}.jsonl").open()]
 
 
-@pytest.fixture(scope="module")
-def claude() -> list[dict]:
-    return recorded("claude-code")
+# a pinned model, and the CLI's default model (system-role messages inside ``messages``)
+@pytest.fixture(scope="module", params=["claude-code", "claude-code-default-model"])
+def claude(request) -> list[dict]:
+    return recorded(request.param)
 
 
 def test_claude_code_turns_are_the_human_words_alone(claude):
@@ -31,7 +32,7 @@ def test_claude_code_turns_are_the_human_words_alone(claude):
     assert [t.human for t in turns[1:4]] == [FACT, READ.format("CLAUDE.md"),
                                              READ.format("CLAUDE.md")]
     assert turns[5].human == QUESTION
-    assert len(json.dumps(claude[1])) > 50_000          # what the client really sent
+    assert len(json.dumps(claude[1])) > 30_000          # what the client really sent
 
 
 def test_claude_code_title_calls_are_side_calls(claude):
@@ -69,6 +70,14 @@ def test_memory_of_a_tool_loop_turn_is_short_and_readable(claude):
     assert text == (f"User: {READ.format('CLAUDE.md')}\nAssistant: "
                     '[Read: {"file_path": "/home/dev/project/CLAUDE.md"}]\n'
                     "The notes say to use tabs. Done.")
+
+
+def test_claude_code_default_model_sends_system_messages_that_are_not_human_words():
+    body = recorded("claude-code-default-model")[1]
+    [system] = [m for m in body["messages"] if m["role"] == "system"]
+    assert system["content"].startswith("Available agent types for the Agent tool")
+    assert anthropic_wire.turn(body).human == FACT
+    assert "Available agent types" not in anthropic_wire.query(body, "all_user", 20_000)
 
 
 def test_ide_attachments_become_mentions_and_tags_go():

@@ -383,3 +383,43 @@ async def test_translation_errors_in_anthropic_shape(gateway):
             received = (await resp.read()).decode()
     assert received.startswith("event: message_start\n")
     assert received.rsplit("\n\n", 2)[-2].startswith("event: error\ndata: ")
+
+
+# Claude Code's default model sends system-role messages inside ``messages`` (recorded in
+# tests/fixtures/agents/claude-code-default-model.jsonl); Anthropic takes them.
+def with_system_message(marker: str, role: str = "system") -> list[dict]:
+    return [{"role": "user", "content": [{"type": "text", "text": f"hello {marker}"}]},
+            {"role": role, "content": f"Available agent types {marker}"}]
+
+
+async def test_system_messages_inside_messages_reach_anthropic_unchanged(gateway,
+                                                                         anthropic_fake):
+    marker = uuid.uuid4().hex
+    messages = with_system_message(marker)
+    reply = await client(gateway).messages.create(model="claude-exact", max_tokens=64,
+                                                  messages=messages)
+    assert reply.type == "message"
+    [record] = records(anthropic_fake, marker)
+    assert record["json"]["messages"] == messages
+
+
+async def test_system_messages_are_folded_into_system_through_litellm(gateway, openai_fake):
+    marker = uuid.uuid4().hex
+    reply = await client(gateway).messages.create(
+        model="gpt-ok", max_tokens=64, system="Be terse.", messages=with_system_message(marker))
+    assert reply.content[0].text == f"echo: hello {marker}"
+    [sent] = [r for r in upstream_records(openai_fake) if marker in json.dumps(r["json"])]
+    system = [m for m in sent["json"]["messages"] if m["role"] == "system"]
+    assert "Be terse." in json.dumps(system) and f"Available agent types {marker}" in \
+        json.dumps(system)
+    assert sent["json"]["messages"][-1]["role"] == "user"
+
+
+async def test_a_role_litellm_cannot_translate_is_a_clear_400(gateway, openai_fake):
+    marker = uuid.uuid4().hex
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await client(gateway).messages.create(model="gpt-ok", max_tokens=64,
+                                              messages=with_system_message(marker, "critic"))
+    assert "'messages[1].role'" in info.value.body["error"]["message"]
+    assert "cannot be translated" in info.value.body["error"]["message"]
+    assert not [r for r in upstream_records(openai_fake) if marker in json.dumps(r["json"])]

@@ -15,8 +15,8 @@ USER = {"role": "user", "content": "hello"}
 BAD = [
     ("/v1/chat/completions", {"model": "gpt-ok", "messages": [1, 2], "user": "M"}, "invalid_type"),
     ("/v1/chat/completions", {"model": "demo", "messages": [1, 2], "user": "M"}, "invalid_type"),
-    ("/v1/chat/completions", {"model": "gpt-ok", "messages": [{"role": "wizard",
-                              "content": "M"}]}, "invalid_value"),
+    ("/v1/chat/completions", {"model": "gpt-ok", "messages": [{"role": 5,
+                              "content": "M"}]}, "invalid_type"),
     ("/v1/chat/completions", {"model": "gpt-ok", "messages": [{"role": "user",
                               "content": 42}], "user": "M"}, "invalid_type"),
     ("/v1/chat/completions", {"model": "gpt-ok", "messages": [{"role": "user", "content": [
@@ -27,8 +27,8 @@ BAD = [
                               "user": "M"}, "invalid_type"),
     ("/v1/chat/completions", {"model": "gpt-ok", "messages": [USER], "temperature": "hot",
                               "user": "M"}, "invalid_type"),
-    ("/v1/messages", {"model": "gpt-ok", "max_tokens": 5, "messages": [{"role": "system",
-                      "content": "M"}]}, "invalid_value"),
+    ("/v1/messages", {"model": "gpt-ok", "max_tokens": 5, "messages": [{"role": ["system"],
+                      "content": "M"}]}, "invalid_type"),
     ("/v1/messages", {"model": "gpt-ok", "max_tokens": 5.5, "messages": [USER],
                       "metadata": {"user_id": "M"}}, "invalid_type"),
     ("/v1/messages", {"model": "demo", "max_tokens": 5, "messages": [{"role": "user",
@@ -91,6 +91,29 @@ async def test_malformed_request_is_a_400_in_its_protocols_shape_and_reaches_not
     assert "'" in message and "expected" in message     # names the field and what it wants
     assert not [r for r in upstream_records(openai_fake) if marker in json.dumps(r["json"])]
     assert await stored(gateway, user) == []
+    # every refusal is in the log (its code and field, never the body) and the usage ledger
+    assert f"request refused status=400 path={path} user_id={user} code=" in gateway.log()
+    assert marker not in gateway.log()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateway.url}/v1/usage", params={"rows": "10", "project": user},
+                            headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                                     "x-memory-user-id": user}) as resp:
+            rows = (await resp.json())["rows"]
+    assert [(r["status"], r["model"], r["endpoint"]) for r in rows] == [
+        (400, body["model"], path)]
+
+
+async def test_roles_memproxyd_does_not_know_reach_a_native_upstream_unchanged(gateway,
+                                                                            openai_fake):
+    """Never stricter than the provider: the upstream judges roles it may know."""
+    marker = uuid.uuid4().hex
+    messages = [{"role": "user", "content": marker}, {"role": "critic", "content": "be brief"}]
+    body = {"model": "gpt-ok", "messages": messages}
+    status, reply = await post(gateway, "/v1/chat/completions", json.dumps(body).encode(),
+                               "v-roles")
+    assert status == 200, reply
+    [record] = [r for r in upstream_records(openai_fake) if marker in json.dumps(r["json"])]
+    assert record["json"]["messages"] == messages
 
 
 @pytest.mark.parametrize("raw, words", [

@@ -61,8 +61,9 @@ def answer(last_human: str, context: str, small: bool) -> str:
 # -- Anthropic Messages (Claude Code) ------------------------------------------------------
 
 def _anthropic_reply(body: dict) -> list[dict]:
-    messages = body.get("messages") or []
-    last = messages[-1] if messages else {}
+    # the newest turn; system-role messages (Claude Code's default model) are instructions
+    last = next((m for m in reversed(body.get("messages") or []) if m.get("role") != "system"),
+                {})
     content = last.get("content")
     if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result"
                                          for b in content):
