@@ -13,13 +13,15 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from memproxyd import (admin, anthropic, appkeys, gateway, memory_api, metrics, observe,
-                       openapi, responses, ui, usage_api)
+from memproxyd.api import (admin, anthropic, openai as gateway, memories as memory_api, openapi,
+                           responses, ui, usage as usage_api)
+from memproxyd import appkeys
+from memproxyd.observe import metrics, record as observe
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
 from memproxyd.memory.service import MemoryService, NoMemory
-from memproxyd.middleware import gateway_middleware, on_response_prepare
+from memproxyd.api.middleware import gateway_middleware, on_response_prepare
 from memproxyd.sessions import SessionManager
 from memproxyd.state import RuntimeState
 
@@ -57,7 +59,7 @@ def create_app(config: Config) -> web.Application:
 
 
 async def _spans_ctx(app: web.Application) -> AsyncIterator[None]:
-    from memproxyd.otel import SpanExporter
+    from memproxyd.observe.otel import SpanExporter
     exporter = SpanExporter.create(app[appkeys.STATE].config.tracing)
     if exporter is not None:
         app[appkeys.SPANS] = exporter
@@ -67,7 +69,7 @@ async def _spans_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _ledger_ctx(app: web.Application) -> AsyncIterator[None]:
-    from memproxyd.ledger import Ledger
+    from memproxyd.observe.ledger import Ledger
     config = app[appkeys.STATE].config
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ledger = Ledger(config.state_dir / "usage.db", retention_days=config.usage.retention_days,
@@ -92,12 +94,12 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
 def _make_store(app: web.Application, db=None):
     config = app[appkeys.STATE].config
     if config.memory.backend == "supermemory":
-        from memproxyd.memory.supermemory_store import SupermemoryStore
+        from memproxyd.memory.supermemory import SupermemoryStore
         return SupermemoryStore(config.supermemory)
     if config.memory.backend == "postgres":
-        from memproxyd.memory.postgres_store import PostgresStore
+        from memproxyd.memory.postgres.store import PostgresStore
         return PostgresStore(db, embedder=_embedder(app))
-    from memproxyd.memory.sqlite_store import SqliteStore
+    from memproxyd.memory.sqlite.store import SqliteStore
     # searches in a process of their own, beside the event loop (search_worker.py)
     return SqliteStore(config.state_dir / "memory.db", embedder=_embedder(app),
                        search_process=True)
@@ -115,7 +117,7 @@ def _make_outbox(config: Config, store, db=None):
     local = Outbox(config.state_dir / "memory.db")
     if db is None:
         return local
-    from memproxyd.memory.postgres_outbox import PostgresOutbox
+    from memproxyd.memory.postgres.outbox import PostgresOutbox
     return PostgresOutbox(db, local, lease_seconds=config.postgres.outbox_lease_seconds)
 
 
@@ -126,7 +128,7 @@ def _embedder(app: web.Application):
         return None
 
     async def embed(texts: list[str], session) -> list[list[float]]:
-        from memproxyd import llm
+        from memproxyd.proxy import translate as llm
         deployment = app[appkeys.STATE].deployments.lookup(name)
         result = await llm.embed(deployment, session, {"input": texts})
         return [item["embedding"] for item in result["data"]]
@@ -142,7 +144,7 @@ def _delivery_store(app: web.Application, store):
     from memproxyd.memory.distill import DistillingStore
 
     async def complete(user_id: str, messages: list[dict], system: str, session) -> str:
-        from memproxyd.completion import complete as model_call
+        from memproxyd.proxy.internal_call import complete as model_call
         deployment = app[appkeys.STATE].deployments.lookup(name)
         return await model_call(deployment, session, messages, system=system)
     return DistillingStore(store, complete)
@@ -165,7 +167,7 @@ async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     sessions = app[appkeys.SESSIONS]
     db = None
     if config.memory.backend == "postgres":
-        from memproxyd.memory.postgres_db import PgDatabase
+        from memproxyd.memory.postgres.db import PgDatabase
         db = PgDatabase(config.postgres)
         await db.open()            # an unreachable server is a state, not a startup failure
     store = _make_store(app, db)

@@ -23,7 +23,8 @@ from typing import Awaitable
 import attrs
 from aiohttp import web
 
-from memproxyd import __version__, appkeys, llm, logs
+from memproxyd import __version__, appkeys, logs
+from memproxyd.proxy import translate as llm
 from memproxyd.addresses import is_loopback
 from memproxyd.app import create_app
 from memproxyd.config import Config, ConfigError, find_config_path, load_config, resolve_secret

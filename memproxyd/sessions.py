@@ -27,8 +27,8 @@ from typing import AsyncIterator
 import aiohttp
 import httpx
 
-from . import tracing
-from .cookies import CookieStore
+from memproxyd import tracing
+from memproxyd.cookies import CookieStore
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ async def open_store(backend: str, folder: Path, dsn: str | None = None, embedde
     """(store, async close) for ``backend``: "sqlite" (its index in this process),
     "sqlite-process" (in a search process, as the daemon runs it) or "postgres"."""
     if backend.startswith("sqlite"):
-        from memproxyd.memory.sqlite_store import SqliteStore
+        from memproxyd.memory.sqlite.store import SqliteStore
         store = SqliteStore(folder / "memory.db", embedder=embedder,
                             search_process=backend == "sqlite-process")
         await store.open()
         return store, store.close
-    from memproxyd.memory.postgres_db import PgDatabase
-    from memproxyd.memory.postgres_store import PostgresStore
+    from memproxyd.memory.postgres.db import PgDatabase
+    from memproxyd.memory.postgres.store import PostgresStore
     cluster = None
     if dsn is None:
         from tests.pgcluster import INSTALL_HINT, PgCluster

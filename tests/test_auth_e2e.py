@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from memproxyd import ctl
+from memproxyd.ctl import cli as ctl
 from memproxyd.registry import read_registry
 from tests.conftest import GATEWAY_KEY, free_port, write_config
 

@@ -15,7 +15,7 @@ from yarl import URL
 from memproxyd.config import SupermemoryConfig
 from memproxyd.cookies import CookieStore, file_name, session_dir
 from memproxyd.memory.base import RetryLater
-from memproxyd.memory.supermemory_store import SupermemoryStore
+from memproxyd.memory.supermemory import SupermemoryStore
 from memproxyd.sessions import SessionManager
 from tests.fakes.supermemory import CLIENT_HEADER, serve_fake_supermemory
 

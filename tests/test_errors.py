@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from memproxyd.errors import (ANTHROPIC, OPENAI, RESPONSES, error_body, protocol_of,
-                              sse_error_event)
+from memproxyd.errors import ANTHROPIC, OPENAI, RESPONSES, error_body, protocol_of, sse_error_event
 
 
 @pytest.mark.parametrize("status,openai_type,anthropic_type", [

@@ -10,7 +10,7 @@ import urllib.request
 import openai
 import pytest
 
-from memproxyd import ctl
+from memproxyd.ctl import cli as ctl
 from memproxyd.registry import add_project, read_registry
 from tests.conftest import free_port, write_config
 

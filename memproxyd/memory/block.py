@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .base import Memory
+    from memproxyd.memory.base import Memory
 
 BLOCK_START = "<memproxy-memory>"
 BLOCK_END = "</memproxy-memory>"

@@ -38,8 +38,8 @@ from typing import Callable
 
 import attrs
 
-from .base import MemoryStore, NewMemory, RetryLater
-from .sqlite_db import GroupCommit, Migration, SqliteThread, transaction
+from memproxyd.memory.base import MemoryStore, NewMemory, RetryLater
+from memproxyd.memory.sqlite.db import GroupCommit, Migration, SqliteThread, transaction
 
 log = logging.getLogger(__name__)
 

@@ -42,14 +42,15 @@ import attrs
 
 from memproxyd.config import Config
 from memproxyd.errors import ANTHROPIC, COMPLETIONS, RESPONSES, ApiError
-from memproxyd.memory import anthropic_wire, completions_wire, openai_wire, responses_wire
+from memproxyd.memory.wire import (anthropic as anthropic_wire, completions as completions_wire,
+                                   openai as openai_wire, responses as responses_wire)
 from memproxyd.memory.block import format_block, without_block
 from memproxyd.memory.base import MemoryStore, NewMemory
 from memproxyd.memory.redact import redact
 from memproxyd.memory.turn import Turn, memory_text
 from memproxyd.memory.tap import RememberTap
 from memproxyd.memory.turn_cache import Recalled, TurnCache
-from memproxyd.pipeline import Call
+from memproxyd.call import Call
 from memproxyd.state import RuntimeState
 
 log = logging.getLogger(__name__)

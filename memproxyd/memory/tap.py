@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from memproxyd.memory.turn import Turn
-from memproxyd.pipeline import Call
+from memproxyd.call import Call
 
 if TYPE_CHECKING:
     from memproxyd.memory.service import MemoryService

@@ -1,0 +1,176 @@
+"""The memory HTTP API: the same auth as the gateway; on a project port ``user_id`` is the
+project and naming another one is refused (403).
+
+    POST   /v1/memories               {"user_id", "content", "metadata"?} or
+                                      {"user_id", "memories": [{"content", "metadata"?}]}
+                                      → 201 {"data": [memory]}
+    POST   /v1/memories/search        {"user_id", "query", "limit"?} → {"results": [...]}
+    GET    /v1/memories?user_id=&limit=&cursor=   → {"data": [...], "next_cursor"}
+    GET    /v1/memories/{id}?user_id=             → memory
+    DELETE /v1/memories/{id}?user_id=             → {"deleted": true}
+    DELETE /v1/memories?user_id=&all=true         → {"deleted": N}  (also drops the user's
+                                                     exchanges not yet delivered)
+
+Bad input (missing user id, empty or oversized content, limit out of range, a cursor the
+store did not hand out, unknown id, another user's id) is a 4xx with a clear message, and
+nothing is written.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from memproxyd import appkeys
+from memproxyd.errors import ApiError
+from memproxyd.api.openai import read_json
+from memproxyd.identity import validate_user_id
+from memproxyd.memory.base import InvalidCursor, MemoryError_, NewMemory, NotSupported, RetryLater
+from memproxyd.memory.redact import redact
+from memproxyd.api.middleware import PROJECT
+
+MAX_BATCH = 1000
+MAX_SEARCH_LIMIT = 100
+MAX_LIST_LIMIT = 1000
+MAX_QUERY_CHARS = 10_000        # a search string; recall itself uses [memory] max_query_chars
+MAX_METADATA_BYTES = 16_384     # one memory's metadata, as JSON
+
+
+def _user_id(request: web.Request, given: Any) -> str:
+    project = request[PROJECT]
+    if project is not None:
+        if given not in (None, "", project):
+            raise ApiError(403, f"this port serves project {project!r} only", "wrong_user_id")
+        return project
+    if not given:
+        raise ApiError(400, "'user_id' is required", "missing_user_id")
+    return validate_user_id(given)
+
+
+def _limit(value: Any, default: int, maximum: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        limit = 0
+    if isinstance(value, bool) or not 1 <= limit <= maximum:
+        raise ApiError(400, f"'limit' must be an integer from 1 to {maximum}", "invalid_limit")
+    return limit
+
+
+def _new_memory(item: Any, max_chars: int, redact_secrets: bool) -> NewMemory:
+    if not isinstance(item, dict):
+        raise ApiError(400, "each memory must be an object with 'content'", "invalid_memory")
+    content, metadata = item.get("content"), item.get("metadata", {})
+    if not isinstance(content, str) or not content.strip():
+        raise ApiError(400, "'content' must be a non-empty string", "empty_content")
+    if len(content) > max_chars:
+        raise ApiError(400, f"'content' is longer than {max_chars} characters",
+                       "content_too_long")
+    if not isinstance(metadata, dict):
+        raise ApiError(400, "'metadata' must be an object", "invalid_metadata")
+    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise ApiError(400, f"'metadata' is larger than {MAX_METADATA_BYTES} bytes as JSON",
+                       "metadata_too_large")
+    return NewMemory(redact(content) if redact_secrets else content, metadata)
+
+
+def _store(request: web.Request):
+    store = getattr(request.app[appkeys.MEMORY], "store", None)
+    if store is None:
+        raise ApiError(404, "memory is off ([memory] backend = \"off\")", "memory_off")
+    return store
+
+
+async def _call(request: web.Request, method: str, user_id: str, *args):
+    """``store.<method>(user_id, *args, session=...)`` with backend errors as API errors."""
+    return await _run(request, user_id, getattr(_store(request), method), *args)
+
+
+async def _run(request: web.Request, user_id: str, operation, *args):
+    async with request.app[appkeys.SESSIONS].lease(user_id) as session:
+        try:
+            return await operation(user_id, *args, session=session)
+        except InvalidCursor:
+            raise ApiError(400, "invalid 'cursor'", "invalid_cursor") from None
+        except NotSupported as exc:
+            raise ApiError(501, str(exc), "not_supported") from None
+        except RetryLater as exc:
+            raise ApiError(503, f"memory backend unavailable: {exc}", "backend_unavailable",
+                           ) from None
+        except MemoryError_ as exc:
+            raise ApiError(502, f"memory backend failed: {exc}", "backend_error") from None
+
+
+async def add(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    user_id = _user_id(request, body.get("user_id"))
+    config = request.app[appkeys.STATE].config.memory
+    raw = body["memories"] if "memories" in body else [body]
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_BATCH:
+        raise ApiError(400, f"'memories' must be a list of 1 to {MAX_BATCH} items",
+                       "invalid_memories")
+    items = [_new_memory(item, config.max_content_chars, config.redact_secrets) for item in raw]
+    created = await _call(request, "add_many", user_id, items)
+    return web.json_response({"data": [m.to_json() for m in created]}, status=201)
+
+
+async def search(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    user_id = _user_id(request, body.get("user_id"))
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ApiError(400, "'query' must be a non-empty string", "empty_query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ApiError(400, f"'query' is longer than {MAX_QUERY_CHARS} characters",
+                       "query_too_long")
+    limit = _limit(body.get("limit"), 10, MAX_SEARCH_LIMIT)
+    found = await _call(request, "search", user_id, query, limit)
+    return web.json_response({"results": [
+        {k: v for k, v in m.to_json(with_score=True).items() if k != "user_id"} for m in found]})
+
+
+async def list_memories(request: web.Request) -> web.Response:
+    user_id = _user_id(request, request.query.get("user_id"))
+    limit = _limit(request.query.get("limit"), 100, MAX_LIST_LIMIT)
+    page, cursor = await _call(request, "list", user_id, limit,
+                               request.query.get("cursor") or None)
+    return web.json_response({"data": [m.to_json() for m in page], "next_cursor": cursor})
+
+
+async def get(request: web.Request) -> web.Response:
+    user_id = _user_id(request, request.query.get("user_id"))
+    memory = await _call(request, "get", user_id, request.match_info["id"])
+    if memory is None:
+        raise ApiError(404, f"no memory {request.match_info['id']!r} for this user",
+                       "memory_not_found")
+    return web.json_response(memory.to_json())
+
+
+async def delete(request: web.Request) -> web.Response:
+    user_id = _user_id(request, request.query.get("user_id"))
+    if not await _call(request, "delete", user_id, request.match_info["id"]):
+        raise ApiError(404, f"no memory {request.match_info['id']!r} for this user",
+                       "memory_not_found")
+    return web.json_response({"deleted": True})
+
+
+async def forget_all(request: web.Request) -> web.Response:
+    user_id = _user_id(request, request.query.get("user_id"))
+    if request.query.get("all") != "true":
+        raise ApiError(400, "deleting every memory of a user needs all=true", "confirm_all")
+    _store(request)                      # 404 when memory is off
+    # The service, not the store: it also drops the user's exchanges still in the outbox.
+    memory = request.app[appkeys.MEMORY]
+    return web.json_response({"deleted": await _run(request, user_id, memory.forget_all)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/memories", add)
+    app.router.add_post("/v1/memories/search", search)
+    app.router.add_get("/v1/memories", list_memories)
+    app.router.add_delete("/v1/memories", forget_all)
+    app.router.add_get("/v1/memories/{id}", get)
+    app.router.add_delete("/v1/memories/{id}", delete)

@@ -1,0 +1,272 @@
+"""memproxyctl: manage projects and memories of a memproxyd daemon.
+
+    memproxyctl add-project alpha            # prints the base URLs to paste into clients
+    memproxyctl ide-config alpha --client claude-code
+    memproxyctl memory search alpha "deploy steps" --limit 3
+    memproxyctl mcp alpha                    # alpha's memory as MCP tools, on stdio
+
+Talks to the running daemon's admin and memory APIs (stdlib urllib: starts fast, never imports
+server internals). When the daemon is not running, project commands edit the registry file
+directly; the daemon picks the change up at its next start.
+Exit codes: 0 ok, 1 usage or refused, 2 bad config/registry, 3 daemon unreachable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import urllib.parse
+
+from memproxyd import registry
+from memproxyd.config import ConfigError
+from memproxyd.addresses import is_loopback
+from memproxyd.ctl.client import (EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, Context, CtlError,
+                                  DaemonDown, notice)
+from memproxyd.ctl.memory import add_memory_parsers
+from memproxyd.ctl.usage import add_usage_parser
+
+
+def _offline(ctx: Context, exc: DaemonDown, change: bool = True) -> None:
+    """Re-raise unless nothing listens on this machine; then use the registry file directly.
+
+    A daemon elsewhere (``--url`` to another host) has its own registry: never edit ours.
+    """
+    if not exc.refused or not is_loopback(ctx.host):
+        raise exc
+    effect = "; the change applies at its next start" if change else ""
+    notice(f"memproxyd is not running at {ctx.url}: using {ctx.config.registry_path} "
+            f"directly{effect}")
+
+
+# -- project commands ---------------------------------------------------------------------
+
+def cmd_add_project(ctx: Context, args) -> int:
+    registry.validate_name(args.name)
+    if args.port is not None:
+        registry.validate_port(args.port)
+    body = {"name": args.name, "description": args.description}
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    if models:
+        body["models"] = models   # [access]: the only models this project may use
+    if args.port is not None:
+        body["port"] = args.port
+    try:
+        project = ctx.client.call("POST", "/admin/projects", body, admin=True)["project"]
+    except DaemonDown as exc:
+        _offline(ctx, exc)
+        project = registry.add_project(
+            ctx.config.registry_path, args.name, args.port, description=args.description,
+            port_range=tuple(ctx.config.server.project_ports),
+            reserved=(ctx.config.server.port,), host=ctx.config.server.host,
+            models=models).to_json()
+    openai_url, anthropic_url = ctx.base_urls(project["port"])
+    if project.get("models"):
+        print(f"project {project['name']} may use: {', '.join(project['models'])}")
+    print(f"project {project['name']}: port {project['port']}\n"
+          f"  OpenAI base URL:    {openai_url}\n  Anthropic base URL: {anthropic_url}")
+    return EXIT_OK
+
+
+def cmd_remove_project(ctx: Context, args) -> int:
+    name = urllib.parse.quote(args.name, safe="")
+    try:
+        project = ctx.client.call("DELETE", f"/admin/projects/{name}", admin=True)["project"]
+    except DaemonDown as exc:
+        _offline(ctx, exc)
+        project = registry.remove_project(ctx.config.registry_path, args.name).to_json()
+    print(f"removed project {project['name']} (port {project['port']})")
+    return EXIT_OK
+
+
+def _projects(ctx: Context) -> list[dict]:
+    try:
+        return ctx.client.call("GET", "/admin/projects", admin=True)["projects"]
+    except DaemonDown as exc:
+        _offline(ctx, exc, change=False)
+        projects = registry.read_registry(ctx.config.registry_path).values()
+        return [{**p.to_json(), "state": "stopped", "error": None} for p in projects]
+
+
+def cmd_list_projects(ctx: Context, args) -> int:
+    projects = _projects(ctx)
+    if args.json:
+        print(json.dumps({"projects": projects}, indent=2))
+        return EXIT_OK
+    if not projects:
+        print("no projects (add one with: memproxyctl add-project NAME)")
+    for p in projects:
+        error = f"  error: {p['error']}" if p.get("error") else ""
+        print(f"{p['name']:<24} {p['port']:>5}  {p.get('state', ''):<8} "
+              f"{p.get('description', '')}{error}".rstrip())
+    return EXIT_OK
+
+
+def cmd_status(ctx: Context, args) -> int:
+    status = ctx.client.call("GET", "/admin/status", admin=True)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    gateway = status.get("gateway", {})
+    sessions = status.get("sessions", {})
+    print(f"memproxyd {status.get('version', '?')} up {status.get('uptime_s', 0):.0f}s, "
+          f"gateway {gateway.get('host')}:{gateway.get('port')}")
+    for listener in status.get("listeners", []):
+        error = f" ({listener['error']})" if listener.get("error") else ""
+        print(f"  listener {listener['name']} :{listener['port']} {listener['state']}{error}")
+    print(f"  sessions: {sessions.get('count', 0)}")
+    print(f"  memory: {json.dumps(status.get('memory', {}), sort_keys=True)}")
+    return EXIT_OK
+
+
+def cmd_reload(ctx: Context, args) -> int:
+    ctx.client.call("POST", "/admin/reload", {}, admin=True)
+    print("reloaded")
+    return EXIT_OK
+
+
+# Lines mentioning {key} or {key_env} are dropped when no gateway key is configured.
+_IDE_TEMPLATES = {
+    "claude-code": ("ANTHROPIC_BASE_URL={anthropic}\nANTHROPIC_AUTH_TOKEN={key}\n"
+                    "# the project's memory as MCP tools in Claude Code:\n{claude_mcp_add}"),
+    "codex": ("# ~/.codex/config.toml (model_provider and model go above any [table])\n"
+              'model_provider = "memproxyd"\nmodel = {model_toml}\n\n'
+              '[model_providers.memproxyd]\nname = "memproxyd ({project})"\n'
+              'base_url = "{openai}"\nenv_key = "{key_env}"\nwire_api = "responses"\n\n'
+              "# the project's memory as MCP tools\n[mcp_servers.memproxyd]\n"
+              "command = {mcp_command}\nargs = {mcp_args}\n"
+              'env_vars = ["{key_env}"]   # Codex passes MCP servers a short env allow-list'),
+    "pycharm": ("PyCharm AI Assistant > Settings > Tools > AI Assistant > Models > "
+                "Third-party AI providers\n  Provider: OpenAI-compatible\n  URL: {openai}\n"
+                "  API key: {key}"),
+    "continue": ("# ~/.continue/config.yaml\nmodels:\n  - name: {model} ({project} via memproxyd)\n"
+                 "    provider: openai\n    model: {model}\n    apiBase: {openai}\n"
+                 "    apiKey: {key}"),
+    "cursor": ("Cursor > Settings > Models > API Keys > OpenAI API Key\n"
+               "  Override OpenAI Base URL: {openai}\n  OpenAI API Key: {key}"),
+    "env": "OPENAI_BASE_URL={openai}\nANTHROPIC_BASE_URL={anthropic}",
+}
+KEY_PLACEHOLDER = "<your memproxyd API key>"
+KEY_ENV = "MEMPROXY_API_KEY"   # what memproxyctl, and so its MCP server, read the key from
+
+
+def mcp_command(ctx: Context, project: str) -> list[str]:
+    """The command line that serves ``project``'s memory over MCP, reaching this daemon.
+
+    MCP clients start servers with an environment of their own (Codex passes a short
+    allow-list), so a config or URL named explicitly goes on the command line.
+    """
+    argv = ["memproxyctl"]
+    if ctx.config_explicit:
+        argv += ["--config", str(ctx.config_path.resolve())]
+    if ctx.url_explicit:
+        argv += ["--url", ctx.url]
+    return argv + ["mcp", project]
+
+
+def cmd_ide_config(ctx: Context, args) -> int:
+    project = next((p for p in _projects(ctx) if p["name"] == args.name), None)
+    if project is None:
+        raise CtlError(f"no project named {args.name!r} (see: memproxyctl list-projects)")
+    openai_url, anthropic_url = ctx.base_urls(project["port"])
+    models = ctx.config.model_list
+    model = models[0].model_name if models else "<model_name from model_list>"
+    command = mcp_command(ctx, args.name)
+    lines = _IDE_TEMPLATES[args.client].splitlines()
+    if not ctx.has_gateway_key():
+        lines = [line for line in lines if "{key" not in line]
+    print("\n".join(lines).format(
+        openai=openai_url, anthropic=anthropic_url, key=KEY_PLACEHOLDER, key_env=KEY_ENV,
+        project=args.name, model=model, model_toml=json.dumps(model),
+        mcp_command=json.dumps(command[0]), mcp_args=json.dumps(command[1:]),
+        claude_mcp_add="claude mcp add memproxyd -- " + shlex.join(command)))
+    return EXIT_OK
+
+
+def cmd_mcp(ctx: Context, args) -> int:
+    from memproxyd.ctl import mcp as ctl_mcp  # the MCP SDK is heavy: imported only by this command
+    return ctl_mcp.cmd_mcp(ctx, args)
+
+
+# -- parser -------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors exit 1, not argparse's 2 (2 = bad config)
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_REFUSED, f"{self.prog}: error: {message}\n")
+
+
+def _port(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected an integer") from None
+
+
+def _add_project_parsers(sub) -> None:
+    p = sub.add_parser("add-project", help="map a project to its own listener port")
+    p.add_argument("name")
+    p.add_argument("--port", type=_port, help="default: first free port of [server] project_ports")
+    p.add_argument("--description", default="")
+    p.add_argument("--models", help="comma-separated model names (wildcards allowed) the "
+                                    "project may use; default: the [access] rules")
+    p.set_defaults(func=cmd_add_project)
+    p = sub.add_parser("remove-project", help="remove a project and stop its listener")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_remove_project)
+    p = sub.add_parser("list-projects", help="projects, ports and listener states")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list_projects)
+    p = sub.add_parser("status", help="daemon status (needs the daemon)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    sub.add_parser("reload", help="reload config and registry (like SIGHUP)").set_defaults(
+        func=cmd_reload)
+    p = sub.add_parser("ide-config", help="print the settings to paste into a client")
+    p.add_argument("name")
+    p.add_argument("--client", required=True, choices=sorted(_IDE_TEMPLATES))
+    p.set_defaults(func=cmd_ide_config)
+    p = sub.add_parser("mcp", help="serve a project's memory as MCP tools on stdio")
+    p.add_argument("project", nargs="?",
+                   help="project (or user id) whose memory to serve; default: "
+                        "[identity] default_user_id")
+    p.set_defaults(func=cmd_mcp)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="memproxyctl", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="config file (default: $MEMPROXYD_CONFIG, "
+                        "/etc/memproxyd/memproxyd.toml, the packaged default)")
+    parser.add_argument("--url", help="daemon URL (default: from [server] host and port)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_project_parsers(sub)
+    add_memory_parsers(sub)
+    add_usage_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(Context(args), args)
+    except SystemExit as exc:  # --help, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except registry.RegistryCorruptError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except registry.RegistryError as exc:
+        return _fail(str(exc), EXIT_REFUSED)
+    except CtlError as exc:
+        return _fail(str(exc), exc.code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_REFUSED)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"memproxyctl: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

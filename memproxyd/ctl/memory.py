@@ -1,0 +1,160 @@
+"""``memproxyctl memory ...``: a user's memories through the daemon's memory API.
+
+    memproxyctl memory search alpha "deploy steps" --limit 3
+    memproxyctl memory export alpha > alpha.jsonl
+"""
+from __future__ import annotations
+
+import json
+import sys
+import urllib.parse
+from pathlib import Path
+
+from memproxyd.ctl.client import EXIT_OK, EXIT_REFUSED, Context, CtlError, DaemonDown, notice
+
+PAGE_SIZE = 100      # memories per page when listing or exporting
+IMPORT_BATCH = 100   # memories per POST when importing
+
+# -- memory commands ----------------------------------------------------------------------
+
+def _pages(ctx: Context, user: str):
+    cursor = None
+    while True:
+        query = {"user_id": user, "limit": PAGE_SIZE, **({"cursor": cursor} if cursor else {})}
+        page = ctx.client.call("GET", "/v1/memories", query=query)
+        yield from page.get("data", [])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_memory_add(ctx: Context, args) -> int:
+    data = ctx.client.call("POST", "/v1/memories", {"user_id": args.user, "content": args.text})
+    for memory in data.get("data", []):
+        print(f"added {memory['id']}")
+    return EXIT_OK
+
+
+def cmd_memory_search(ctx: Context, args) -> int:
+    body = {"user_id": args.user, "query": args.query}
+    if args.limit is not None:
+        body["limit"] = args.limit
+    results = ctx.client.call("POST", "/v1/memories/search", body).get("results", [])
+    if args.json:
+        print(json.dumps(results, indent=2))
+    for r in [] if args.json else results:
+        print(f"{r.get('score', 0):7.3f}  {r['id']}  {_one_line(r['content'])}")
+    return EXIT_OK
+
+
+def cmd_memory_list(ctx: Context, args) -> int:
+    memories = list(_pages(ctx, args.user))
+    if args.json:
+        print(json.dumps(memories, indent=2))
+    for m in [] if args.json else memories:
+        print(f"{m['id']}  {m.get('created_at', '')}  {_one_line(m['content'])}")
+    return EXIT_OK
+
+
+def cmd_memory_forget(ctx: Context, args) -> int:
+    if args.all == bool(args.ids):
+        raise CtlError("memory forget: give memory IDs or --all (not both)")
+    if args.all:
+        query = {"user_id": args.user, "all": "true"}
+        data = ctx.client.call("DELETE", "/v1/memories", query=query)
+        print(f"forgot {data.get('deleted', 0)} memories of {args.user}")
+        return EXIT_OK
+    failed = 0
+    for memory_id in args.ids:
+        path = "/v1/memories/" + urllib.parse.quote(memory_id, safe="")
+        try:
+            ctx.client.call("DELETE", path, query={"user_id": args.user})
+            print(f"forgot {memory_id}")
+        except DaemonDown:
+            raise
+        except CtlError as exc:
+            failed += 1
+            notice(f"memproxyctl: {exc}")
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+def cmd_memory_export(ctx: Context, args) -> int:
+    for memory in _pages(ctx, args.user):
+        sys.stdout.write(json.dumps(memory, ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    try:
+        lines = (sys.stdin.read() if path == "-" else Path(path).read_text("utf-8")).splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CtlError(f"{path}: cannot read: {exc}") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise CtlError(f"{path}:{number}: not valid JSON ({exc}); nothing imported") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("content"), str) \
+                or not obj["content"].strip() or not isinstance(obj.get("metadata") or {}, dict):
+            raise CtlError(f"{path}:{number}: expected an object with a non-empty 'content' "
+                           "string and an optional 'metadata' object; nothing imported")
+        items.append({"content": obj["content"], "metadata": obj.get("metadata") or {}})
+    return items
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        filled = int(30 * done / max(total, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
+        sys.stderr.write("\n" if done >= total else "")
+        sys.stderr.flush()
+
+
+def cmd_memory_import(ctx: Context, args) -> int:
+    items = _read_jsonl(args.file)
+    for start in range(0, len(items), IMPORT_BATCH):
+        batch = items[start:start + IMPORT_BATCH]
+        ctx.client.call("POST", "/v1/memories", {"user_id": args.user, "memories": batch})
+        _progress(start + len(batch), len(items))
+    print(f"imported {len(items)} memories for {args.user}")
+    return EXIT_OK
+
+
+def cmd_memory_retry_dead(ctx: Context, args) -> int:
+    retried = ctx.client.call("POST", "/admin/outbox/retry", {}, admin=True)["retried"]
+    print(f"{retried} dead letter{'s' if retried != 1 else ''} back in the outbox queue")
+    return EXIT_OK
+
+
+def add_memory_parsers(sub) -> None:
+    memory = sub.add_parser("memory", help="manage a user's memories (needs the daemon)")
+    msub = memory.add_subparsers(dest="memory_command", metavar="SUBCOMMAND", required=True)
+    specs = {  # name: (function, help, [(args, kwargs), ...])
+        "add": (cmd_memory_add, "store one memory", [(("text",), {})]),
+        "search": (cmd_memory_search, "search memories, best first", [
+            (("query",), {}), (("--limit",), {"type": int}),
+            (("--json",), {"action": "store_true"})]),
+        "list": (cmd_memory_list, "list all memories", [(("--json",), {"action": "store_true"})]),
+        "forget": (cmd_memory_forget, "delete memories by id, or all of them", [
+            (("ids",), {"nargs": "*", "metavar": "ID"}), (("--all",), {"action": "store_true"})]),
+        "export": (cmd_memory_export, "all memories as JSONL on stdout", []),
+        "import": (cmd_memory_import, "add memories from a JSONL file ('-' = stdin)",
+                   [(("file",), {})]),
+    }
+    retry = msub.add_parser("retry-dead", help="retry the outbox's dead letters (exchanges "
+                            "the backend rejected for good), every user's")
+    retry.set_defaults(func=cmd_memory_retry_dead)
+    for name, (func, help_text, arguments) in specs.items():
+        p = msub.add_parser(name, help=help_text)
+        p.add_argument("user", help="the memory owner (user id or project name)")
+        for flags, kwargs in arguments:
+            p.add_argument(*flags, **kwargs)
+        p.set_defaults(func=func)

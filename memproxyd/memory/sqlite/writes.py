@@ -1,0 +1,105 @@
+"""The SQLite store's writes: functions of a connection, run in the caller's transaction or
+their own, on the writer thread or (``add_parts_now``) on the event loop.
+
+    added = add_parts(conn, [("alice", [[item]]), ("bob", [[other]])])   # one transaction
+
+Each new row comes back as (seq, index stems, stored fields) for the user's in-memory index
+(``lexical.UserIndex.add_stemmed``); the stems are made here on the thread; on the loop
+(None) by the index, only for a text it does not have yet.
+Every statement goes through ``UserScope`` (``:user_id`` always bound).
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+from memproxyd.memory.sqlite import lexical, vectors
+from memproxyd.memory.base import Memory, NewMemory
+from memproxyd.memory.sqlite.db import BUSY_TIMEOUT_MS, transaction
+from memproxyd.memory.sqlite.rows import COLUMNS, UserScope, memory as as_memory
+
+
+def add_parts_now(conn, parts: list[tuple[str, list[list[NewMemory]]]]) -> list:
+    """``add_parts`` on the event loop: never waiting for another connection's write
+    lock there (busy: the caller goes to the thread instead)."""
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        return add_parts(conn, parts, stem=False)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def add_parts(conn, parts: list[tuple[str, list[list[NewMemory]]]], stem: bool = True) -> list:
+    """Several users' batches in one transaction; each user's new rows."""
+    with transaction(conn):
+        return [write(conn, user_id, batches, None, stem)[1] for user_id, batches in parts]
+
+
+def add_batches(conn, user_id: str, batches: list[list[NewMemory]],
+                embedded, stem: bool = True) -> tuple[list[Memory], list[list[tuple]]]:
+    with transaction(conn):
+        return write(conn, user_id, batches, embedded, stem)
+
+
+def write(conn, user_id: str, batches: list[list[NewMemory]],
+          embedded, stem: bool = True) -> tuple[list[Memory], list[list[tuple]]]:
+    """(the memories, the new rows of each batch as (seq, index stems, stored fields)):
+    the stems are made here, on the writer thread, so the index update on the loop stays
+    short. Inside the caller's transaction."""
+    scope = UserScope(conn, user_id)
+    out: list[Memory] = []
+    added: list[list[tuple]] = []
+    embedded = iter(embedded) if embedded is not None else None
+    # The next row number, assigned explicitly so a batch's rows can carry their group
+    # (the batch's first row). Statistics only: no memory is read.
+    seq = conn.execute("SELECT coalesce(max(seq), 0) FROM memories").fetchone()[0]
+    for batch in batches:
+        added.append([])
+        for item in batch:
+            vector = next(embedded) if embedded is not None else None
+            metadata = json.dumps(item.metadata)
+            memory, new = insert(scope, item, seq + 1, seq + 1 - len(added[-1]),
+                                       vector, metadata)
+            out.append(memory)
+            if new:
+                seq += 1
+                added[-1].append((seq, lexical.index_stems(item.content) if stem else None,
+                                  (memory.id, memory.content, metadata,
+                                   memory.created_at)))
+    return out, added
+
+
+def insert(scope: UserScope, item: NewMemory, seq: int, group: int,
+            vector, metadata: str) -> tuple[Memory, bool]:
+    """(the memory, whether it is new): an item whose key is stored is not stored twice
+    (the insert yields to the user's unique key; only then is the stored one read)."""
+    memory = Memory(secrets.token_hex(8), scope.user_id, item.content, dict(item.metadata),
+                    time.time())
+    inserted = scope.execute(
+        "INSERT INTO memories(seq, id, user_id, key, content, metadata, created_at, grp)"
+        " VALUES (:seq, :id, :user_id, :key, :content, :metadata, :created_at, :grp)"
+        " ON CONFLICT DO NOTHING",
+        seq=seq, id=memory.id, key=item.key, content=memory.content,
+        metadata=metadata, created_at=memory.created_at,
+        grp=group).rowcount
+    if not inserted:
+        existing = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id ="
+                              " :user_id AND m.key = :key", key=item.key)
+        return as_memory(existing[0]), False
+    if vector is not None:
+        scope.execute("INSERT INTO memory_vectors(seq, user_id, vector)"
+                      " VALUES (:seq, :user_id, :vector)", seq=seq, vector=vectors.pack(vector))
+    return memory, True
+
+
+def delete(conn, user_id: str, where: str, params: dict) -> list[int]:
+    scope = UserScope(conn, user_id)
+    with transaction(conn):
+        seqs = [r[0] for r in scope.rows(
+            f"SELECT seq FROM memories WHERE user_id = :user_id {where}", **params)]
+        scope.execute(f"DELETE FROM memory_vectors WHERE user_id = :user_id AND seq IN"
+                      f" (SELECT seq FROM memories WHERE user_id = :user_id {where})",
+                      **params)
+        scope.execute(f"DELETE FROM memories WHERE user_id = :user_id {where}", **params)
+    return seqs

@@ -1,0 +1,77 @@
+"""OpenAI's legacy completions (``/v1/completions``) as the memory service sees it; used only
+with ``[memory] completions = true`` (off by default: autocomplete is latency-critical and
+its prompts are code fragments, not conversation).
+
+A string ``prompt`` is both the recall query (its newest ``max_chars``) and the remembered
+user text; the memory block goes before it, a blank line apart (a completion model reads
+its whole prompt as context; there is no system slot). Batched prompts (a list) and token
+arrays are left alone: nothing recalled, nothing remembered. The reply is ``choices[0].text``.
+"""
+from __future__ import annotations
+
+import re
+
+from memproxyd.memory.block import strip_block
+from memproxyd.memory.wire.sse import ReplyReader
+from memproxyd.memory.turn import Turn, anchor
+
+
+def _prompt(body: dict) -> str:
+    prompt = body.get("prompt")
+    return strip_block(prompt) if isinstance(prompt, str) else ""
+
+
+def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
+    """The prompt's newest ``max_chars`` (a prompt is one turn: every strategy is the same)."""
+    prompt = _prompt(body)
+    return prompt[-max_chars:] if max_chars > 0 else prompt
+
+
+def is_housekeeping(body: dict, max_tokens_limit: int, system_patterns: list[re.Pattern]) -> bool:
+    """``max_tokens <= max_tokens_limit`` (when > 0); completions have no system prompt."""
+    limit = body.get("max_tokens")
+    return (max_tokens_limit > 0 and isinstance(limit, int) and not isinstance(limit, bool)
+            and limit <= max_tokens_limit)
+
+
+def inject(body: dict, block: str) -> dict:
+    return {**body, "prompt": f"{block}\n\n{body['prompt']}"}
+
+
+def turn(body: dict, extra: tuple = ()) -> Turn:
+    """A completion is a turn of its own: the prompt (no scaffolding is known here)."""
+    prompt = _prompt(body)
+    return Turn(prompt, True, (), anchor([prompt])) if prompt else Turn("", new=False)
+
+
+def _choice_text(payload: object) -> str:
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            text = choice.get("text")
+            return text if isinstance(text, str) else ""
+    return ""
+
+
+class ReplyCollector:
+    """The completion text of the first choice, from JSON or SSE bytes split anywhere."""
+
+    def __init__(self, stream: bool, store_thinking: bool = False):
+        self.stream = stream
+        self._reader = ReplyReader(stream)
+        self._text: list[str] = []
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._reader.events(chunk):
+            self._text.append(_choice_text(event))
+
+    def text(self) -> str:
+        if not self.stream:
+            return _choice_text(self._reader.whole()).strip()
+        return "".join(self._text).strip()
+
+    answer = text
+
+    def tool_calls(self) -> list[str]:
+        return []       # completions call no tools
+

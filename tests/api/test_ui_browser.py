@@ -1,0 +1,77 @@
+"""/ui in a real headless browser: Debian's chromium driven by playwright (Python)."""
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+
+import openai
+import pytest
+
+from memproxyd.ctl import cli as ctl
+from tests.conftest import free_port, write_config
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no chromium on this machine (make test installs Debian's chromium when run "
+                "as root with apt-get): the /ui browser test needs it")
+
+
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_ui_shows_a_project_and_deletes_one_of_its_memories(tmp_path, openai_fake,
+                                                              start_daemon):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = chromium()
+    daemon = start_daemon(write_config(tmp_path, openai_fake.url, memory='backend = "sqlite"'))
+    port = free_port()
+    assert ctl.main(["--config", str(daemon.config), "add-project", "alpha",
+                     "--port", str(port)]) == 0
+    doomed, kept = (post_json(daemon.url + "/v1/memories", {"user_id": "alpha", "content": text}
+                              )["data"][0]["id"]
+                    for text in ("The deploy key rotates monthly", "Staging runs on Fridays"))
+    openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0
+                  ).chat.completions.create(model="gpt-ok",
+                                            messages=[{"role": "user", "content": "hi"}])
+    shot = tmp_path / "ui.png"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("dialog", lambda dialog: dialog.accept())   # "Delete this memory?"
+            page.goto(daemon.url + "/ui")
+            project = page.locator('#projects tr[data-project="alpha"]')
+            project.wait_for(timeout=10_000)
+            assert f"http://127.0.0.1:{port}/v1" in project.inner_text()
+            page.locator("#chart-model svg rect.bar").first.wait_for(timeout=10_000)
+            day_bar = page.locator('#chart-day-project svg rect[data-series="alpha"]')
+            day_bar.wait_for(timeout=10_000)     # alpha's call, in today's column
+            memory = page.locator(f'li[data-memory-id="{doomed}"]')
+            memory.wait_for(timeout=10_000)
+            assert "rotates monthly" in memory.inner_text()
+            memory.locator("button.delete").click()
+            memory.wait_for(state="detached", timeout=10_000)
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    left = {m["id"] for m in get_json(f"{daemon.url}/v1/memories?user_id=alpha")["data"]}
+    assert kept in left and doomed not in left
+    assert shot.stat().st_size > 10_000

@@ -1,0 +1,99 @@
+"""Recorded Claude Code traffic replayed through the real daemon (memory on, SQLite store) to
+the fake model: what is stored, what is injected, and the prompt prefix within a turn."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import write_config
+from tests.fakes import agent_upstream
+from tests.fakes.threaded import ThreadedServer
+from tests.memory.test_agent_traffic import FACT, QUESTION, READ, recorded
+
+HEADERS = {"content-type": "application/json", "x-memory-user-id": "alpha"}
+
+
+@pytest.fixture(scope="module")
+def agent_fake():
+    server = ThreadedServer(agent_upstream.create_app()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def daemon(tmp_path, openai_fake, agent_fake, start_daemon):
+    extra = ('[[model_list]]\nmodel_name = "claude-*"\n[model_list.litellm_params]\n'
+             f'model = "anthropic/*"\napi_base = "{agent_fake.url}"\napi_key = "sk-up"\n')
+    return start_daemon(write_config(tmp_path, openai_fake.url, extra=extra,
+                                     memory='backend = "sqlite"\nrecall_timeout_ms = 2000'))
+
+
+def post(url: str, body: dict, headers: dict = HEADERS) -> tuple[dict, bytes]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return {k.lower(): v for k, v in response.headers.items()}, response.read()
+
+
+def stored(daemon, count: int) -> list[str]:
+    deadline = time.monotonic() + 10
+    while True:
+        url = f"{daemon.url}/v1/memories?user_id=alpha&limit=100"
+        found = [m["content"] for m in json.loads(urllib.request.urlopen(url).read())["data"]]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def upstream_system(server, index: int) -> str:
+    records = server.call(lambda: list(server.app[agent_upstream.RECORDS]))
+    return json.dumps(records[index]["json"]["system"])
+
+
+def test_replayed_claude_code_sessions_store_one_short_memory_per_turn(daemon, agent_fake):
+    calls = recorded("claude-code")
+    url = f"{daemon.url}/v1/messages?beta=true"
+    title, _ = post(url, calls[0])
+    assert title["x-memproxy-memory"] == "skipped"             # a side call: no recall
+    post(url, calls[1])
+    assert stored(daemon, 1) == [f"User: {FACT}\nAssistant: Understood: {FACT}"]
+    post(url, calls[2])                                        # a turn that uses a tool...
+    post(url, calls[3])                                        # ...and its answer
+    memories = stored(daemon, 2)
+    assert len(memories) == 2 and all(len(m) < 2000 for m in memories)
+    assert not any("system-reminder" in m or "Environment" in m for m in memories)
+    assert memories[0] == (f"User: {READ.format('CLAUDE.md')}\nAssistant: "
+                           '[Read: {"file_path": "/home/dev/project/CLAUDE.md"}]\n'
+                           "The notes say to use tabs. Done.")
+    post(url, calls[4])
+    headers, body = post(url, calls[5])                        # session 2 asks
+    assert headers["x-memproxy-memory"] == "injected"
+    system = upstream_system(agent_fake, -1)
+    block = system[system.index("<memproxy-memory>"):system.index("</memproxy-memory>")]
+    assert "BLUEFIN" in block and "system-reminder" not in block and len(block) < 1000
+    assert b"From memory: " in body
+    memories = stored(daemon, 3)
+    assert len(memories) == 3 and memories[0].startswith(f"User: {QUESTION}\nAssistant: ")
+    assert not any("<session>" in m or "title" in m for m in memories)   # no side call
+
+
+def test_every_call_of_a_turn_gets_the_same_block_even_as_memory_grows(daemon, agent_fake):
+    calls = recorded("claude-code")
+    url = f"{daemon.url}/v1/messages"
+    before = len(agent_fake.call(lambda: list(agent_fake.app[agent_upstream.RECORDS])))
+    post(f"{daemon.url}/v1/memories", {"user_id": "alpha",
+                                      "content": "The indentation rule: tabs, width 8."})
+    first, _ = post(url, calls[2])
+    # a memory that would match better arrives mid-turn: the turn's block stays as it was
+    post(f"{daemon.url}/v1/memories", {"user_id": "alpha",
+                                      "content": "Notes in CLAUDE.md: read the notes rule."})
+    second, _ = post(url, calls[3])
+    assert first["x-memproxy-memory"] == second["x-memproxy-memory"] == "injected"
+    assert first["x-memproxy-memories"] == second["x-memproxy-memories"] == "1"
+    system_1, system_2 = upstream_system(agent_fake, before), upstream_system(agent_fake, -1)
+    assert system_1 == system_2 and "width 8" in system_1
+    tools_1, tools_2 = (json.dumps(r["json"]["tools"]) for r in agent_fake.call(
+        lambda: list(agent_fake.app[agent_upstream.RECORDS]))[-2:])
+    assert tools_1 == tools_2

@@ -1,0 +1,155 @@
+"""The human's words, turns and side calls, on requests the real CLIs sent
+(``tests/fixtures/agents/``, recorded by ``scripts/record_agents.py``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from memproxyd.memory.wire import (anthropic as anthropic_wire, openai as openai_wire,
+                                   responses as responses_wire)
+from memproxyd.memory.wire.clients import human_words
+from memproxyd.memory.turn import memory_text
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "agents"
+FACT = "Remember this: our deploy target codename is BLUEFIN."
+READ = "Please read the notes in {} and tell me the indentation rule."
+QUESTION = "What is our deploy target codename?"
+
+
+def recorded(client: str) -> list[dict]:
+    return [json.loads(line)["json"] for line in (FIXTURES / f"{client}.jsonl").open()]
+
+
+# a pinned model, and the CLI's default model (system-role messages inside ``messages``)
+@pytest.fixture(scope="module", params=["claude-code", "claude-code-default-model"])
+def claude(request) -> list[dict]:
+    return recorded(request.param)
+
+
+def test_claude_code_turns_are_the_human_words_alone(claude):
+    turns = [anthropic_wire.turn(body) for body in claude]
+    assert [t.human for t in turns[1:4]] == [FACT, READ.format("CLAUDE.md"),
+                                             READ.format("CLAUDE.md")]
+    assert turns[5].human == QUESTION
+    assert len(json.dumps(claude[1])) > 30_000          # what the client really sent
+
+
+def test_claude_code_title_calls_are_side_calls(claude):
+    assert anthropic_wire.turn(claude[0]).side_call
+    assert anthropic_wire.turn(claude[4]).side_call
+    assert not any(anthropic_wire.turn(claude[i]).side_call for i in (1, 2, 3, 5))
+
+
+def test_claude_code_sub_agent_calls_are_not_human_turns(claude):
+    body = json.loads(json.dumps(claude[1]))
+    body["system"][1]["text"] = ("You are an agent for Claude Code, Anthropic's official CLI "
+                                 "for Claude. Given the user's message, you should use the tools")
+    assert anthropic_wire.turn(body).side_call
+
+
+def test_claude_code_tool_loop_call_continues_the_turn(claude):
+    start, loop = anthropic_wire.turn(claude[2]), anthropic_wire.turn(claude[3])
+    assert start.new and not loop.new
+    assert start.anchor == loop.anchor                 # one turn: one block, one memory
+    assert anthropic_wire.turn(claude[1]).anchor != start.anchor
+    assert loop.steps == ('[Read: {"file_path": "/home/dev/project/CLAUDE.md"}]',)
+
+
+def test_claude_code_recall_query_has_no_scaffolding(claude):
+    for body in claude[1:4] + claude[5:]:
+        query = anthropic_wire.query(body, "last_user", 2000)
+        assert "system-reminder" not in query and len(query) < 100
+    assert anthropic_wire.query(claude[3], "all_user", 2000) == \
+        f"{FACT}\n{READ.format('CLAUDE.md')}"
+
+
+def test_memory_of_a_tool_loop_turn_is_short_and_readable(claude):
+    turn = anthropic_wire.turn(claude[3])
+    text = memory_text(turn.human, turn.steps, "The notes say to use tabs. Done.", 1500)
+    assert text == (f"User: {READ.format('CLAUDE.md')}\nAssistant: "
+                    '[Read: {"file_path": "/home/dev/project/CLAUDE.md"}]\n'
+                    "The notes say to use tabs. Done.")
+
+
+def test_claude_code_default_model_sends_system_messages_that_are_not_human_words():
+    body = recorded("claude-code-default-model")[1]
+    [system] = [m for m in body["messages"] if m["role"] == "system"]
+    assert system["content"].startswith("Available agent types for the Agent tool")
+    assert anthropic_wire.turn(body).human == FACT
+    assert "Available agent types" not in anthropic_wire.query(body, "all_user", 20_000)
+
+
+def test_ide_attachments_become_mentions_and_tags_go():
+    body = json.loads((FIXTURES / "ide-attachments.json").read_text())["json"]
+    assert openai_wire.turn(body).human == (
+        "[attached: src/billing/invoice.py]\nWhy does the invoice total ignore discounts? "
+        "We agreed discounts apply before tax.")
+
+
+def test_strip_patterns_cut_what_the_table_does_not_know():
+    import re
+    extra = (re.compile(r"(?s)<jira-ticket>.*?</jira-ticket>"),)
+    assert human_words("<jira-ticket>ABC-1 ...</jira-ticket>\nShip it", extra) == "Ship it"
+    assert human_words("a <b>bold</b> claim") == "a <b>bold</b> claim"   # unknown tags stay
+
+
+def test_memory_text_keeps_start_and_end_within_the_bound():
+    answer = "start " + "x" * 5000 + " the end"
+    text = memory_text("question?", tuple(f"[Bash: step {i}]" for i in range(30)), answer, 1500)
+    assert len(text) <= 1500
+    assert text.startswith("User: question?\nAssistant: [Bash: step 0]")
+    assert "more tool calls" in text and text.endswith(" the end")
+
+
+@pytest.fixture(scope="module")
+def codex() -> list[dict]:
+    return recorded("codex")
+
+
+def test_codex_turns_are_the_human_words_without_agents_md_or_environment(codex):
+    from memproxyd.memory.wire import responses as responses_wire
+    turns = [responses_wire.turn(body) for body in codex]
+    assert [t.human for t in turns] == [FACT, READ.format("AGENTS.md"),
+                                        READ.format("AGENTS.md"), QUESTION]
+    assert "AGENTS.md instructions" in json.dumps(codex[0]["input"])    # what was sent
+    assert [t.new for t in turns] == [True, True, False, True]
+    assert turns[1].anchor == turns[2].anchor != turns[3].anchor
+    assert turns[2].steps == ('[exec_command: {"cmd": "cat AGENTS.md"}]',)
+    assert not any(t.side_call for t in turns)
+
+
+def test_codex_summary_after_compaction_is_not_the_human(codex):
+    from memproxyd.memory.wire import responses as responses_wire
+    body = json.loads(json.dumps(codex[3]))
+    body["input"].insert(-1, {"type": "message", "role": "user", "content": [{
+        "type": "input_text", "text": "Another language model started to solve this problem "
+                                      "and produced a summary of its thinking process. ..."}]})
+    assert responses_wire.turn(body).human == QUESTION
+    assert responses_wire.query(body, "all_user", 2000) == QUESTION
+
+
+@pytest.mark.parametrize("client, adapter", [("claude-code", anthropic_wire),
+                                             ("codex", responses_wire)])
+def test_the_turns_human_words_are_the_last_user_query(client, adapter):
+    """The memory service searches with ``turn.human`` for ``last_user`` instead of reading
+    the body twice: it must be what ``query`` makes of the same body."""
+    for body in recorded(client) + [{"messages": [{"role": "user", "content": "hi"},
+                                                  {"role": "assistant", "content": "yo"},
+                                                  {"role": "user", "content": "recall X"}]}]:
+        turn = adapter.turn(body)
+        if turn.human:
+            assert adapter.query(body, "last_user", 10_000) == turn.human
+            assert adapter.query(body, "last_user", 12) == turn.human[-12:]
+
+
+def test_the_chat_turns_human_words_are_the_last_user_query():
+    body = {"messages": [{"role": "system", "content": "be terse"},
+                         {"role": "user", "content": [{"type": "text", "text": "first words"}]},
+                         {"role": "assistant", "content": "ok"},
+                         {"role": "user", "content": "<system-reminder>x</system-reminder>"
+                                                     "the newest question here"}]}
+    turn = openai_wire.turn(body)
+    assert turn.human and openai_wire.query(body, "last_user", 10_000) == turn.human
+    assert openai_wire.query(body, "last_user", 7) == turn.human[-7:]
