@@ -1,4 +1,6 @@
 """The application factory: the daemon and the tests build the same app from a ``Config``.
+The composition root: the one core module that imports every layer (``api/``, ``proxy/``,
+``observe/``, ``memory/``) to put them together.
 
 Resources are opened and closed in ``cleanup_ctx``, in order: sessions, then memory (store,
 outbox, delivery worker). Teardown runs in reverse: the outbox is flushed while the sessions
@@ -13,15 +15,16 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from memproxyd.api import (admin, anthropic, openai as gateway, memories as memory_api, openapi,
-                           responses, ui, usage as usage_api)
 from memproxyd import appkeys
-from memproxyd.observe import metrics, record as observe
+from memproxyd.api import (admin, anthropic, health, memories, openai, openapi, responses, ui,
+                           usage)
+from memproxyd.api.middleware import gateway_middleware, on_response_prepare
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
 from memproxyd.memory.service import MemoryService, NoMemory
-from memproxyd.api.middleware import gateway_middleware, on_response_prepare
+from memproxyd.observe import metrics, record
+from memproxyd.proxy import translate
 from memproxyd.sessions import SessionManager
 from memproxyd.state import RuntimeState
 
@@ -30,13 +33,13 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes,
-                          middlewares=[observe.observe_middleware, gateway_middleware])
+                          middlewares=[record.observe_middleware, gateway_middleware])
     app.on_response_prepare.append(on_response_prepare)
     state = RuntimeState.from_config(config)
     app[appkeys.STATE] = state
     app[appkeys.LISTENERS] = Listeners(state)
     app[appkeys.METRICS] = metrics.Metrics()
-    app.on_response_prepare.append(observe.add_trace_header)
+    app.on_response_prepare.append(record.add_trace_header)
     app.cleanup_ctx.append(_sessions_ctx)
     if config.usage.enabled:
         app.cleanup_ctx.append(_ledger_ctx)
@@ -46,16 +49,22 @@ def create_app(config: Config) -> web.Application:
         app[appkeys.MEMORY] = NoMemory()
     else:
         app.cleanup_ctx.append(_memory_ctx)
-    gateway.add_routes(app)
+    health.add_routes(app)
+    openai.add_routes(app)
     anthropic.add_routes(app)
     responses.add_routes(app)
-    memory_api.add_routes(app)
+    memories.add_routes(app)
     admin.add_routes(app)
     openapi.add_routes(app)
-    usage_api.add_routes(app)
+    usage.add_routes(app)
     metrics.add_routes(app)
     ui.add_routes(app)
     return app
+
+
+def warm_up(config: Config) -> None:
+    """Once the daemon is ready: import litellm on a thread if the config will need it."""
+    translate.preload(config)
 
 
 async def _spans_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -128,9 +137,8 @@ def _embedder(app: web.Application):
         return None
 
     async def embed(texts: list[str], session) -> list[list[float]]:
-        from memproxyd.proxy import translate as llm
         deployment = app[appkeys.STATE].deployments.lookup(name)
-        result = await llm.embed(deployment, session, {"input": texts})
+        result = await translate.embed(deployment, session, {"input": texts})
         return [item["embedding"] for item in result["data"]]
     return embed
 

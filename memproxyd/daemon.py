@@ -24,9 +24,8 @@ import attrs
 from aiohttp import web
 
 from memproxyd import __version__, appkeys, logs
-from memproxyd.proxy import translate as llm
 from memproxyd.addresses import is_loopback
-from memproxyd.app import create_app
+from memproxyd.app import create_app, warm_up
 from memproxyd.config import Config, ConfigError, find_config_path, load_config, resolve_secret
 from memproxyd.errors import ApiError
 
@@ -88,7 +87,7 @@ async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
         sd_notify("READY=1")
         if on_ready is not None:
             on_ready(app)
-        llm.preload(config)
+        warm_up(config)
         await shutdown
         sd_notify("STOPPING=1")
         log.info("memproxyd stopping")

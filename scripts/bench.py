@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_procs as procs  # noqa: E402
 import bench_report  # noqa: E402
-from bench_load import (Questions, Target, corpus, latencies, one,  # noqa: E402
-                        summary, throughput, vary)
+from bench_data import corpus, vary  # noqa: E402
+from bench_load import Questions, Target, latencies, one, summary, throughput  # noqa: E402
 
 USER = "bench"
 

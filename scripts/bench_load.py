@@ -14,36 +14,12 @@ import random
 import re
 import statistics
 import time
-from pathlib import Path
 from typing import Callable
 
 import aiohttp
 import attrs
 
-from bench_recall import load_conversation
-
-NAMES = ["Alex", "Sam", "Jordan", "Priya", "Chen", "Maria", "Tom", "Aisha", "Lena", "Omar"]
-SYNTHETIC = ["What did we decide about the deployment schedule?",
-             "Which database did the team pick for the analytics service?",
-             "When is the next design review for the billing API?"]
-
-
-def corpus(folder: Path | None) -> tuple[list[str], list[str]]:
-    """(conversation turns, questions) of the LoCoMo folder; a small synthetic set without."""
-    turns, questions = [], []
-    for path in sorted(folder.glob("*.json")) if folder else ():
-        sessions, qa = load_conversation(path)
-        turns += [m["content"] for batch in sessions for m in batch]
-        questions += [q["question"] for q in qa]
-    return turns or SYNTHETIC, questions or SYNTHETIC
-
-
-def vary(turn: str, rng: random.Random) -> str:
-    """A plausible new memory: another speaker, a few words dropped, numbers changed."""
-    _, _, said = turn.partition(": ")
-    words = [w for w in said.split() if rng.random() > 0.15] or said.split()
-    words = [str(rng.randint(1, 2030)) if w.isdigit() else w for w in words]
-    return f"{rng.choice(NAMES)}: {' '.join(words)}"
+from bench_data import NAMES
 
 
 class Questions:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import re
 import secrets
 import statistics
 import sys
@@ -32,27 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_data import load_conversation, vary  # noqa: E402
+
 TOP_K = 10
-
-
-def load_conversation(path: Path) -> tuple[list[list[dict]], list[dict]]:
-    """(sessions of memories, questions) for one LoCoMo file."""
-    data = json.loads(path.read_text())
-    numbers = sorted(int(m.group(1)) for k in data
-                     if (m := re.fullmatch(r"session_(\d+)", k)) and data[k])
-    sessions = []
-    for n in numbers:
-        date = data.get(f"session_{n}_date_time", "")
-        batch = []
-        for turn in data[f"session_{n}"]:
-            content = f"{turn['speaker']}: {turn['text']}"
-            if turn.get("blip_caption"):
-                content += f" [image: {turn['blip_caption']}]"
-            batch.append({"content": content,
-                          "metadata": {"dia_id": turn["dia_id"], "session": n, "date": date}})
-        sessions.append(batch)
-    questions = [q for q in data["qa"] if q.get("category") != 5 and q.get("evidence")]
-    return sessions, questions
 
 
 class DirectClient:
@@ -124,7 +104,6 @@ class HttpClient:
 
 def distractors(folder: Path, path: Path, n: int) -> list[list[dict]]:
     """``n`` varied turns of the conversations other than ``path``, in batches of 100."""
-    from bench_load import vary
     turns = [m["content"] for other in sorted(folder.glob("*.json")) if other != path
              for batch in load_conversation(other)[0] for m in batch]
     rng = random.Random(path.stem)

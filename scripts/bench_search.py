@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_procs as procs  # noqa: E402
-from bench_load import corpus, vary  # noqa: E402
+from bench_data import corpus, vary  # noqa: E402
 from memproxyd.memory.base import NewMemory  # noqa: E402
 from stores import open_store  # noqa: E402
 

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from memproxyd.ctl import cli as ctl
+from memproxyd.ctl import cli
 from memproxyd.registry import read_registry
 from tests.conftest import GATEWAY_KEY, free_port, write_config
 
@@ -78,7 +78,7 @@ def test_reload_keeps_the_bound_address_and_refuses_to_drop_keys_off_loopback(
     status, body = call(daemon.url + "/admin/status")
     assert body["gateway"]["host"] == "127.0.0.1"
     config.write_text(original.replace("[memory]", "[memory]\ntop_k = \"many\"", 1))
-    assert ctl.main(["--config", str(config), "reload"]) == 2
+    assert cli.main(["--config", str(config), "reload"]) == 2
     assert "memory.top_k" in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ import urllib.request
 import openai
 import pytest
 
-from memproxyd.ctl import cli as ctl
+from memproxyd.ctl import cli
 from memproxyd.registry import add_project, read_registry
 from tests.conftest import free_port, write_config
 
@@ -41,7 +41,7 @@ def gateway(tmp_path, openai_fake, start_daemon):
 
 
 def run_ctl(daemon, *argv: str) -> int:
-    return ctl.main(["--config", str(daemon.config), *argv])
+    return cli.main(["--config", str(daemon.config), *argv])
 
 
 def test_add_project_at_runtime_serves_with_the_projects_identity(gateway, capsys):

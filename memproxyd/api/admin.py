@@ -16,8 +16,8 @@ import time
 from aiohttp import web
 
 from memproxyd import __version__, appkeys
+from memproxyd.api.validate import read_json
 from memproxyd.errors import ApiError
-from memproxyd.api.openai import read_json
 from memproxyd.registry import (ProjectNotFound, RegistryCorruptError, RegistryError, add_project,
                                 read_registry, remove_project, validate_models, validate_name,
                                 validate_port)

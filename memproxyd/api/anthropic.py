@@ -1,13 +1,13 @@
 """Anthropic Messages routes: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
 
-Same pipeline as the OpenAI routes (``gateway.py``): parse, build a ``Call``, let memory
+Same pipeline as the OpenAI routes (``proxy/pipeline.py``): parse, build a ``Call``, let memory
 prepare the outgoing body, then
 
 * forward natively when the deployment speaks Anthropic (``anthropic/...``): the body as the
   client sent it apart from ``model`` and the memory block, the client's query string
   (Claude Code's ``?beta=true``) and ``anthropic-version`` / ``anthropic-beta`` kept, every SSE
   event relayed byte for byte as it arrives;
-* otherwise translate through litellm's Anthropic-messages adapter (``llm.messages``).
+* otherwise translate through litellm's Anthropic-messages adapter (``translate.messages``).
 
 Errors leave as ``{"type": "error", "error": {...}}`` (the middleware picks the shape by path).
 """
@@ -16,11 +16,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from memproxyd import appkeys
-from memproxyd.proxy import translate as llm, upstream
 from memproxyd.api import validate as checks
-from memproxyd.errors import ANTHROPIC
-from memproxyd.api.openai import new_call, proxy, read_json, upstream_headers
 from memproxyd.call import Call
+from memproxyd.errors import ANTHROPIC
+from memproxyd.proxy import translate, upstream
+from memproxyd.proxy.pipeline import new_call, proxy
 from memproxyd.sessions import UserSession
 
 MESSAGES_PATH = "/v1/messages"
@@ -44,16 +44,16 @@ async def forward_anthropic(call: Call, session: UserSession, path: str, body: d
                             tap=None) -> web.StreamResponse:
     dep = call.deployment
     payload = {**body, "model": dep.upstream_model}
-    headers = upstream_headers(call)
+    headers = upstream.upstream_headers(call)
     url = upstream_url(dep.api_base, path, call.request.query_string)
     return await upstream.forward(call, session, url, headers, payload, tap)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
+    body = await checks.read_model_call(request)
     validate(body, needs_max_tokens=True)
     return await proxy(new_call(request, body, ANTHROPIC), "anthropic", forward_messages,
-                       llm.messages)
+                       translate.messages)
 
 
 async def forward_messages(call: Call, session: UserSession, body: dict,
@@ -64,13 +64,13 @@ async def forward_messages(call: Call, session: UserSession, body: dict,
 async def count_tokens(request: web.Request) -> web.StreamResponse:
     """No recall here: Claude Code counts often, and a count without the (small, per-call)
     memory block is what the client's own context accounting expects."""
-    body = await read_json(request)
+    body = await checks.read_model_call(request)
     validate(body, needs_max_tokens=False)
     call = new_call(request, body, ANTHROPIC)
     if call.deployment.wire == "anthropic":
         async with request.app[appkeys.SESSIONS].lease(call.user_id) as session:
             return await forward_anthropic(call, session, COUNT_TOKENS_PATH, call.body)
-    tokens = await llm.count_tokens(call.deployment, request_texts(call.body))
+    tokens = await translate.count_tokens(call.deployment, request_texts(call.body))
     return web.json_response({"input_tokens": tokens}, headers=call.headers())
 
 

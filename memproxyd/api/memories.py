@@ -23,12 +23,12 @@ from typing import Any
 from aiohttp import web
 
 from memproxyd import appkeys
+from memproxyd.api.validate import read_json
+from memproxyd.appkeys import PROJECT
 from memproxyd.errors import ApiError
-from memproxyd.api.openai import read_json
 from memproxyd.identity import validate_user_id
 from memproxyd.memory.base import InvalidCursor, MemoryError_, NewMemory, NotSupported, RetryLater
 from memproxyd.memory.redact import redact
-from memproxyd.api.middleware import PROJECT
 
 MAX_BATCH = 1000
 MAX_SEARCH_LIMIT = 100

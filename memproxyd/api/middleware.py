@@ -16,14 +16,11 @@ import time
 from aiohttp import web
 
 from memproxyd import appkeys
+from memproxyd.appkeys import PREPARED, PROJECT, STARTED, USER_ID
 from memproxyd.errors import ApiError, error_response, protocol_of, sse_error_event
 
 log = logging.getLogger(__name__)
 
-USER_ID = web.RequestKey("user_id", str)
-STARTED = web.RequestKey("started", float)   # perf_counter when the request reached us
-PROJECT = web.RequestKey("project", object)   # str | None
-PREPARED = web.RequestKey("prepared", web.StreamResponse)   # headers already sent
 PUBLIC_PREFIXES = ("/health", "/openapi.json")
 ADMIN_PREFIXES = ("/admin", "/ui")   # /ui: the web page (ui.py) has the admin API's rules
 

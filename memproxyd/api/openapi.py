@@ -120,7 +120,7 @@ USAGE_Q = (_param("project"), _param("since"), _param("by"), _param("rows"))
 
 
 def _observability_paths() -> dict:
-    """The usage ledger, metrics and the web page (``usage_api``, ``metrics``, ``ui``)."""
+    """The usage ledger, metrics and the web page (``api/usage``, ``observe/metrics``, ``api/ui``)."""
     return {
         "/v1/usage": {"get": _op("Usage ledger: calls, tokens, cost, latency", None, USAGE_Q,
                                  tag="usage")},

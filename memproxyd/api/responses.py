@@ -2,12 +2,12 @@
 
 ``POST /v1/responses`` runs the same pipeline as chat completions (``gateway.proxy``):
 identity, the user's session, memory (recall injected into ``instructions``, the exchange
-remembered, see ``memory/responses_wire.py``), then
+remembered, see ``memory/wire/responses.py``), then
 
 * native forwarding to OpenAI-wire deployments: the body as the client sent it apart from
   ``model`` and the memory block (tools, ``previous_response_id``, unknown fields kept), every
   SSE event relayed byte for byte as it arrives, unknown event types included;
-* otherwise ``litellm.aresponses`` (``llm.responses``), answering OpenAI's JSON or events.
+* otherwise ``litellm.aresponses`` (``translate.responses``), answering OpenAI's JSON or events.
 
 Two side calls carry a ``model`` but are no conversation turn, and are passed through to
 OpenAI-wire deployments without memory (``skipped``), 501 elsewhere:
@@ -35,13 +35,13 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from memproxyd import appkeys
-from memproxyd.proxy import translate as llm, upstream
 from memproxyd.api import validate as checks
+from memproxyd.appkeys import STARTED, USER_ID
+from memproxyd.call import Call
 from memproxyd.deployments import Deployment
 from memproxyd.errors import RESPONSES, ApiError
-from memproxyd.api.openai import native_forwarder, new_call, proxy, read_json, upstream_headers
-from memproxyd.api.middleware import STARTED, USER_ID
-from memproxyd.call import Call
+from memproxyd.proxy import translate, upstream
+from memproxyd.proxy.pipeline import native_forwarder, new_call, proxy
 
 # OpenAI's ids are ``resp_<hex>``. No dots, no slashes: an id of ".." would walk the upstream
 # URL up a segment, with the deployment's credentials.
@@ -56,15 +56,15 @@ def validate(body: dict) -> None:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
+    body = await checks.read_model_call(request)
     validate(body)
     return await proxy(new_call(request, body, RESPONSES), "openai", forward_create,
-                       llm.responses)
+                       translate.responses)
 
 
 async def side_call(request: web.Request) -> web.StreamResponse:
     """``POST /v1/responses/compact`` and ``/v1/responses/input_tokens``."""
-    body = await read_json(request)
+    body = await checks.read_model_call(request)
     validate(body)
     call = new_call(request, body, RESPONSES)
     action = request.match_info["action"]
@@ -109,7 +109,7 @@ async def stored(request: web.Request) -> web.StreamResponse:
     if query:
         url += "?" + urlencode(query)
     async with request.app[appkeys.SESSIONS].lease(call.user_id) as session:
-        return await upstream.forward(call, session, url, upstream_headers(call), None,
+        return await upstream.forward(call, session, url, upstream.upstream_headers(call), None,
                                       method=request.method)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from memproxyd.api import memories as memory_api, usage as usage_api
+from memproxyd.api import memories, usage
 
 STATIC = Path(__file__).with_name("static")
 FILES = {"ui.js": "text/javascript", "ui.css": "text/css"}
@@ -44,7 +44,7 @@ async def asset(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui", page)
     app.router.add_get("/ui/{name}", asset)
-    app.router.add_get("/admin/usage", usage_api.get_usage)
-    app.router.add_get("/admin/memories", memory_api.list_memories)
-    app.router.add_post("/admin/memories/search", memory_api.search)
-    app.router.add_delete("/admin/memories/{id}", memory_api.delete)
+    app.router.add_get("/admin/usage", usage.get_usage)
+    app.router.add_get("/admin/memories", memories.list_memories)
+    app.router.add_post("/admin/memories/search", memories.search)
+    app.router.add_delete("/admin/memories/{id}", memories.delete)

@@ -21,10 +21,11 @@ from aiohttp import web
 
 from memproxyd import appkeys
 from memproxyd.addresses import is_loopback
+from memproxyd.api.middleware import local_port
+from memproxyd.appkeys import PROJECT, USER_ID
 from memproxyd.auth import ADMIN_KEY_HEADER, key_matches
 from memproxyd.errors import ApiError
 from memproxyd.observe.ledger import GROUPS
-from memproxyd.api.middleware import PROJECT, USER_ID, local_port
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -6,7 +6,7 @@ Never stricter than the provider: roles and content types memproxyd does not kno
 model), and are the upstream's to judge. What memproxyd reads is checked: a message is an
 object with a string ``role``, content is text or an array of typed parts, and a text part
 carries its text. A translated (litellm) deployment that cannot take such a message says so
-itself (``llm.messages``).
+itself (``proxy/translate.py``, ``messages``).
 
     body = parse_json(await request.read())   # JSON object, bounded depth, valid text
     chat(body)                                 # ApiError(400, "'messages[1]': expected an
@@ -20,11 +20,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+
 from memproxyd.api.checks import (MAX_INT, Invalid, array, boolean, either, fields, integer,
                                   number, obj, one_of, parse_json, string, typed_block)
 from memproxyd.errors import ApiError
+from memproxyd.observe.meter import REQUESTED
 
-__all__ = ["parse_json", "chat", "messages", "responses", "completions", "embeddings"]
+__all__ = ["read_json", "read_model_call", "parse_json", "chat", "messages", "responses",
+           "completions", "embeddings"]
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (``parse_json``)."""
+    return parse_json(await request.read())
+
+
+async def read_model_call(request: web.Request) -> dict[str, Any]:
+    """The body of a model call. From here on a refusal (a malformed field, an unknown model)
+    gets its usage ledger row, under the model the client asked for."""
+    request[REQUESTED] = ""
+    body = await read_json(request)
+    request[REQUESTED] = str(body.get("model"))[:200]
+    return body
 
 
 # -- endpoints ----------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import sys
 import urllib.parse
 
 from memproxyd import registry
-from memproxyd.config import ConfigError
 from memproxyd.addresses import is_loopback
+from memproxyd.config import ConfigError
 from memproxyd.ctl.client import (EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, Context, CtlError,
                                   DaemonDown, notice)
 from memproxyd.ctl.memory import add_memory_parsers

@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import abc
 import base64
+import json
 import time
 from typing import Any
 
 import attrs
+import orjson
+
+
+def loads(data: bytes):
+    """JSON as the reply collectors and the index read it: orjson (~4x faster on every
+    remembered reply), the standard parser for what orjson refuses and JSON allows (NaN, lone
+    surrogates)."""
+    try:
+        return orjson.loads(data)
+    except ValueError:
+        return json.loads(data)
 
 
 class MemoryError_(Exception):

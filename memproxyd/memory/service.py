@@ -14,7 +14,7 @@ a tap that remembers the exchange once the reply is complete.
   housekeeping call, write-only mode, nothing to search with); ``none`` that nothing relevant
   was found.
 * **Turns** (``memory/turn.py``): what is searched with and stored is the human's words of the
-  latest turn, the client's scaffolding removed (``memory/clients.py``, ``strip_patterns``).
+  latest turn, the client's scaffolding removed (``memory/wire/clients.py``, ``strip_patterns``).
   Recall runs once per turn; every call of an agent loop reuses the turn's block
   (``memory/turn_cache.py``). Known clients' side calls (titles, summaries, probes) are
   ``skipped``, as is a call with no human words at all.
@@ -40,17 +40,17 @@ from typing import Any
 
 import attrs
 
+from memproxyd.call import Call
 from memproxyd.config import Config
 from memproxyd.errors import ANTHROPIC, COMPLETIONS, RESPONSES, ApiError
+from memproxyd.memory.base import MemoryStore, NewMemory
+from memproxyd.memory.block import format_block, without_block
+from memproxyd.memory.redact import redact
+from memproxyd.memory.tap import RememberTap
+from memproxyd.memory.turn import Turn, memory_text
+from memproxyd.memory.turn_cache import Recalled, TurnCache
 from memproxyd.memory.wire import (anthropic as anthropic_wire, completions as completions_wire,
                                    openai as openai_wire, responses as responses_wire)
-from memproxyd.memory.block import format_block, without_block
-from memproxyd.memory.base import MemoryStore, NewMemory
-from memproxyd.memory.redact import redact
-from memproxyd.memory.turn import Turn, memory_text
-from memproxyd.memory.tap import RememberTap
-from memproxyd.memory.turn_cache import Recalled, TurnCache
-from memproxyd.call import Call
 from memproxyd.state import RuntimeState
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,11 @@ class MemoryService:
             known = turn.human if turn is own and self.config.memory.query_strategy == \
                 "last_user" else None
             body = await self._recall(call, session, adapter, anchor, known)
-        tap = RememberTap(self, call, adapter, turn) if mode in ("on", "write") else None
-        return body, tap
+        if mode not in ("on", "write"):
+            return body, None
+        return body, RememberTap(call, adapter, turn, remember=self.remember, link=self.link,
+                                 store_thinking=self.config.memory.store_thinking,
+                                 cancel_safe=getattr(self.outbox, "cancel_safe", False))
 
     def link(self, call: Call, turn: Turn, calls: list[str], collector) -> None:
         """A reply that ended in tool calls and has an id (Responses API): the call that

@@ -1,7 +1,8 @@
 """The tap that sees a reply as it is relayed and, once it is complete, has the memory
 service remember the exchange (``MemoryService.prepare`` hands it to the gateway).
 
-    tap = RememberTap(service, call, adapter, turn)
+    tap = RememberTap(call, adapter, turn, remember=service.remember, link=service.link,
+                      store_thinking=False, cancel_safe=False)
     tap.feed(chunk)                      # every relayed chunk; never raises
     await tap.finish(call, ok=True)      # after the last byte
 """
@@ -9,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Awaitable, Callable
 
-from memproxyd.memory.turn import Turn
 from memproxyd.call import Call
-
-if TYPE_CHECKING:
-    from memproxyd.memory.service import MemoryService
+from memproxyd.memory.turn import Turn
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +26,20 @@ class RememberTap:
     remembered; the client's stream is not touched either way.
     """
 
-    def __init__(self, service: MemoryService, call: Call, adapter, turn: Turn):
-        self.service = service
+    def __init__(self, call: Call, adapter, turn: Turn, *,
+                 remember: Callable[[Call, Turn, str], Awaitable[None]],
+                 link: Callable[[Call, Turn, list[str], object], None],
+                 store_thinking: bool, cancel_safe: bool):
+        """``remember(call, turn, answer)`` queues the turn's memory; ``link(call, turn,
+        tool_calls, collector)`` keeps a turn that continues by response id; ``cancel_safe``:
+        ``remember`` commits whether or not its caller stays (no shield needed)."""
+        self.remember = remember
+        self.link = link
+        self.cancel_safe = cancel_safe
         self.adapter = adapter
         self.turn = turn
         self.user_id = call.user_id
-        self.collector = adapter.ReplyCollector(call.stream,
-                                                service.config.memory.store_thinking)
+        self.collector = adapter.ReplyCollector(call.stream, store_thinking)
         self.broken = False
 
     def feed(self, chunk: bytes) -> None:
@@ -52,7 +57,7 @@ class RememberTap:
         hangs up right after the last byte (Codex does) cancels its handler, and the reply it
         received must still be remembered."""
         if ok and not self.broken:
-            if getattr(self.service.outbox, "cancel_safe", False):
+            if self.cancel_safe:
                 await self._finish(call)     # registered for its commit before any await
             else:
                 await asyncio.shield(self._finish(call))
@@ -61,9 +66,9 @@ class RememberTap:
         try:
             calls = self.collector.tool_calls()
             if calls:    # a step of the loop: the turn is remembered with its answer
-                self.service.link(call, self.turn, calls, self.collector)
+                self.link(call, self.turn, calls, self.collector)
                 return
-            await self.service.remember(call, self.turn, self.collector.answer())
+            await self.remember(call, self.turn, self.collector.answer())
         except Exception:  # memory never fails the call; the reason is in the log
             log.exception("remember failed user_id=%s", call.user_id)
             call.memory_status = "error"

@@ -24,8 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from memproxyd.observe.prices import PriceBook
 from memproxyd.observe.meter import Row, usage_of
+from memproxyd.observe.prices import PriceBook
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import random
 
-from memproxyd.config import TracingConfig
 from memproxyd import tracing
+from memproxyd.config import TracingConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import attrs
 from aiohttp import web
 
 from memproxyd import appkeys, tracing
-from memproxyd.api.middleware import PROJECT, STARTED, USER_ID
+from memproxyd.appkeys import PROJECT, STARTED, USER_ID
 from memproxyd.observe.meter import CALL, METER, REQUESTED, Row
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from memproxyd import appkeys
+from memproxyd.call import Call
 from memproxyd.deployments import Deployment
 from memproxyd.errors import ApiError
-from memproxyd.call import Call
 
 log = logging.getLogger(__name__)
 

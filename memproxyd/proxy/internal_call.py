@@ -29,8 +29,8 @@ async def complete(dep: Deployment, session: UserSession, messages: list[dict], 
             return await _anthropic(dep, session, messages, system, max_tokens)
         if dep.wire == "openai":
             return await _openai(dep, session, messages, system, max_tokens)
-        from memproxyd.proxy import translate as llm
-        return await llm.complete_text(dep, session, messages, system, max_tokens)
+        from memproxyd.proxy import translate
+        return await translate.complete_text(dep, session, messages, system, max_tokens)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise RetryLater(f"model {dep.name} unreachable: {type(exc).__name__}") from None
     except ApiError as exc:   # litellm's failures, and a model whose key is not set

@@ -22,10 +22,10 @@ from typing import Any
 from aiohttp import web
 
 from memproxyd import tracing
-from memproxyd.observe import meter as usage
+from memproxyd.call import Call
 from memproxyd.deployments import Deployment
 from memproxyd.errors import ApiError, sse_error_event
-from memproxyd.call import Call
+from memproxyd.observe import meter
 from memproxyd.sessions import UserSession
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def deployment_kwargs(dep: Deployment, session: UserSession, stream: bool,
     """Provider arguments from the deployment alone (plus gateway-made ``headers``, such as
     the Memory Router's), and the user's own clients."""
     params = dep.params
-    # num_retries 0: retries and fallbacks are router.py's, the same on every path
+    # num_retries 0: retries and fallbacks are failover.py's, the same on every path
     kwargs: dict[str, Any] = {"model": params.model, "timeout": dep.timeout(stream),
                               "num_retries": 0}
     key = dep.api_key()
@@ -153,7 +153,7 @@ async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.St
     """``/v1/chat/completions`` through ``litellm.acompletion``."""
     args = {k: v for k, v in body.items() if k in CHAT_PARAMS}
     _check_user_messages(args["messages"])
-    args = usage.ask_for_usage(call, args)   # the ledger's tokens; not relayed if not asked
+    args = meter.ask_for_usage(call, args)   # the ledger's tokens; not relayed if not asked
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))
     result = await _call(call, litellm().acompletion, args)
@@ -272,7 +272,7 @@ def _anthropic_sse(chunk) -> bytes:
 async def _as_events(message: dict):
     """A whole Anthropic message as the event sequence a streaming client expects."""
     message = json.loads(json.dumps(message, default=_jsonable))
-    usage = message.get("usage") or {}
+    counts = message.get("usage") or {}
     yield {"type": "message_start", "message": {**message, "content": [], "stop_reason": None}}
     for index, block in enumerate(message.get("content") or ()):
         if block.get("type") == "text":
@@ -285,7 +285,7 @@ async def _as_events(message: dict):
         yield {"type": "content_block_stop", "index": index}
     yield {"type": "message_delta", "delta": {"stop_reason": message.get("stop_reason"),
                                               "stop_sequence": None},
-           "usage": {"output_tokens": usage.get("output_tokens", 0)}}
+           "usage": {"output_tokens": counts.get("output_tokens", 0)}}
     yield {"type": "message_stop"}
 
 

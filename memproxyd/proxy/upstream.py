@@ -19,8 +19,9 @@ from typing import Protocol
 import aiohttp
 from aiohttp import web
 
-from memproxyd.errors import ApiError, sse_error_event
+from memproxyd import appkeys, tracing
 from memproxyd.call import Call
+from memproxyd.errors import ApiError, sse_error_event
 from memproxyd.sessions import UserSession
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,41 @@ DROP_RESPONSE_HEADERS = frozenset({
     "trailer", "trailers", "transfer-encoding", "upgrade", "content-length",
     "content-encoding", "set-cookie", "server", "date",
 })
+
+
+# Client headers that are protocol options, never credentials, and so may go upstream.
+FORWARDED_HEADERS = ("accept", "openai-beta", "anthropic-version", "anthropic-beta",
+                     "idempotency-key")
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+
+def upstream_headers(call: Call) -> dict[str, str]:
+    """Headers for a native call: protocol options from the client, credentials and extra
+    headers from the deployment only (or the client's own, where the deployment says so)."""
+    request, dep = call.request, call.deployment
+    headers = {"content-type": "application/json"}
+    for name in FORWARDED_HEADERS:
+        value = request.headers.get(name)
+        if value is not None:
+            headers[name] = value
+    if dep.entry.forward_client_credentials:
+        guard = request.app[appkeys.STATE].guard
+        for name in CREDENTIAL_HEADERS:
+            value = request.headers.get(name)
+            if value is not None and not guard.is_gateway_credential(value):
+                headers[name] = value
+    else:
+        key = dep.api_key()
+        if key:
+            if dep.wire == "anthropic":
+                headers["x-api-key"] = key
+            else:
+                headers["authorization"] = f"Bearer {key}"
+    if dep.wire == "anthropic":
+        headers.setdefault("anthropic-version", "2023-06-01")
+    headers.update(dep.params.extra_headers)
+    headers.update(call.router_headers())
+    headers.update(tracing.headers())   # W3C traceparent: the request's trace continues
+    return headers
 
 
 class Tap(Protocol):

@@ -10,9 +10,9 @@ import schemathesis
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, settings
 
+from memproxyd.api.openapi import document
 from memproxyd.app import create_app
 from memproxyd.config import Config, ServerConfig
-from memproxyd.api.openapi import document
 from tests.conftest import Daemon, write_config
 
 SAMPLES = {"id": "resp_abc123", "name": "alpha"}

@@ -8,7 +8,7 @@ import urllib.request
 import openai
 import pytest
 
-from memproxyd.ctl import cli as ctl
+from memproxyd.ctl import cli
 from tests.conftest import free_port, write_config
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -43,7 +43,7 @@ def test_ui_shows_a_project_and_deletes_one_of_its_memories(tmp_path, openai_fak
     executable = chromium()
     daemon = start_daemon(write_config(tmp_path, openai_fake.url, memory='backend = "sqlite"'))
     port = free_port()
-    assert ctl.main(["--config", str(daemon.config), "add-project", "alpha",
+    assert cli.main(["--config", str(daemon.config), "add-project", "alpha",
                      "--port", str(port)]) == 0
     doomed, kept = (post_json(daemon.url + "/v1/memories", {"user_id": "alpha", "content": text}
                               )["data"][0]["id"]

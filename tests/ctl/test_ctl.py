@@ -18,7 +18,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from memproxyd.ctl import cli as ctl
+from memproxyd.ctl import cli
 from memproxyd.registry import read_registry
 from tests.fakes.threaded import ThreadedServer
 
@@ -70,7 +70,7 @@ def run(config, capsys):
     def run_ctl(*argv: str, url: str | None = f"http://127.0.0.1:{free_port()}",
                 config_path: Path | None = None):
         prefix = ["--config", str(config_path or config)] + (["--url", url] if url else [])
-        code = ctl.main(prefix + list(argv))
+        code = cli.main(prefix + list(argv))
         out, err = capsys.readouterr()
         return code, out, err
     return run_ctl
@@ -199,7 +199,7 @@ def test_url_is_derived_from_config_with_wildcard_host_as_loopback(make_config, 
 
 def test_config_is_found_through_env_like_the_daemon(config, monkeypatch, capsys):
     monkeypatch.setenv("MEMPROXYD_CONFIG", str(config))
-    assert ctl.main(["--url", f"http://127.0.0.1:{free_port()}", "list-projects"]) == 0
+    assert cli.main(["--url", f"http://127.0.0.1:{free_port()}", "list-projects"]) == 0
     assert "no projects" in capsys.readouterr().out
 
 
@@ -245,7 +245,7 @@ def test_ide_config_with_gateway_key_shows_a_placeholder_never_the_secret(make_c
     code, out, _ = run("ide-config", "alpha", "--client", "claude-code", config_path=config)
     assert code == 0
     assert out.splitlines()[:2] == [f"ANTHROPIC_BASE_URL=http://127.0.0.1:{port}",
-                                    f"ANTHROPIC_AUTH_TOKEN={ctl.KEY_PLACEHOLDER}"]
+                                    f"ANTHROPIC_AUTH_TOKEN={cli.KEY_PLACEHOLDER}"]
     assert GATEWAY_KEY not in out
 
 
@@ -293,9 +293,9 @@ def test_ide_config_claude_code_mcp_line_is_a_shell_command_that_survives_spaces
 
 
 def test_only_the_mcp_command_imports_the_mcp_sdk(config):
-    script = ("import sys\nfrom memproxyd.ctl import cli as ctl\n"
-              f"ctl.main(['--config', {str(config)!r}, 'list-projects'])\n"
-              f"ctl.main(['--config', {str(config)!r}, 'ide-config', 'a', '--client', 'codex'])\n"
+    script = ("import sys\nfrom memproxyd.ctl import cli\n"
+              f"cli.main(['--config', {str(config)!r}, 'list-projects'])\n"
+              f"cli.main(['--config', {str(config)!r}, 'ide-config', 'a', '--client', 'codex'])\n"
               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'pydantic')))")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                           text=True, timeout=60)

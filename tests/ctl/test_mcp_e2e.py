@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from memproxyd.ctl import cli as ctl
+from memproxyd.ctl import cli
 from tests.conftest import GATEWAY_KEY, Daemon, free_port, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def daemon(tmp_path_factory, openai_fake):
     config = config_for(tmp_path_factory.mktemp("mcp"), openai_fake.url)
     running = Daemon(config, env={KEY_VAR: GATEWAY_KEY}).wait_ready()
     for name in ("alpha", "beta"):
-        assert ctl.main(["--config", str(config), "add-project", name,
+        assert cli.main(["--config", str(config), "add-project", name,
                          "--port", str(free_port())]) == 0
     yield running
     running.stop()
@@ -208,7 +208,7 @@ async def test_an_unregistered_project_is_served_with_a_warning_on_stderr(daemon
 # -- the registration ide-config prints is a working server ----------------------------------
 
 async def test_the_codex_mcp_server_block_starts_a_working_server(daemon, capsys):
-    assert ctl.main(["--config", str(daemon.config), "ide-config", "alpha",
+    assert cli.main(["--config", str(daemon.config), "ide-config", "alpha",
                      "--client", "codex"]) == 0
     block = capsys.readouterr().out.split("[mcp_servers.memproxyd]", 1)[1]
     args = json.loads(block.split("args = ", 1)[1].splitlines()[0])

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from memproxyd.memory.turn import memory_text
 from memproxyd.memory.wire import (anthropic as anthropic_wire, openai as openai_wire,
                                    responses as responses_wire)
 from memproxyd.memory.wire.clients import human_words
-from memproxyd.memory.turn import memory_text
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "agents"
 FACT = "Remember this: our deploy target codename is BLUEFIN."

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from memproxyd.ctl import cli as ctl
+from memproxyd.ctl import cli
 from memproxyd.memory.base import MemoryError_, NewMemory, RetryLater
 from memproxyd.memory.outbox import Outbox, OutboxWorker
 from memproxyd.memory.sqlite.store import SqliteStore
@@ -94,9 +94,9 @@ def test_dead_letters_show_in_readiness_and_status_and_retry_dead_delivers_them(
         return {"pending": outbox["pending"], "dead": outbox["dead"]}
 
     assert readiness() == {"pending": 0, "dead": 1}
-    assert ctl.main(["--config", str(config), "status"]) == 0
+    assert cli.main(["--config", str(config), "status"]) == 0
     assert '"dead": 1' in capsys.readouterr().out
-    assert ctl.main(["--config", str(config), "memory", "retry-dead"]) == 0
+    assert cli.main(["--config", str(config), "memory", "retry-dead"]) == 0
     assert "1 dead letter back in the outbox queue" in capsys.readouterr().out
     deadline = time.monotonic() + 5
     while readiness() != {"pending": 0, "dead": 0}:

@@ -12,9 +12,9 @@ import pytest
 
 from memproxyd.app import _make_outbox
 from memproxyd.config import load_config
-from memproxyd.memory.sqlite import writes as sqlite_writes
 from memproxyd.memory.base import NewMemory
 from memproxyd.memory.outbox import DirectOutbox, Outbox
+from memproxyd.memory.sqlite import writes
 from memproxyd.memory.sqlite.store import SqliteStore
 from tests.conftest import write_config
 from tests.memory.test_outbox import enqueue_30_then_kill_9
@@ -60,13 +60,13 @@ async def test_concurrent_exchanges_share_transactions_each_its_own_batch(
         tmp_path, parts, monkeypatch):
     store, outbox = parts
     groups = []
-    add_parts = sqlite_writes.add_parts
+    add_parts = writes.add_parts
 
     def counting(conn, group, **kwargs):
         groups.append(len(group))
         return add_parts(conn, group, **kwargs)
 
-    monkeypatch.setattr(sqlite_writes, "add_parts", counting)
+    monkeypatch.setattr(writes, "add_parts", counting)
     users = ["alice", "bob"]
     await asyncio.gather(*(outbox.enqueue(users[n % 2], [exchange(n)]) for n in range(40)))
     assert sum(groups) == 40 and len(groups) < 10       # grouped, not one per call
@@ -110,7 +110,7 @@ async def test_a_failed_commit_fails_every_caller_in_it_and_stores_nothing(
     def broken(conn, group, **kwargs):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(sqlite_writes, "add_parts", broken)
+    monkeypatch.setattr(writes, "add_parts", broken)
     results = await asyncio.gather(*(outbox.enqueue("alice", [exchange(n)]) for n in range(5)),
                                    return_exceptions=True)
     assert all(isinstance(r, sqlite3.OperationalError) for r in results)

@@ -350,10 +350,10 @@ async def test_forget_all_drops_exchanges_still_waiting_in_the_outbox(
 
 
 def test_memproxyctl_memory_commands_against_the_daemon(mem_daemon, tmp_path, capsys):
-    from memproxyd.ctl import cli as ctl
+    from memproxyd.ctl import cli
 
     def run(*argv: str) -> int:
-        return ctl.main(["--config", str(mem_daemon.config), "memory", *argv])
+        return cli.main(["--config", str(mem_daemon.config), "memory", *argv])
 
     user = f"ctl-{uuid.uuid4().hex[:6]}"
     assert run("add", user, "The office wifi is called moonbase") == 0

@@ -8,8 +8,8 @@ import time
 
 from memproxyd.config import LitellmParams, ModelEntry, ModelInfo
 from memproxyd.observe.ledger import Ledger
-from memproxyd.observe.prices import PriceBook
 from memproxyd.observe.meter import Row, usage_of
+from memproxyd.observe.prices import PriceBook
 
 
 def row(ts: float, user: str = "alpha", model: str = "m", latency: float = 10.0,

@@ -12,7 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from memproxyd.ctl import cli as ctl
+from memproxyd.ctl import cli
 from memproxyd.observe.prices import bundled_price_file
 from tests.conftest import UPSTREAM_KEY, Daemon, free_port, upstream_records, write_config
 from tests.fakes import anthropic_upstream, responses_upstream
@@ -163,11 +163,11 @@ def test_memproxyctl_usage_sums_calls_tokens_and_cost(daemon, capsys):
     for text in ("one", "two"):
         client.chat.completions.create(model="priced", messages=ask(text))
     argv = ["--config", str(daemon.config), "usage", "--project", user, "--since", "1h"]
-    assert ctl.main(argv) == 0
+    assert cli.main(argv) == 0
     table = capsys.readouterr().out.splitlines()
     line = next(line for line in table if line.startswith("priced"))
     assert line.split()[1:7] == ["2", "0", "6", "4", "0", f"{2 * 0.007:.6f}"]
-    assert ctl.main(argv + ["--by", "day", "--json"]) == 0
+    assert cli.main(argv + ["--by", "day", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["groups"][0]["calls"] == 2 and report["by"] == "day"
 
@@ -233,7 +233,7 @@ def test_rows_of_calls_translated_by_litellm(daemon):
 
 def test_a_project_port_sees_its_own_usage_only_and_no_ui(daemon):
     port = free_port()
-    assert ctl.main(["--config", str(daemon.config), "add-project", "usage-proj",
+    assert cli.main(["--config", str(daemon.config), "add-project", "usage-proj",
                      "--port", str(port)]) == 0
     project_url = f"http://127.0.0.1:{port}"
     oai(project_url, "ignored").chat.completions.create(model="gpt-ok", messages=ask("p"))

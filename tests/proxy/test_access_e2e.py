@@ -8,7 +8,7 @@ import anthropic
 import openai
 import pytest
 
-from memproxyd.ctl import cli as ctl
+from memproxyd.ctl import cli
 from tests.conftest import free_port, write_config
 
 ACCESS = ('[access]\ndefault_models = ["gpt-*"]\n'
@@ -66,7 +66,7 @@ def test_a_projects_own_model_list_on_its_port(gateway, capsys):
     port = free_port()
     argv = ["--config", str(gateway.config), "add-project", "beta", "--port", str(port),
             "--models", "gpt-ok"]
-    assert ctl.main(argv) == 0
+    assert cli.main(argv) == 0
     assert "beta may use: gpt-ok" in capsys.readouterr().out
     project_url = f"http://127.0.0.1:{port}"
     assert oai(project_url).chat.completions.create(model="gpt-ok", messages=ask("hi"))
@@ -82,6 +82,6 @@ def test_reload_applies_new_rules_at_once(gateway):
     text = gateway.config.read_text().replace('default_models = ["gpt-*"]',
                                               'default_models = ["demo"]')
     gateway.config.write_text(text)
-    assert ctl.main(["--config", str(gateway.config), "reload"]) == 0
+    assert cli.main(["--config", str(gateway.config), "reload"]) == 0
     with pytest.raises(openai.PermissionDeniedError):
         oai(gateway.url).chat.completions.create(model="gpt-ok", messages=ask("after"))

@@ -11,7 +11,7 @@ Isolation: every statement on ``memories`` goes through ``_UserScope``, which re
 does not compare ``user_id = $1`` and always passes the scope's user as ``$1``.
 
 Ranking carries over the SQLite store's ideas (see ``sqlite_store``):
-1. The same normalised terms (``text.py``: stop words, irregular forms), then PostgreSQL's
+1. The same normalised terms (``memory/terms.py``: stop words, irregular forms), then PostgreSQL's
    ``english`` configuration (Snowball stemming) on both sides.
 2. Neighbour context: one ``tsvector`` per memory, its own words weighted ``A``, the batch
    neighbours just before and after ``B``, the next ones out ``C``; ``ts_rank`` weighs them
@@ -35,10 +35,10 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
-from memproxyd.memory.postgres import term_stats as pg_stats, vectors as pg_vectors
 from memproxyd.memory import terms as text
-from memproxyd.memory.sqlite import vectors
+from memproxyd.memory import vectors
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
+from memproxyd.memory.postgres import term_stats, vectors as pg_vectors
 from memproxyd.memory.postgres.db import PgDatabase
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class PostgresStore(MemoryStore):
     def __init__(self, db: PgDatabase, *, embedder: Embedder | None = None):
         self.db = db
         self.embedder = embedder
-        self.stats = pg_stats.TermStats()
+        self.stats = term_stats.TermStats()
         self.pgvector: bool | None = None      # None: not known yet (database unreachable)
 
     async def open(self) -> None:
@@ -260,7 +260,7 @@ class PostgresStore(MemoryStore):
         if high is None:
             return 0, False
         span = high - low
-        return int(high - span * share), span * share * share < pg_stats.POSTINGS_BUDGET
+        return int(high - span * share), span * share * share < term_stats.POSTINGS_BUDGET
 
     async def _embed(self, texts: list[str], session) -> list | None:
         return await vectors.embed(self.embedder, texts, session)

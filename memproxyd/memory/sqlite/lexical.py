@@ -41,11 +41,10 @@ from collections import defaultdict
 from itertools import chain, islice
 from typing import Any
 
-from memproxyd.memory.sqlite import maxscore
 from memproxyd.memory import terms as text
-from memproxyd.memory.base import Memory
+from memproxyd.memory.base import Memory, loads
+from memproxyd.memory.sqlite import maxscore
 from memproxyd.memory.sqlite.maxscore import lazy_numpy
-from memproxyd.memory.wire.sse import loads
 
 K1, B = 1.2, 0.75          # FTS5's bm25() constants
 NEAR_WEIGHT = 0.4          # the memories just before and after

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from memproxyd.memory.sqlite import vectors
+from memproxyd.memory import vectors
 from memproxyd.memory.base import Memory
 
 COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at"

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from memproxyd.memory.base import MemoryError_, RetryLater
+from memproxyd.memory.sqlite import search_worker
 from memproxyd.memory.sqlite.search_worker import frame
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class SearchProcess:
         self._started_at = time.monotonic()
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.subprocess_exec(
-            lambda: _Protocol(self), sys.executable, "-m", "memproxyd.memory.sqlite.search_worker",
+            lambda: _Protocol(self), sys.executable, "-m", search_worker.__name__,
             str(self.db_path), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=None)
         self._stdin = self._transport.get_pipe_transport(0)

@@ -3,7 +3,7 @@ a process of its own, so searches run beside the daemon's event loop instead of 
 cores, a search took a fifth of the loop's time with memory on; ``search_process.py`` is the
 daemon's side).
 
-    python -m memproxyd.memory.search_worker /path/to/memory.db
+    python -m memproxyd.memory.sqlite.search_worker /path/to/memory.db
 
 Reads frames from stdin, answers on stdout. A frame is a 4-byte big-endian length and a
 pickled list of messages, handled in order:
@@ -35,8 +35,8 @@ import sqlite3
 import sys
 import threading
 
+from memproxyd.memory import terms
 from memproxyd.memory.sqlite import lexical
-from memproxyd.memory import terms as text
 from memproxyd.memory.sqlite.db import read_only
 from memproxyd.memory.sqlite.rows import UserScope
 
@@ -80,7 +80,8 @@ class Worker:
         if kind == "search":
             request, _, query, limit, distinct = args
             try:
-                return (request, index.hits(text.stems(text.query_terms(query)), limit, distinct))
+                stems = terms.stems(terms.query_terms(query))
+                return (request, index.hits(stems, limit, distinct))
             except Exception as exc:            # told to the caller; the worker goes on
                 return (request, f"{type(exc).__name__}: {exc}")
         if kind == "add":

@@ -26,14 +26,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from memproxyd.memory.sqlite import lexical, writes, vectors
-from memproxyd.memory import terms as text
-from memproxyd.memory.sqlite.search_process import SearchProcess
-from memproxyd.memory.sqlite.search_worker import load
+from memproxyd.memory import terms as text, vectors
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
+from memproxyd.memory.sqlite import lexical, writes
 from memproxyd.memory.sqlite.db import GroupCommit, Migration, SqliteReaders, SqliteThread
 from memproxyd.memory.sqlite.rows import (COLUMNS, UserScope, fetch, memory as as_memory,
                                           rows as scoped_rows)
+from memproxyd.memory.sqlite.search_process import SearchProcess
+from memproxyd.memory.sqlite.search_worker import load
 
 _UserScope = UserScope   # the name the isolation test knows
 

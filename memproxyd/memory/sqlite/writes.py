@@ -14,8 +14,9 @@ import json
 import secrets
 import time
 
-from memproxyd.memory.sqlite import lexical, vectors
+from memproxyd.memory import vectors
 from memproxyd.memory.base import Memory, NewMemory
+from memproxyd.memory.sqlite import lexical
 from memproxyd.memory.sqlite.db import BUSY_TIMEOUT_MS, transaction
 from memproxyd.memory.sqlite.rows import COLUMNS, UserScope, memory as as_memory
 

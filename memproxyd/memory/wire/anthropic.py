@@ -1,5 +1,5 @@
 """The Anthropic Messages protocol, seen by the memory service: what to recall from, where the
-memory block goes, what to remember. ``memory/openai_wire.py`` has the same functions for
+memory block goes, what to remember. ``memory/wire/openai.py`` has the same functions for
 OpenAI chat; the service picks one by ``call.protocol``::
 
     turn = anthropic_wire.turn(body)       # the human's words, scaffolding removed
@@ -19,9 +19,9 @@ import re
 from typing import Any
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.wire.sse import ReplyReader
-from memproxyd.memory.wire.clients import human_words, is_side_call
 from memproxyd.memory.turn import Turn, anchor, step_line
+from memproxyd.memory.wire.clients import human_words, is_side_call
+from memproxyd.memory.wire.sse import ReplyReader
 
 _TOOL_USE = ("tool_use", "server_tool_use")
 # A call asking for at most this many tokens is a probe (quota, key or model check), never a

@@ -1,6 +1,6 @@
 """What each client wraps around the human's words, as data: the tagged blocks and whole
 content parts it injects, and the side calls (titles, summaries, probes) that are no turn of
-the conversation. The protocol adapters (``*_wire.py``) apply the whole table to every request;
+the conversation. The protocol adapters (``memory/wire/*.py``) apply the whole table to every request;
 no client is identified first, since these markers never occur in what a person types.
 
 Every entry names the recorded request it was written from (``tests/fixtures/agents/``,

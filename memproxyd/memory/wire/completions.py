@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.wire.sse import ReplyReader
 from memproxyd.memory.turn import Turn, anchor
+from memproxyd.memory.wire.sse import ReplyReader
 
 
 def _prompt(body: dict) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.wire.sse import ReplyReader
-from memproxyd.memory.wire.clients import human_words, is_side_call
 from memproxyd.memory.turn import Turn, anchor, step_line
+from memproxyd.memory.wire.clients import human_words, is_side_call
+from memproxyd.memory.wire.sse import ReplyReader
 
 # A call asking for at most this many tokens is a probe (a key or model check), never a turn.
 PROBE_MAX_TOKENS = 1

@@ -25,10 +25,10 @@ import re
 from typing import Any
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.wire.sse import ReplyReader
+from memproxyd.memory.turn import Turn, anchor, step_line
 from memproxyd.memory.wire.clients import human_words, is_side_call
 from memproxyd.memory.wire.openai import PROBE_MAX_TOKENS, content_text
-from memproxyd.memory.turn import Turn, anchor, step_line
+from memproxyd.memory.wire.sse import ReplyReader
 
 # Stream events that mean the response did not complete (an upstream failure mid-stream).
 _FAILED = ("response.failed", "error")

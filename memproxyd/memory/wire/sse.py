@@ -10,18 +10,7 @@ an unfinished last line is kept between chunks.
 """
 from __future__ import annotations
 
-import json
-
-import orjson
-
-
-def loads(data: bytes):
-    """JSON as the reply collectors read it: orjson (~4x faster on every remembered reply),
-    the standard parser for what orjson refuses and JSON allows (NaN, lone surrogates)."""
-    try:
-        return orjson.loads(data)
-    except ValueError:
-        return json.loads(data)
+from memproxyd.memory.base import loads
 
 
 class ReplyReader:

@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 
 from memproxyd.config import PostgresConfig
-from memproxyd.memory.postgres import (term_stats as pg_stats, db as postgres_db,
-                                       store as postgres_store)
 from memproxyd.memory.base import MemoryError_, NewMemory
+from memproxyd.memory.postgres import (term_stats, db as postgres_db,
+                                       store as postgres_store)
 from memproxyd.memory.postgres.db import PgDatabase
 from memproxyd.memory.postgres.store import PostgresStore
 from tests.conftest import free_port
@@ -91,13 +91,13 @@ async def test_an_unreachable_database_is_a_memory_error_and_a_status():
 
 
 def test_idf_is_positive_even_with_a_stale_table_size():
-    assert pg_stats.idf(5, 0) > 0
-    assert pg_stats.idf(1, 1000) > pg_stats.idf(100, 1000) > 0
+    assert term_stats.idf(5, 0) > 0
+    assert term_stats.idf(1, 1000) > term_stats.idf(100, 1000) > 0
 
 
 async def test_when_even_the_rarest_word_is_too_common_the_newest_rows_are_scored(
         store, monkeypatch):
-    monkeypatch.setattr(pg_stats, "POSTINGS_BUDGET", 10)
+    monkeypatch.setattr(term_stats, "POSTINGS_BUDGET", 10)
     await store.add_many("alice", [NewMemory(f"apple note {i}", {"i": i}) for i in range(40)])
     hits = await store.search("alice", "apple", 5)
     assert len(hits) == 5
@@ -129,7 +129,7 @@ def test_the_dsn_is_shown_without_user_or_password(dsn, shown):
 
 async def test_a_common_but_minority_word_scores_its_newest_rows_too(store, monkeypatch):
     """The other way to the newest rows (through the word's rows, filtered by seq)."""
-    monkeypatch.setattr(pg_stats, "POSTINGS_BUDGET", 10)
+    monkeypatch.setattr(term_stats, "POSTINGS_BUDGET", 10)
     for i in range(50):
         await store.add_many("alice", [NewMemory(f"filler {i}-{j}") for j in range(19)])
         await store.add("alice", f"apple note {i}", {"i": i})

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from memproxyd.memory.sqlite import search_process
 from memproxyd.memory.base import NewMemory
+from memproxyd.memory.sqlite import search_process
 from memproxyd.memory.sqlite.search_process import SearchUnavailable
 from memproxyd.memory.sqlite.store import SqliteStore
 

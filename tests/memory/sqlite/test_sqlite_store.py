@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from memproxyd.memory.sqlite import store as sqlite_store
 from memproxyd.memory.base import NewMemory
+from memproxyd.memory.sqlite import store as sqlite_store
 from memproxyd.memory.sqlite.store import SqliteStore
 
 

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from memproxyd.memory.wire import openai as openai_wire
 from memproxyd.memory.base import Memory
 from memproxyd.memory.block import format_block
+from memproxyd.memory.wire import openai as openai_wire
 
 BODY = {"model": "m", "messages": [
     {"role": "system", "content": "Be brief."},

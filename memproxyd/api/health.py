@@ -1,0 +1,21 @@
+"""Liveness and readiness: ``GET /health`` (no auth; the daemon answers) and
+``GET /health/readiness`` (the memory backend and its outbox, ``MemoryService.health``)."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from memproxyd import appkeys
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readiness(request: web.Request) -> web.Response:
+    memory = await request.app[appkeys.MEMORY].health()
+    return web.json_response({"status": "ready", "memory": memory})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/readiness", readiness)
