@@ -22,6 +22,7 @@ from memproxyd.api.middleware import gateway_middleware, on_response_prepare
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
+from memproxyd.memory.journal import Journal
 from memproxyd.memory.service import MemoryService, NoMemory
 from memproxyd.observe import metrics, record
 from memproxyd.proxy import translate
@@ -168,6 +169,17 @@ def make_private(state_dir) -> None:
             os.chmod(path, 0o600)
 
 
+def _make_journal(config: Config, db=None):
+    """The injection journal's store: PostgreSQL when the memories are there (every gateway
+    on the database shares it), else the state dir's SQLite file (the Supermemory backend
+    too: the journal is this gateway's own)."""
+    if db is not None:
+        from memproxyd.memory.postgres.journal import PgJournal
+        return PgJournal(db)
+    from memproxyd.memory.sqlite.journal import SqliteJournal
+    return SqliteJournal(config.state_dir / "memory.db")
+
+
 async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     from memproxyd.memory.outbox import OutboxWorker
     config = app[appkeys.STATE].config
@@ -180,8 +192,10 @@ async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
         await db.open()            # an unreachable server is a state, not a startup failure
     store = _make_store(app, db)
     outbox = _make_outbox(config, store, db)
+    journal = _make_journal(config, db)
     await store.open()
     await outbox.open()
+    await journal.open()
     delivery = _delivery_store(app, store)
     worker = OutboxWorker(outbox, lambda: delivery, sessions,
                           retry_max_seconds=config.memory.outbox_retry_max_seconds)
@@ -189,12 +203,13 @@ async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     watch = app[appkeys.METRICS]   # recall latency, failed deliveries (metrics.py)
     watch.count_failures(outbox)
     app[appkeys.MEMORY] = MemoryService(app[appkeys.STATE], watch.timed_store(store), outbox,
-                                        sessions)
+                                        sessions, Journal(journal))
     yield
     left = await worker.flush(config.server.shutdown_timeout)
     if left:
         log.warning("outbox not empty at shutdown entries=%d (delivered at next start)", left)
     await worker.close()
+    await journal.close()
     await outbox.close()
     await store.close()
     if db is not None:

@@ -27,6 +27,7 @@ class Call:
     memories: int = 0
     upstream_s: float = 0.0             # time spent waiting on the upstream
     recalled_ids: tuple[str, ...] = ()
+    conversation: str = ""              # the memory journal's key for the conversation
     # a stream's response once every chunk of the upstream's whole stream was written: a
     # client that hangs up after that (the openai SDK does at [DONE], before the stream's
     # end) had the whole reply

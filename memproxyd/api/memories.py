@@ -7,6 +7,8 @@ project and naming another one is refused (403).
     POST   /v1/memories/search        {"user_id", "query", "limit"?} → {"results": [...]}
     GET    /v1/memories?user_id=&limit=&cursor=   → {"data": [...], "next_cursor"}
     GET    /v1/memories/{id}?user_id=             → memory
+    GET    /v1/memories/injections?user_id=&conversation=|trace_id=
+                                      → {"data": [turn]}: each turn's block and its memories
     DELETE /v1/memories/{id}?user_id=             → {"deleted": true}
     DELETE /v1/memories?user_id=&all=true         → {"deleted": N}  (also drops the user's
                                                      exchanges not yet delivered)
@@ -149,12 +151,39 @@ async def get(request: web.Request) -> web.Response:
     return web.json_response(memory.to_json())
 
 
+def _service(request: web.Request):
+    _store(request)                      # 404 when memory is off
+    return request.app[appkeys.MEMORY]
+
+
 async def delete(request: web.Request) -> web.Response:
     user_id = _user_id(request, request.query.get("user_id"))
-    if not await _call(request, "delete", user_id, request.match_info["id"]):
+    # The service, not the store: it also drops the turns whose block showed the memory.
+    if not await _run(request, user_id, _service(request).delete, request.match_info["id"]):
         raise ApiError(404, f"no memory {request.match_info['id']!r} for this user",
                        "memory_not_found")
     return web.json_response({"deleted": True})
+
+
+async def injections(request: web.Request) -> web.Response:
+    """Why a block was injected: ``?conversation=KEY`` (every turn) or ``?trace_id=ID`` (the
+    conversation of the call that recalled a turn, that turn marked ``this_call``)."""
+    user_id = _user_id(request, request.query.get("user_id"))
+    conversation = request.query.get("conversation") or None
+    trace_id = request.query.get("trace_id") or None
+    if conversation is None and trace_id is None:
+        raise ApiError(400, "give 'conversation' or 'trace_id'", "missing_conversation")
+    found = await _run(request, user_id, _journal_lookup(request), conversation, trace_id)
+    return web.json_response({"data": found})
+
+
+def _journal_lookup(request: web.Request):
+    service = _service(request)
+
+    async def lookup(user_id: str, conversation, trace_id, session=None):
+        return await service.injections(user_id, conversation=conversation,
+                                        trace_id=trace_id, session=session)
+    return lookup
 
 
 async def forget_all(request: web.Request) -> web.Response:
@@ -172,5 +201,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/memories/search", search)
     app.router.add_get("/v1/memories", list_memories)
     app.router.add_delete("/v1/memories", forget_all)
+    app.router.add_get("/v1/memories/injections", injections)
     app.router.add_get("/v1/memories/{id}", get)
     app.router.add_delete("/v1/memories/{id}", delete)

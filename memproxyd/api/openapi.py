@@ -149,6 +149,9 @@ def _memory_paths() -> dict:
                           (USER_Q, _param("all", required=True, schema={"enum": ["true"]})),
                           tag="memory")},
         "/v1/memories/search": {"post": _op("Search memories", SEARCH, tag="memory")},
+        "/v1/memories/injections": {"get": _op(
+            "Why a block was injected: each turn's block and its memories", None,
+            (USER_Q, _param("conversation"), _param("trace_id")), tag="memory")},
         "/v1/memories/{id}": {"get": _op("One memory", None, (ID_P, USER_Q), tag="memory"),
                               "delete": _op("Forget one memory", None, (ID_P, USER_Q),
                                             tag="memory")},

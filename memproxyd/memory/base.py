@@ -119,9 +119,10 @@ class MemoryStore(abc.ABC):
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         """Best first; ``score`` set, higher is better."""
 
-    async def recall(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
-        """``search`` for the recall block: a store may leave out metadata and give a text
-        stored many times once."""
+    async def recall(self, user_id: str, query: str, limit: int, session=None, *,
+                     metadata: bool = False) -> list[Memory]:
+        """``search`` for the recall block: a store may give a text stored many times once,
+        and (without ``metadata``) leave out the memories' metadata."""
         return await self.search(user_id, query, limit, session)
 
     def search_now(self, user_id: str, query: str, limit: int, *,

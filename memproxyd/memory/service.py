@@ -15,9 +15,16 @@ a tap that remembers the exchange once the reply is complete.
   was found.
 * **Turns** (``memory/turn.py``): what is searched with and stored is the human's words of the
   latest turn, the client's scaffolding removed (``memory/wire/clients.py``, ``strip_patterns``).
-  Recall runs once per turn; every call of an agent loop reuses the turn's block
-  (``memory/turn_cache.py``). Known clients' side calls (titles, summaries, probes) are
-  ``skipped``, as is a call with no human words at all.
+  Known clients' side calls (titles, summaries, probes) are ``skipped``, as is a call with no
+  human words at all.
+* **Cache-safe blocks** (``memory/journal.py``): recall runs once per human turn; the block is
+  placed *with that turn* (in or just before its human message, never in ``system``,
+  ``instructions`` or ``tools``), and every later call of the conversation carries each earlier
+  turn's block again, byte for byte, at the same place, so a turn's outgoing prompt extends
+  the previous one and the provider's prompt cache keeps working.
+* **No self-recall**: a turn's recall never shows a memory remembered from the same
+  conversation (its ``conversation`` metadata), nor one whose exchange the request already
+  holds.
 * **Remember**: once per turn, from the call whose reply is the answer (no tool calls): the
   human's words, a line per tool call of the loop and the answer, within ``max_memory_chars``,
   secrets redacted, written to the durable outbox *before the response ends* under a key made
@@ -41,6 +48,7 @@ from typing import Any
 import attrs
 
 from memproxyd.call import Call
+from memproxyd import tracing
 from memproxyd.config import Config
 from memproxyd.errors import ANTHROPIC, COMPLETIONS, RESPONSES, ApiError
 from memproxyd.memory.base import MemoryStore, NewMemory
@@ -48,7 +56,8 @@ from memproxyd.memory.block import format_block, without_block
 from memproxyd.memory.redact import redact
 from memproxyd.memory.tap import RememberTap
 from memproxyd.memory.turn import Turn, memory_text
-from memproxyd.memory.turn_cache import Recalled, TurnCache
+from memproxyd.memory.journal import Injection, Journal, conversation_key, turn_key
+from memproxyd.memory.turn_cache import TurnCache
 from memproxyd.memory.wire import (anthropic as anthropic_wire, completions as completions_wire,
                                    openai as openai_wire, responses as responses_wire)
 from memproxyd.state import RuntimeState
@@ -58,6 +67,7 @@ log = logging.getLogger(__name__)
 MODES = ("on", "off", "read", "write")
 MODE_HEADER = "x-memory-mode"
 CONVERSATION_HEADER = "x-memproxy-conversation-id"
+CLAUDE_SESSION_HEADER = "x-claude-code-session-id"
 ADAPTERS = {ANTHROPIC: anthropic_wire, RESPONSES: responses_wire,
             COMPLETIONS: completions_wire}
 
@@ -72,12 +82,13 @@ def compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern, ...]:
 
 
 class MemoryService:
-    def __init__(self, state: RuntimeState, store: MemoryStore, outbox, sessions):
+    def __init__(self, state: RuntimeState, store: MemoryStore, outbox, sessions,
+                 journal: Journal | None = None):
         self.state = state
         self.store = store
         self.outbox = outbox
         self.sessions = sessions
-        self.turns = TurnCache()                 # anchor → the turn's block
+        self.journal = journal or Journal()      # conversation → each turn's block
         self.links = TurnCache(size=1024)        # response id → its turn (Responses API)
 
     @property
@@ -149,19 +160,18 @@ class MemoryService:
                        mode: str) -> tuple[dict[str, Any], RememberTap | None]:
         adapter = adapter_for(call.protocol)
         call.memory_status = "skipped"
-        own = turn = adapter.turn(call.body, compiled(self.config.memory.strip_patterns))
+        extra = compiled(self.config.memory.strip_patterns)
+        turn = adapter.turn(call.body, extra)
         if not turn.human and not turn.side_call:
             turn = self._continued(call, turn)
         if turn.side_call or not turn.human or self._skipped_by_policy(call, adapter):
             return call.body, None
-        anchor = self._anchor(call, turn)
+        humans = adapter.human_messages(call.body, extra)
+        if humans:
+            call.conversation = self.conversation(call, adapter, humans)
         body = call.body
         if mode in ("on", "read"):
-            # ``last_user`` searches with the turn's human words, which ``turn`` just found in
-            # this body (not for a turn continued by id: its query is this call's new input)
-            known = turn.human if turn is own and self.config.memory.query_strategy == \
-                "last_user" else None
-            body = await self._recall(call, session, adapter, anchor, known)
+            body = await self._inject(call, session, adapter, humans)
         if mode not in ("on", "write"):
             return body, None
         return body, RememberTap(call, adapter, turn, remember=self.remember, link=self.link,
@@ -174,13 +184,18 @@ class MemoryService:
         (and the steps so far) is kept under that id."""
         response_id = getattr(collector, "response_id", "")
         if response_id:
-            self.links.put(call.user_id, response_id,
-                           attrs.evolve(turn, new=False, steps=(*turn.steps, *calls)))
+            self.links.put(call.user_id, response_id, (call.memory_status, attrs.evolve(
+                turn, new=False, steps=(*turn.steps, *calls))))
 
     def _continued(self, call: Call, turn: Turn) -> Turn:
+        """The turn a call continues by ``previous_response_id``; the provider keeps that
+        turn's input, block included, so the call reports the turn's memory status."""
         previous = call.body.get("previous_response_id")
         linked = self.links.get(call.user_id, previous) if isinstance(previous, str) else None
-        return linked or turn
+        if linked is None:
+            return turn
+        call.memory_status, turn = linked
+        return turn
 
     @staticmethod
     def _anchor(call: Call, turn: Turn) -> str:
@@ -190,49 +205,88 @@ class MemoryService:
             return turn.anchor
         return hashlib.sha256(f"{conversation}\x00{turn.anchor}".encode()).hexdigest()[:32]
 
-    async def _recall(self, call: Call, session, adapter, anchor: str,
-                      known: str | None) -> dict[str, Any]:
-        """The turn's block: recalled on its first call, the same one on every later call."""
-        recalled = self.turns.get(call.user_id, anchor)
-        if recalled is None:
-            recalled = await self._search(call, session, adapter, known)
-            if recalled is None:
-                return call.body       # recall failed: the next call of the turn tries again
-            self.turns.put(call.user_id, anchor, recalled)
-        if not recalled.block:
-            call.memory_status = "none"
-            return call.body
-        call.memory_status, call.memories = "injected", len(recalled.ids)
-        call.recalled_ids = recalled.ids
-        return adapter.inject(call.body, recalled.block)
+    def conversation(self, call: Call, adapter, humans: list[tuple[int, str]]) -> str:
+        """The conversation's journal key: the client's header or its own id (Claude Code's
+        session, Codex's ``prompt_cache_key``), else its system prompt and first words."""
+        headers = call.request.headers
+        client_id, system = adapter.conversation_of(call.body)
+        named = headers.get(CONVERSATION_HEADER) or headers.get(CLAUDE_SESSION_HEADER)
+        return conversation_key(named or client_id, system, humans[0][1] if humans else "")
 
-    async def _search(self, call: Call, session, adapter, known: str | None) -> Recalled | None:
-        """``known``: the query when the caller has it already (what ``adapter.query`` makes
-        of the body for ``last_user``, before the ``max_query_chars`` cut)."""
+    async def _inject(self, call: Call, session, adapter,
+                      humans: list[tuple[int, str]]) -> dict[str, Any]:
+        """The body with each human turn's block at its turn: earlier turns' from the journal,
+        byte for byte; the newest turn's recalled on its first call and journaled."""
+        if not humans:        # a turn continued by response id: its input has no human words
+            return call.body
+        conversation = call.conversation
+        wanted = [(ordinal, turn_key(text)) for ordinal, (_, text) in enumerate(humans)]
+        known = await self.journal.turns(call.user_id, conversation, wanted)
+        current = known.get(wanted[-1])
+        if current is None:
+            current = await self._recall(call, session, adapter, humans)
+            if current is None:
+                return self._placed(call, adapter, humans, wanted, known)
+            await self.journal.record(call.user_id, conversation, current)
+            known = {**known, wanted[-1]: current}
+        call.memory_status = "injected" if current.block else "none"
+        call.memories, call.recalled_ids = len(current.ids), current.ids
+        return self._placed(call, adapter, humans, wanted, known)
+
+    @staticmethod
+    def _placed(call: Call, adapter, humans, wanted, known) -> dict[str, Any]:
+        blocks = {index: known[w].block for (index, _), w in zip(humans, wanted)
+                  if w in known and known[w].block}
+        return adapter.inject_at(call.body, blocks)
+
+    async def _recall(self, call: Call, session, adapter,
+                      humans: list[tuple[int, str]]) -> Injection | None:
+        """The newest turn's injection (block "" when nothing relevant); None when recall
+        failed (the next call of the turn tries again)."""
         memory = self.config.memory
-        if known is None:
+        if memory.query_strategy == "last_user":
+            query = humans[-1][1]
+            query = query[-memory.max_query_chars:] if memory.max_query_chars > 0 else query
+        else:
             query = adapter.query(call.body, memory.query_strategy, memory.max_query_chars,
                                   compiled(memory.strip_patterns))
-        else:
-            query = known[-memory.max_query_chars:] if memory.max_query_chars > 0 else known
+        wanted = memory.top_k + min(len(humans), memory.top_k)   # room for what is filtered
         try:
-            found = self.store.search_now(call.user_id, query, memory.top_k, metadata=False,
-                                          distinct=True)
+            found = self.store.search_now(call.user_id, query, wanted, distinct=True)
             if found is None:
-                found = await _within(self.store.recall(call.user_id, query, memory.top_k,
-                                                        session),
+                found = await _within(self.store.recall(call.user_id, query, wanted, session,
+                                                        metadata=True),
                                       memory.recall_timeout_ms / 1000)
         except Exception as exc:  # timeout or backend failure: proceed without memory
             call.memory_status = "error"
             log.warning("recall failed user_id=%s error=%s", call.user_id,
                         type(exc).__name__)
             return None
-        seen: set[str] = set()    # a text remembered many times is shown once
-        found = [m for m in found if m.score >= memory.min_score
-                 and not (m.content in seen or seen.add(m.content))]
+        found = self._not_in_conversation(found, call, humans)[:memory.top_k]
         block = format_block(found, memory.max_block_chars)
-        shown = block.count("\n- [")
-        return Recalled(block, tuple(m.id for m in found[:shown]))
+        shown = found[:block.count("\n- [")]
+        ordinal = len(humans) - 1
+        return Injection(ordinal, turn_key(humans[-1][1]), block, tuple(m.id for m in shown),
+                         tuple(m.score for m in shown), trace_id=_trace_id(call))
+
+    def _not_in_conversation(self, found: list, call: Call, humans) -> list:
+        """Relevant hits (``min_score``), each text once, none of this conversation: not
+        remembered from it, and not an exchange (or text) the request already holds."""
+        seen: set[str] = set()
+        said = {text for _, text in humans}
+        out = []
+        for m in found:
+            if m.score < self.config.memory.min_score or m.content in seen:
+                continue
+            seen.add(m.content)
+            if m.metadata.get("conversation") == call.conversation:
+                continue
+            human = m.content[6:].split("\nAssistant: ", 1)[0] if m.content.startswith(
+                "User: ") else None
+            if human in said or any(m.content in text for text in said):
+                continue
+            out.append(m)
+        return out
 
     async def remember(self, call: Call, turn: Turn, answer: str) -> None:
         """Queue the turn's memory. Its key is made from the turn's anchor and the answer, so
@@ -252,19 +306,55 @@ class MemoryService:
         conversation = call.request.headers.get(CONVERSATION_HEADER)
         if conversation:
             metadata["conversation_id"] = conversation[:200]
+        if call.conversation:       # the journal's key: never recalled into this conversation
+            metadata["conversation"] = call.conversation
         answered = hashlib.sha256(content.encode()).hexdigest()[:16]
         key = f"turn-{self._anchor(call, turn)}-{answered}"
         await self.outbox.enqueue(call.user_id, [NewMemory(content, metadata, key)])
 
+    async def delete(self, user_id: str, memory_id: str, session=None) -> bool:
+        """Delete one memory; the journal forgets the turns whose block showed it, so it is
+        never injected again (those turns' prompts start a new prefix)."""
+        deleted = await self.store.delete(user_id, memory_id, session)
+        if deleted:
+            await self.journal.forget(user_id, memory_id)
+        return deleted
+
+    async def injections(self, user_id: str, *, conversation: str | None = None,
+                         trace_id: str | None = None, session=None) -> list[dict[str, Any]]:
+        """Why a block was injected: the turns of one conversation (or of the conversation of
+        the call ``trace_id`` that recalled a turn), oldest first, each with its block and
+        the memories it showed (content when they still exist, and their scores)."""
+        if trace_id is not None and conversation is None:
+            hit = await self.journal.find(user_id, trace_id=trace_id)
+            if not hit:
+                return []
+            conversation = hit[0][0]
+        turns = await self.journal.find(user_id, conversation=conversation)
+        out = []
+        for key, injection in turns[-200:]:
+            entry = {"conversation": key, **injection.to_json()}
+            for shown in entry["memories"]:
+                memory = await self.store.get(user_id, shown["id"], session)
+                shown["content"] = memory.content if memory is not None else None
+            entry["this_call"] = trace_id is not None and injection.trace_id == trace_id
+            out.append(entry)
+        return out
+
     async def forget_all(self, user_id: str, session) -> int:
         """Forget everything of the user, including exchanges still waiting in the outbox:
         those are purged first, so none is delivered after the store was emptied."""
-        self.turns.forget(user_id)
+        await self.journal.forget(user_id)
         self.links.forget(user_id)
         purged = await self.outbox.purge(user_id)
         if purged:
             log.info("outbox purged user_id=%s entries=%d", user_id, purged)
         return await self.store.forget_all(user_id, session)
+
+
+def _trace_id(call: Call) -> str:
+    trace = tracing.current.get()
+    return trace.trace_id if trace is not None else ""
 
 
 async def _within(awaitable, seconds: float):

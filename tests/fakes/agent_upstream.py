@@ -47,13 +47,25 @@ def _texts(content) -> list[str]:
             and b.get("type") in ("text", "input_text")]
 
 
-def answer(last_human: str, context: str, small: bool) -> str:
-    """The reply text for a turn that needs no tool."""
+def _strings(value) -> list[str]:
+    """Every string in a request, in order: what a model reads."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def answer(last_human: str, body: dict, small: bool) -> str:
+    """The reply text for a turn that needs no tool: the newest memory block's first line
+    where the request carries one (wherever memproxyd placed it), else an echo."""
     if small:
         return '{"title": "Fake title", "isNewTopic": false}'
-    remembered = MEMORY_LINE.search(context)
+    remembered = [m.group(1) for text in _strings(body) for m in MEMORY_LINE.finditer(text)]
     if remembered:
-        return f"From memory: {remembered.group(1)}"
+        return f"From memory: {remembered[-1]}"
     lines = [line for line in last_human.strip().splitlines() if line.strip()]
     return f"Understood: {lines[-1] if lines else ''}"
 
@@ -77,7 +89,7 @@ def _anthropic_reply(body: dict) -> list[dict]:
                 {"type": "tool_use", "id": f"toolu_{next(_ids):04d}", "name": "Read",
                  "input": {"file_path": f"{cwd.group(1)}/CLAUDE.md"}}]
     small = isinstance(body.get("max_tokens"), int) and body["max_tokens"] <= 64
-    return [{"type": "text", "text": answer(human.split("</system-reminder>")[-1], context, small)}]
+    return [{"type": "text", "text": answer(human.split("</system-reminder>")[-1], body, small)}]
 
 
 def _sse(event: dict) -> bytes:
@@ -150,8 +162,7 @@ def _responses_items(body: dict) -> list[dict]:
         return [{"type": "function_call", "id": f"fc_{next(_ids):04d}",
                  "call_id": f"call_{next(_ids):04d}", "name": "exec_command",
                  "status": "completed", "arguments": json.dumps({"cmd": "cat AGENTS.md"})}]
-    context = str(body.get("instructions") or "")
-    return [_message_item(answer(human, context, False))]
+    return [_message_item(answer(human, body, False))]
 
 
 def _message_item(text: str) -> dict:

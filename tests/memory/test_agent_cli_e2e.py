@@ -1,6 +1,8 @@
-"""The real CLIs, twice each, through a project port of the real daemon to the fake model: the
-first run states a fact, the second asks about it. Skipped (saying why) where the CLIs cannot
-be installed from the npm registry."""
+"""The real CLIs through a project port of the real daemon to the fake model: twice each (the
+first run states a fact, the second asks about it), and three turns of one session each, whose
+prompts must each extend the last (the provider's prompt cache), with a daemon restart between
+turns 2 and 3. Skipped (saying why) where the CLIs cannot be installed from the npm
+registry."""
 from __future__ import annotations
 
 import json
@@ -14,6 +16,7 @@ from tests.fakes import agent_upstream
 from tests.fakes.threaded import ThreadedServer
 from tests.memory.test_agent_memory_e2e import stored
 from tests.memory.test_agent_traffic import FACT, QUESTION
+from tests.prompts import extends_as_the_client_does
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +34,19 @@ def agent_fake():
     server.stop()
 
 
+def agent_models(fake_url: str) -> str:
+    return ('[[model_list]]\nmodel_name = "claude-*"\n[model_list.litellm_params]\n'
+            f'model = "anthropic/*"\napi_base = "{fake_url}"\napi_key = "sk-up"\n'
+            '[[model_list]]\nmodel_name = "gpt-5-codex"\n[model_list.litellm_params]\n'
+            f'model = "openai/gpt-5-codex"\napi_base = "{fake_url}/v1"\n'
+            'api_key = "sk-up"\n')
+
+
 @pytest.fixture
 def project(tmp_path, openai_fake, agent_fake, start_daemon):
     """A daemon with memory on, every model on the fake, and project alpha on its own port."""
-    extra = ('[[model_list]]\nmodel_name = "claude-*"\n[model_list.litellm_params]\n'
-             f'model = "anthropic/*"\napi_base = "{agent_fake.url}"\napi_key = "sk-up"\n'
-             '[[model_list]]\nmodel_name = "gpt-5-codex"\n[model_list.litellm_params]\n'
-             f'model = "openai/gpt-5-codex"\napi_base = "{agent_fake.url}/v1"\n'
-             'api_key = "sk-up"\n')
-    daemon = start_daemon(write_config(tmp_path, openai_fake.url, extra=extra,
+    daemon = start_daemon(write_config(tmp_path, openai_fake.url,
+                                       extra=agent_models(agent_fake.url),
                                        memory='backend = "sqlite"\nrecall_timeout_ms = 2000'))
     port = free_port()
     request = urllib.request.Request(f"{daemon.url}/admin/projects", method="POST",
@@ -72,8 +79,9 @@ def test_claude_code_remembers_the_fact_and_recalls_it_next_session(clis, projec
     check_remembered_and_recalled(daemon, first.stdout.strip(), "BLUEFIN <memproxy-memory>")
     second = agents.run_claude(clis, base_url, workdir, QUESTION, model=model)
     assert second.returncode == 0, second.stderr[-2000:]
-    system = json.dumps(last_turn_request(agent_fake, "/v1/messages")["system"])
-    check_remembered_and_recalled(daemon, first.stdout.strip(), system)
+    sent = last_turn_request(agent_fake, "/v1/messages")
+    check_remembered_and_recalled(daemon, first.stdout.strip(), json.dumps(sent["messages"]))
+    assert "memproxy-memory" not in json.dumps(sent["system"])     # the client's, untouched
     assert "From memory: " in second.stdout and "BLUEFIN" in second.stdout
 
 
@@ -86,6 +94,92 @@ def test_codex_remembers_the_fact_and_recalls_it_next_session(clis, project, age
     check_remembered_and_recalled(daemon, reply, "BLUEFIN <memproxy-memory>")
     second = agents.run_codex(clis, home, workdir, QUESTION)
     assert second.returncode == 0, second.stderr[-2000:]
-    instructions = last_turn_request(agent_fake, "/v1/responses")["instructions"]
-    check_remembered_and_recalled(daemon, reply, instructions)
+    sent = last_turn_request(agent_fake, "/v1/responses")
+    check_remembered_and_recalled(daemon, reply, json.dumps(sent["input"]))
+    assert "memproxy-memory" not in sent.get("instructions", "")   # the client's, untouched
     assert "From memory: " in second.stdout and "BLUEFIN" in second.stdout
+
+
+# -- three turns of one session: each prompt extends the last --------------------------------
+
+SESSION = ("What is our deploy target codename?",
+           "Remember this: the staging cluster is named KESTREL.",
+           "What is the staging cluster named, and our deploy target codename?")
+
+
+def turn_requests(fake, path: str, session: str) -> list[dict]:
+    """The session's turn calls as the fake received them (side calls, which offer no
+    tools, left out), oldest first."""
+    records = fake.call(lambda: list(fake.app[agent_upstream.RECORDS]))
+    return [r["json"] for r in records if r["path"] == path and r["json"].get("tools")
+            and session in json.dumps(r["json"].get("metadata", r["json"].get(
+                "prompt_cache_key", "")))]
+
+
+def session_of(request: dict) -> str:
+    if "prompt_cache_key" in request:
+        return request["prompt_cache_key"]
+    return json.loads(request["metadata"]["user_id"])["session_id"]
+
+
+def blocks(request: dict) -> list[str]:
+    found = []
+    for item in request.get("messages") or request.get("input"):
+        content = item.get("content")
+        texts = [content] if isinstance(content, str) else [p.get("text", "") for p in content]
+        found += [t for t in texts if t.startswith("<memproxy-memory>")]
+    return found
+
+
+def check_session(requests: list[dict], earlier_fact: str) -> None:
+    """Each turn's whole prompt extends the one before; the earlier session's fact reached the
+    session; no block carries an exchange of this session."""
+    assert len(requests) >= 3, [blocks(r) for r in requests]
+    for before, after in zip(requests, requests[1:]):
+        assert extends_as_the_client_does(before, after) is None, \
+            extends_as_the_client_does(before, after)
+    shown = "\n".join(b for r in requests for b in blocks(r))
+    assert earlier_fact in shown
+    assert "KESTREL" not in shown and SESSION[0] not in shown
+
+
+def restart(daemon, start_daemon):
+    daemon.stop()
+    return start_daemon(daemon.config)
+
+
+@pytest.mark.parametrize("model", [None, "claude-sonnet-4-5"], ids=["default-model", "sonnet"])
+def test_claude_code_turns_extend_each_other_across_a_restart(clis, project, agent_fake,
+                                                              start_daemon, model):
+    daemon, base_url, workdir = project
+    assert agents.run_claude(clis, base_url, workdir, FACT, model=model).returncode == 0
+    stored(daemon, 1)
+    runs = [agents.run_claude(clis, base_url, workdir, SESSION[0], model=model),
+            agents.run_claude(clis, base_url, workdir, SESSION[1], model=model, resume=True)]
+    stored(daemon, 3)
+    restart(daemon, start_daemon)
+    runs.append(agents.run_claude(clis, base_url, workdir, SESSION[2], model=model,
+                                  resume=True))
+    assert all(r.returncode == 0 for r in runs), [r.stdout + r.stderr for r in runs]
+    records = agent_fake.call(lambda: list(agent_fake.app[agent_upstream.RECORDS]))
+    session = session_of([r["json"] for r in records if SESSION[0] in json.dumps(r["json"])
+                          and r["json"].get("tools")][-1])
+    check_session(turn_requests(agent_fake, "/v1/messages", session), "BLUEFIN")
+
+
+def test_codex_turns_extend_each_other_across_a_restart(clis, project, agent_fake,
+                                                        start_daemon):
+    daemon, base_url, workdir = project
+    home = agents.write_codex_home(workdir.parent / "codex-home", f"{base_url}/v1")
+    assert agents.run_codex(clis, home, workdir, FACT).returncode == 0
+    stored(daemon, 1)
+    runs = [agents.run_codex(clis, home, workdir, SESSION[0]),
+            agents.run_codex(clis, home, workdir, SESSION[1], resume=True)]
+    stored(daemon, 3)
+    restart(daemon, start_daemon)
+    runs.append(agents.run_codex(clis, home, workdir, SESSION[2], resume=True))
+    assert all(r.returncode == 0 for r in runs), [r.stdout + r.stderr for r in runs]
+    records = agent_fake.call(lambda: list(agent_fake.app[agent_upstream.RECORDS]))
+    session = session_of([r["json"] for r in records if SESSION[0] in json.dumps(r["json"])
+                          and r["json"].get("tools")][-1])
+    check_session(turn_requests(agent_fake, "/v1/responses", session), "BLUEFIN")

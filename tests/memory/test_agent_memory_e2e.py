@@ -1,5 +1,6 @@
 """Recorded Claude Code traffic replayed through the real daemon (memory on, SQLite store) to
-the fake model: what is stored, what is injected, and the prompt prefix within a turn."""
+the fake model: what is stored, what is injected, and the prompt prefix within a turn and
+from one turn to the next."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from tests.conftest import write_config
 from tests.fakes import agent_upstream
 from tests.fakes.threaded import ThreadedServer
 from tests.memory.test_agent_traffic import FACT, QUESTION, READ, recorded
+from tests.prompts import extends
 
 HEADERS = {"content-type": "application/json", "x-memory-user-id": "alpha"}
 
@@ -47,9 +49,15 @@ def stored(daemon, count: int) -> list[str]:
         time.sleep(0.05)
 
 
-def upstream_system(server, index: int) -> str:
-    records = server.call(lambda: list(server.app[agent_upstream.RECORDS]))
-    return json.dumps(records[index]["json"]["system"])
+def upstream(server, index: int) -> dict:
+    return server.call(lambda: list(server.app[agent_upstream.RECORDS]))[index]["json"]
+
+
+def blocks_in(body: dict) -> list[str]:
+    """The memory blocks in an Anthropic request's messages (each a text part of its turn)."""
+    return [part["text"] for m in body["messages"] if isinstance(m["content"], list)
+            for part in m["content"] if part.get("type") == "text"
+            and part["text"].startswith("<memproxy-memory>")]
 
 
 def test_replayed_claude_code_sessions_store_one_short_memory_per_turn(daemon, agent_fake):
@@ -70,8 +78,9 @@ def test_replayed_claude_code_sessions_store_one_short_memory_per_turn(daemon, a
     post(url, calls[4])
     headers, body = post(url, calls[5])                        # session 2 asks
     assert headers["x-memproxy-memory"] == "injected"
-    system = upstream_system(agent_fake, -1)
-    block = system[system.index("<memproxy-memory>"):system.index("</memproxy-memory>")]
+    sent = upstream(agent_fake, -1)
+    [block] = blocks_in(sent)
+    assert sent["system"] == calls[5]["system"]        # the client's system, untouched
     assert "BLUEFIN" in block and "system-reminder" not in block and len(block) < 1000
     assert b"From memory: " in body
     memories = stored(daemon, 3)
@@ -92,8 +101,27 @@ def test_every_call_of_a_turn_gets_the_same_block_even_as_memory_grows(daemon, a
     second, _ = post(url, calls[3])
     assert first["x-memproxy-memory"] == second["x-memproxy-memory"] == "injected"
     assert first["x-memproxy-memories"] == second["x-memproxy-memories"] == "1"
-    system_1, system_2 = upstream_system(agent_fake, before), upstream_system(agent_fake, -1)
-    assert system_1 == system_2 and "width 8" in system_1
-    tools_1, tools_2 = (json.dumps(r["json"]["tools"]) for r in agent_fake.call(
-        lambda: list(agent_fake.app[agent_upstream.RECORDS]))[-2:])
-    assert tools_1 == tools_2
+    sent_1, sent_2 = upstream(agent_fake, before), upstream(agent_fake, -1)
+    assert extends(sent_1, sent_2) is None             # the loop's prompt extends the turn's
+    assert blocks_in(sent_1) == blocks_in(sent_2) and "width 8" in blocks_in(sent_1)[-1]
+
+
+def test_each_turn_extends_the_last_with_earlier_turns_blocks_byte_for_byte(daemon,
+                                                                          agent_fake):
+    """Session 1 of the recording: its second turn carries the first turn's block again, at
+    the first turn, identical; the prompt grows and never changes behind the newest turn."""
+    calls = recorded("claude-code")
+    url = f"{daemon.url}/v1/messages"
+    post(f"{daemon.url}/v1/memories", {"user_id": "alpha", "content":
+                                       "Deploy targets are named after fish."})
+    post(f"{daemon.url}/v1/memories", {"user_id": "alpha", "content":
+                                       "The notes in CLAUDE.md hold the indentation rule."})
+    before = len(agent_fake.call(lambda: list(agent_fake.app[agent_upstream.RECORDS])))
+    for call in calls[1:4]:
+        post(url, call)
+    sent = [upstream(agent_fake, before + i) for i in range(3)]
+    assert extends(sent[0], sent[1]) is None and extends(sent[1], sent[2]) is None
+    first, second = blocks_in(sent[1])
+    assert blocks_in(sent[0]) == [first] and "fish" in first and "indentation" in second
+    assert "BLUEFIN" not in second               # the conversation is not recalled into itself
+    assert sent[1]["system"] == calls[2]["system"] and sent[1]["tools"] == calls[2]["tools"]

@@ -92,10 +92,12 @@ async def test_claude_code_exchange_is_remembered_and_recalled_in_its_project_on
     marker = uuid.uuid4().hex
     second = await send(ports["alpha"], f"What is the release branch named? {marker}", cached)
     assert second.headers["x-memproxy-memory"] == "injected"
-    system = upstream_request(anthropic_fake, marker)["system"]
-    assert system[0] == cached[0]                     # the client's cached block, untouched
-    assert system[1]["type"] == "text" and fact in system[1]["text"]
-    assert "cache_control" not in system[1]
+    sent = upstream_request(anthropic_fake, marker)
+    assert sent["system"] == cached                   # the client's cached block, untouched
+    # the block travels with its turn: the first text part of the human message
+    [block, words] = sent["messages"][0]["content"]
+    assert block["type"] == "text" and fact in block["text"] and "cache_control" not in block
+    assert words == {"type": "text", "text": f"What is the release branch named? {marker}"}
 
     other = uuid.uuid4().hex
     third = await send(ports["beta"], f"What is the release branch named? {other}", "Be brief.")

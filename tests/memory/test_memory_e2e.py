@@ -104,9 +104,12 @@ async def test_a_fact_is_recalled_for_the_same_project_only(mem_daemon, openai_f
 
 
 async def test_turns_do_not_nest_or_duplicate_memories(mem_daemon, openai_fake):
-    """The model echoes its system messages, the injected block among them: what is stored
-    carries no block and no earlier memory, however the turns go."""
+    """The model echoes its system messages, the injected blocks among them: what is stored
+    carries no block and no earlier memory, however the turns go. (A memory from elsewhere
+    makes every turn get a block: the conversation's own are never recalled into it.)"""
     user = f"nest-{uuid.uuid4().hex[:6]}"
+    await http_json("POST", f"{mem_daemon.url}/v1/memories", json={
+        "user_id": user, "content": "Heliotrope launch is owned by the platform team."})
     client = api(mem_daemon, user)
     history = [{"role": "system", "content": "Be brief."}]
     for i, text in enumerate(["The launch codename is heliotrope.",
@@ -116,16 +119,18 @@ async def test_turns_do_not_nest_or_duplicate_memories(mem_daemon, openai_fake):
         raw = await client.chat.completions.with_raw_response.create(
             model="gpt-echo-system", messages=history)
         reply = raw.parse().choices[0].message.content
-        assert raw.headers["x-memproxy-memory"] == ("none" if i == 0 else "injected")
-        assert ("<memproxy-memory>" in reply) == (i > 0)     # the block did come back
+        assert raw.headers["x-memproxy-memory"] == "injected"
+        assert reply.count("<memproxy-memory>") == i + 1    # every turn's block came back
         history.append({"role": "assistant", "content": reply})
-        await wait_memories(mem_daemon, user, i + 1)
-    stored = await memories_of(mem_daemon, user)
+        await wait_memories(mem_daemon, user, i + 2)
+    stored = [m for m in await memories_of(mem_daemon, user)
+              if m["content"].startswith("User: ")]
     assert len(stored) == 3
     assert len({m["content"] for m in stored}) == 3
     for memory in stored:
         assert "memproxy-memory" not in memory["content"]
         assert "Relevant memories" not in memory["content"]
+        assert "platform team" not in memory["content"]
         assert memory["content"].count("User: ") == 1
         assert memory["content"].count("heliotrope") + memory["content"].count(
             "Heliotrope") == 2                               # the question and its echo

@@ -87,8 +87,15 @@ async def create(api: openai.AsyncOpenAI, stream: bool, **kwargs):
     return raw
 
 
+def blocks_in(sent: dict) -> list[str]:
+    """The memory blocks memproxyd placed in a request's input: developer message items."""
+    items = sent["input"] if isinstance(sent.get("input"), list) else []
+    return [part["text"] for item in items if item.get("role") == "developer"
+            for part in item["content"] if part["text"].startswith("<memproxy-memory>")]
+
+
 @pytest.mark.parametrize("stream", [False, True])
-async def test_codex_exchange_is_remembered_once_and_recalled_into_instructions(
+async def test_codex_exchange_is_remembered_once_and_recalled_with_its_turn(
         project, responses_fake, stream):
     daemon, port = project
     api, fact = codex(port), f"quokka{uuid.uuid4().hex[:6]}"
@@ -107,10 +114,9 @@ async def test_codex_exchange_is_remembered_once_and_recalled_into_instructions(
                           input=items, tools=tools)
     assert second.headers["x-memproxy-memory"] == "injected"
     sent = upstream_request(responses_fake, marker)
-    head, block = sent["instructions"].split("\n\n", 1)
-    assert head == "You are Codex."                    # the client's prefix, unchanged
-    assert block.startswith("<memproxy-memory>") and fact in block
-    assert sent["input"] == items and sent["tools"] == tools
+    assert sent["instructions"] == "You are Codex."    # the client's prefix, unchanged
+    [block] = blocks_in(sent)                          # an input item just before the turn
+    assert fact in block and sent["input"][1:] == items and sent["tools"] == tools
     await wait_memories(daemon, "codex", 2)
 
 
@@ -134,7 +140,8 @@ async def test_a_continued_conversation_recalls_from_its_new_input_only(
                        input=f"Which cache server do we use? {marker}")
     assert raw.headers["x-memproxy-memory"] == "injected"
     sent = upstream_request(responses_fake, marker)
-    assert sent["previous_response_id"] == "resp_prev2" and fact in sent["instructions"]
+    assert sent["previous_response_id"] == "resp_prev2" and "instructions" not in sent
+    assert fact in blocks_in(sent)[0]
     found = await wait_memories(daemon, "codex", 2)
     assert not any(tool_only in m["content"] for m in found)
 
@@ -183,7 +190,9 @@ async def test_a_tool_loop_continued_by_previous_response_id_keeps_its_turn(
                                 "output": "config.toml"}])
     assert first.headers["x-memproxy-memory"] == loop.headers["x-memproxy-memory"] == "injected"
     continued = upstream_request(responses_fake, response_id)
-    assert continued["instructions"] == sent["instructions"] and marker in sent["instructions"]
+    # the block is an input item of the first call, which the provider keeps with the
+    # response: the continuing call carries none of its own
+    assert marker in blocks_in(sent)[0] and blocks_in(continued) == []
     found = await wait_memories(daemon, "codex", 2)
     assert found[0]["content"].startswith(f"User: find config {marker}\nAssistant: "
                                           '[lookup: {"query": "config"}]\n')

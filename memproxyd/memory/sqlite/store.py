@@ -266,9 +266,10 @@ class SqliteStore(MemoryStore):
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         return await self._search(user_id, query, limit, session)
 
-    async def recall(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
+    async def recall(self, user_id: str, query: str, limit: int, session=None, *,
+                     metadata: bool = False) -> list[Memory]:
         return await self._search(user_id, query, limit, session, distinct=True,
-                                  metadata=False)
+                                  metadata=metadata)
 
     async def _search(self, user_id: str, query: str, limit: int, session, *,
                       distinct: bool = False, metadata: bool = True) -> list[Memory]:

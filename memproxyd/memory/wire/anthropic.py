@@ -46,7 +46,7 @@ def _text_of(content: Any) -> str:
                      if b.get("type") == "text" and isinstance(b.get("text"), str))
 
 
-def _human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
+def human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
     """(index, the person's words) of every user message that has any, oldest first: text
     blocks without client scaffolding (``clients.py``) or a memory block; tool results and
     turns made only of reminders are left out."""
@@ -66,7 +66,7 @@ def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
     """The recall query from the human's words: ``last_user`` (the turn's), 
     ``last_user_plus_previous`` or ``all_user``. Capped at ``max_chars`` keeping the end,
     where the newest words are. "" when there are none."""
-    texts = [text for _, text in _human_messages(body, extra)]
+    texts = [text for _, text in human_messages(body, extra)]
     if not texts:
         return ""
     if strategy == "all_user":
@@ -84,7 +84,7 @@ def turn(body: dict, extra: tuple = ()) -> Turn:
     system = _text_of(body.get("system"))
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     side = is_side_call(f"{system}\n{_text_of(last.get('content'))}", bool(body.get("tools")))
-    humans = _human_messages(body, extra)
+    humans = human_messages(body, extra)
     if not humans:
         return Turn("", new=False, side_call=side)
     index, text = humans[-1]
@@ -115,8 +115,43 @@ def is_housekeeping(body: dict, max_tokens_limit: int,
     return bool(system) and any(p.search(system) for p in system_patterns)
 
 
+def inject_at(body: dict, blocks: dict[int, str]) -> dict:
+    """A new body with each ``blocks[i]`` as a text part at the start of ``messages[i]`` (a
+    turn's human message), before the human's words: the block travels with its turn, inside
+    the conversation, and the client's ``cache_control`` on the message's last part still
+    covers it. ``system`` and ``tools`` stay as the client sent them. A string content
+    becomes [block, the string]; the client's objects are shared, never modified."""
+    if not blocks:
+        return body
+    messages = list(body["messages"])
+    for index, block in blocks.items():
+        message = messages[index]
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        messages[index] = {**message, "content": [{"type": "text", "text": block}, *parts]}
+    return {**body, "messages": messages}
+
+
+def conversation_of(body: dict) -> tuple[str, str]:
+    """(the client's conversation id, its system text). Claude Code's session id is in
+    ``metadata.user_id``, a JSON string with ``session_id``; another string there is taken
+    whole."""
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    session = ""
+    if isinstance(user, str) and user:
+        try:
+            parsed = json.loads(user)
+        except ValueError:
+            parsed = None
+        found = parsed.get("session_id") if isinstance(parsed, dict) else None
+        session = found if isinstance(found, str) and found else user
+    return session, _text_of(body.get("system"))
+
+
 def inject(body: dict, block: str) -> dict:
-    """A new body whose ``system`` ends with the memory ``block``.
+    """A new body whose ``system`` ends with the memory ``block`` (the old placement, kept for
+    callers that have no turn to place it with).
 
     The block is APPENDED, never prepended: Anthropic's prompt cache covers the prefix up to
     each ``cache_control`` breakpoint (order: tools, system, messages). Claude Code marks its

@@ -38,6 +38,21 @@ def inject(body: dict, block: str) -> dict:
     return {**body, "prompt": f"{block}\n\n{body['prompt']}"}
 
 
+def human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
+    """A prompt is one turn of its own (index 0)."""
+    prompt = _prompt(body)
+    return [(0, prompt)] if prompt else []
+
+
+def inject_at(body: dict, blocks: dict[int, str]) -> dict:
+    return inject(body, blocks[0]) if blocks.get(0) else body
+
+
+def conversation_of(body: dict) -> tuple[str, str]:
+    """(the client's conversation id, its system text): a completion names none, has none."""
+    return "", ""
+
+
 def turn(body: dict, extra: tuple = ()) -> Turn:
     """A completion is a turn of its own: the prompt (no scaffolding is known here)."""
     prompt = _prompt(body)

@@ -30,7 +30,7 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def _human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
+def human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
     """(index, the person's words) of every user message that has any, oldest first, without
     client scaffolding (``clients.py``) or a memory block."""
     out = []
@@ -51,7 +51,7 @@ def _text_parts(content: Any) -> list[str]:
 
 
 def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
-    texts = [text for _, text in _human_messages(body, extra)]
+    texts = [text for _, text in human_messages(body, extra)]
     if not texts:
         return ""
     if strategy == "last_user_plus_previous":
@@ -72,7 +72,7 @@ def turn(body: dict, extra: tuple = ()) -> Turn:
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     side = is_side_call(f"{system}\n{content_text(last.get('content'))}",
                         bool(body.get("tools") or body.get("functions")))
-    humans = _human_messages(body, extra)
+    humans = human_messages(body, extra)
     if not humans:
         return Turn("", new=False, side_call=side)
     index, text = humans[-1]
@@ -96,6 +96,26 @@ def is_housekeeping(body: dict, max_tokens_limit: int, system_patterns: list) ->
                            if isinstance(m, dict) and m.get("role") in ("system", "developer"))
         return any(p.search(system) for p in system_patterns)
     return False
+
+
+def inject_at(body: dict, blocks: dict[int, str]) -> dict:
+    """A new body with each ``blocks[i]`` as a system message just before ``messages[i]`` (a
+    turn's human message): the block travels with its turn; the client's own messages are
+    shared, never modified."""
+    if not blocks:
+        return body
+    messages = list(body["messages"])
+    for index in sorted(blocks, reverse=True):
+        messages.insert(index, {"role": "system", "content": blocks[index]})
+    return {**body, "messages": messages}
+
+
+def conversation_of(body: dict) -> tuple[str, str]:
+    """(the client's conversation id, ``prompt_cache_key`` when sent; its system text)."""
+    key = body.get("prompt_cache_key")
+    system = "\n".join(content_text(m.get("content")) for m in body.get("messages") or ()
+                       if isinstance(m, dict) and m.get("role") in ("system", "developer"))
+    return (key if isinstance(key, str) else ""), system
 
 
 def inject(body: dict, block: str) -> dict:

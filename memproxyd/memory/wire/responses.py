@@ -57,7 +57,7 @@ def _parts(content: Any) -> list[str]:
             and p.get("type") in ("input_text", "text")] if isinstance(content, list) else []
 
 
-def _human_items(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
+def human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
     """(index, the person's words) of every user-role message item that has any, oldest
     first: each ``input_text`` part without client scaffolding (Codex's AGENTS.md and
     ``<environment_context>`` parts, ``clients.py``) or a memory block."""
@@ -75,7 +75,7 @@ def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
     """The recall query: the turn's human words (``last_user``), the last two turns'
     (``last_user_plus_previous``) or all of them (``all_user``), keeping the newest
     ``max_chars``; "" when the input has none (a tool output alone)."""
-    texts = [text for _, text in _human_items(body, extra)]
+    texts = [text for _, text in human_messages(body, extra)]
     picked = {"all_user": texts, "last_user_plus_previous": texts[-2:]}.get(strategy, texts[-1:])
     text = "\n".join(picked)
     return text[-max_chars:] if max_chars > 0 else text
@@ -97,7 +97,7 @@ def turn(body: dict, extra: tuple = ()) -> Turn:
         content_text(i.get("content")) for i in items if isinstance(i, dict)
         and i.get("role") in ("system", "developer")), _last_user_raw(body)])
     side = is_side_call(context, bool(body.get("tools")))
-    humans = _human_items(body, extra)
+    humans = human_messages(body, extra)
     if not humans:
         return Turn("", new=False, side_call=side)
     index, text = humans[-1]
@@ -136,6 +136,26 @@ def is_housekeeping(body: dict, max_tokens_limit: int, system_patterns: list[re.
                if isinstance(i, dict) and i.get("role") in ("system", "developer")]
     text = "\n".join(system)
     return bool(text) and any(p.search(text) for p in system_patterns)
+
+
+def inject_at(body: dict, blocks: dict[int, str]) -> dict:
+    """A new body with each ``blocks[i]`` as a developer message item just before input item
+    ``i`` (a turn's human input): the block travels with its turn; ``instructions`` and
+    ``tools`` stay as the client sent them. A string ``input`` becomes [block, the user's
+    message]; the client's items are shared, never modified."""
+    if not blocks:
+        return body
+    items = list(_items(body))
+    for index in sorted(blocks, reverse=True):
+        items.insert(index, {"type": "message", "role": "developer",
+                             "content": [{"type": "input_text", "text": blocks[index]}]})
+    return {**body, "input": items}
+
+
+def conversation_of(body: dict) -> tuple[str, str]:
+    """(the client's conversation id, Codex's ``prompt_cache_key``; its instructions)."""
+    key = body.get("prompt_cache_key")
+    return (key if isinstance(key, str) else ""), _str(body.get("instructions"))
 
 
 def inject(body: dict, block: str) -> dict:
