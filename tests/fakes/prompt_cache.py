@@ -117,7 +117,11 @@ class AnthropicCache:
         minimum = anthropic_minimum(model)
         written_to = read
         for i in points:
-            if ends[i] < minimum or ends[i] <= read:
+            if ends[i] <= read:          # cached already: a read refreshes it too
+                if self.entries.get(hashes[i], 0.0) > now:
+                    self.entries[hashes[i]] = max(self.entries[hashes[i]], now + 300.0)
+                continue
+            if ends[i] < minimum:
                 continue
             ttl = ANTHROPIC_TTL.get(str((blocks[i][1] or {}).get("ttl", "5m")), 300.0)
             self.entries[hashes[i]] = now + ttl
@@ -201,7 +205,7 @@ class OpenAICache:
         if hit is not None:
             recent[hit] = now + OPENAI_TTL
         recent[prompt] = now + OPENAI_TTL
-        for stale in [t for t, e in recent.items() if e <= now][:len(recent)]:
+        for stale in [t for t, e in recent.items() if e <= now]:
             del recent[stale]
         while len(recent) > OPENAI_KEEP:
             del recent[next(iter(recent))]

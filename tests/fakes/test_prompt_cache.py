@@ -136,3 +136,15 @@ def test_openai_entries_expire():
     cache.bill(prompt, "gpt-4o")
     clock.now += 301
     assert cache.bill(prompt, "gpt-4o")[0] == 0
+
+
+def test_reading_a_longer_prefix_keeps_the_shorter_cached_prefixes_alive():
+    clock = Clock()
+    cache = AnthropicCache(clock)
+    cache.bill(body([text(8000)], ["q " * 600]))
+    clock.now += 290
+    assert cache.bill(body([text(8000)], ["q " * 600, "a", "next"]))["cache_read_input_tokens"]
+    clock.now += 290           # 580 s after the system prefix was written, 290 after its use
+    other = cache.bill(body([text(8000)], ["another conversation"]))
+    assert other["cache_read_input_tokens"] == estimate_tokens(
+        '["system",{"text":"' + text(8000) + '","type":"text"}]')
