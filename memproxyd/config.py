@@ -100,6 +100,7 @@ class ModelInfo:
     input_cost_per_token: float = -1.0
     output_cost_per_token: float = -1.0
     cache_read_input_token_cost: float = -1.0
+    cache_creation_input_token_cost: float = -1.0   # Anthropic's cache writes
     base_model: str = ""                    # the price map's name for this model
 
 

@@ -3,7 +3,7 @@
     GET /v1/usage?since=7d&by=model&project=alpha     → {"since", "by", "groups": [...]}
     GET /v1/usage?rows=50                              → also the newest 50 rows
 
-Each group: calls, errors, prompt/completion/cached tokens, cost_usd, latency_p50_ms,
+Each group: calls, errors, prompt/completion/cached (cache read)/cache_write tokens, cost_usd, latency_p50_ms,
 latency_p95_ms. ``by``: ``model`` (default), ``project`` or ``day`` (UTC), or several of
 them comma-separated (``day,model``: one group per day and model). ``since``: a
 duration (``90m``, ``24h``, ``7d``, ``2w``) or unix seconds; default 7 days.

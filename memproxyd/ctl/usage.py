@@ -10,8 +10,10 @@ from memproxyd.ctl.client import EXIT_OK, Context
 
 COLUMNS = (("calls", "calls", "{:>7}"), ("errors", "errors", "{:>6}"),
            ("prompt_tokens", "prompt", "{:>10}"), ("completion_tokens", "completion", "{:>10}"),
-           ("cached_tokens", "cached", "{:>8}"), ("cost_usd", "cost USD", "{:>11.6f}"),
+           ("cached_tokens", "cached", "{:>8}"), ("cache_write_tokens", "cache write", "{:>11}"),
+           ("cost_usd", "cost USD", "{:>11.6f}"),
            ("latency_p50_ms", "p50 ms", "{:>9.1f}"), ("latency_p95_ms", "p95 ms", "{:>9.1f}"))
+SUMMED = 7            # the columns up to the cost have a total line
 
 
 def cmd_usage(ctx: Context, args) -> int:
@@ -34,14 +36,19 @@ def format_table(groups: list[dict], by: str) -> str:
     lines = [head]
     for group in groups:
         lines.append(f"{str(group[by]):<{width}}" + "".join(
-            " " + fmt.format(group[key]) for key, _, fmt in COLUMNS))
+            " " + fmt.format(_value(group, key)) for key, _, fmt in COLUMNS))
     if not groups:
         lines.append("(no calls in this period)")
         return "\n".join(lines)
-    total = {key: sum(g[key] for g in groups) for key, _, _ in COLUMNS[:6]}
+    total = {key: sum(_value(g, key) for g in groups) for key, _, _ in COLUMNS[:SUMMED]}
     lines.append(f"{'total':<{width}}" + "".join(
-        " " + fmt.format(total[key]) for key, _, fmt in COLUMNS[:6]))
+        " " + fmt.format(total[key]) for key, _, fmt in COLUMNS[:SUMMED]))
     return "\n".join(lines)
+
+
+def _value(group: dict, key: str):
+    """A daemon older than a column does not send it: 0 (``memproxyctl`` may be newer)."""
+    return group.get(key, 0)
 
 
 def add_usage_parser(sub) -> None:

@@ -36,13 +36,17 @@ SCHEMA = (
     " status INTEGER NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER,"
     " cached_tokens INTEGER, cost_usd REAL, overhead_ms REAL, upstream_ms REAL,"
     " latency_ms REAL NOT NULL, ttft_ms REAL, memory TEXT NOT NULL,"
-    " memories INTEGER NOT NULL, trace_id TEXT NOT NULL)",
+    " memories INTEGER NOT NULL, trace_id TEXT NOT NULL, cache_write_tokens INTEGER)",
     "CREATE INDEX IF NOT EXISTS usage_ts ON usage(ts)",
     "CREATE INDEX IF NOT EXISTS usage_user_ts ON usage(user_id, ts)",
 )
+# columns added since the first schema: a usage.db written before them gets them, empty
+ADDED = (("cache_write_tokens", "INTEGER"),)
 COLUMNS = ("ts", "user_id", "project", "protocol", "endpoint", "model", "deployment", "status",
            "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "overhead_ms",
-           "upstream_ms", "latency_ms", "ttft_ms", "memory", "memories", "trace_id")
+           "upstream_ms", "latency_ms", "ttft_ms", "memory", "memories", "trace_id",
+           "cache_write_tokens")
+TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens")
 GROUPS = {"model": "model", "project": "user_id",
           "day": "strftime('%Y-%m-%d', ts, 'unixepoch')"}
 BATCH = 500          # rows that trigger a commit before the interval is over
@@ -111,6 +115,7 @@ class Ledger:
         conn.execute("PRAGMA synchronous=NORMAL")
         for sql in SCHEMA:
             conn.execute(sql)
+        _migrate(conn)
         self._conn = conn
         # ~3 MB of JSON parsed in ~20 ms, holding the GIL: at start, not under traffic
         self._prices = PriceBook.bundled()
@@ -129,14 +134,14 @@ class Ledger:
 
     def _values(self, row: Row) -> tuple:
         tokens = usage_of(row.documents) if row.documents else None
-        prompt, completion, cached = tokens if tokens else (None, None, None)
+        prompt, completion, cached, written = tokens if tokens else (None,) * 4
         cost = None
         if tokens is not None:
-            cost = self._prices.cost(row.entry, row.deployment, prompt, completion, cached)
+            cost = self._prices.cost(row.entry, row.deployment, *tokens)
         return (row.ts, row.user_id, row.project, row.protocol, row.endpoint, row.model,
                 row.deployment, row.status, prompt, completion, cached, cost, row.overhead_ms,
                 row.upstream_ms, row.latency_ms, row.ttft_ms, row.memory, row.memories,
-                row.trace_id)
+                row.trace_id, written)
 
     def _prune(self) -> None:
         cutoff = time.time() - self.retention_days * 86400
@@ -170,24 +175,22 @@ class Ledger:
         where, params = self._where(since, user_id)
         keys = ", ".join(GROUPS[name] for name in by)
         cursor = self._conn.execute(
-            f"SELECT {keys}, latency_ms, status, prompt_tokens, completion_tokens,"
-            f" cached_tokens, cost_usd FROM usage WHERE {where}", params)
+            f"SELECT {keys}, latency_ms, status, cost_usd, {', '.join(TOKENS)}"
+            f" FROM usage WHERE {where}", params)
         groups: dict[tuple, dict] = {}
         width = len(by)
         for values in cursor:
             key = values[:width]
-            latency, status, prompt, completion, cached, cost = values[width:]
+            latency, status, cost = values[width:width + 3]
             group = groups.get(key)
             if group is None:
-                group = groups[key] = {
-                    **dict(zip(by, key)), "calls": 0, "errors": 0, "prompt_tokens": 0,
-                    "completion_tokens": 0, "cached_tokens": 0, "cost_usd": 0.0,
-                    "latencies": []}
+                group = groups[key] = {**dict(zip(by, key)), "calls": 0, "errors": 0,
+                                       **dict.fromkeys(TOKENS, 0), "cost_usd": 0.0,
+                                       "latencies": []}
             group["calls"] += 1
             group["errors"] += status >= 400
-            group["prompt_tokens"] += prompt or 0
-            group["completion_tokens"] += completion or 0
-            group["cached_tokens"] += cached or 0
+            for name, value in zip(TOKENS, values[width + 3:]):
+                group[name] += value or 0
             group["cost_usd"] += cost or 0.0
             group["latencies"].append(latency)
         return [_percentiles(g) for _, g in sorted(groups.items())]
@@ -197,6 +200,15 @@ class Ledger:
         cursor = self._conn.execute(f"SELECT {', '.join(COLUMNS)} FROM usage WHERE {where}"
                                     " ORDER BY id DESC LIMIT ?", (*params, limit))
         return [dict(zip(COLUMNS, values)) for values in cursor]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns a usage.db from an older version lacks (SQLite adds them empty)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
+    for name, kind in ADDED:
+        if name not in present:
+            conn.execute(f"ALTER TABLE usage ADD COLUMN {name} {kind}")
+            log.info("usage ledger migrated column=%s", name)
 
 
 def _percentiles(group: dict) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 from aiohttp import web
@@ -138,9 +138,19 @@ def _config(call: Call):
 
 # -- reading usage (on the writer thread) -----------------------------------------------
 
-def usage_of(documents: list[bytes]) -> tuple[int, int, int] | None:
-    """(prompt, completion, cached) tokens from the kept documents of a reply, in OpenAI's
-    sense: prompt tokens include cached ones. Any of the three protocols' shapes."""
+class Tokens(NamedTuple):
+    """One call's tokens, in OpenAI's sense: ``prompt`` includes the cached ones (read from
+    the cache) and the cache writes (Anthropic's ``cache_creation_input_tokens``)."""
+
+    prompt: int
+    completion: int
+    cached: int
+    cache_write: int = 0
+
+
+def usage_of(documents: list[bytes]) -> Tokens | None:
+    """The tokens reported in the kept documents of a reply, any of the three protocols'
+    shapes."""
     found: dict[str, int] = {}
     for doc in documents:
         try:
@@ -152,7 +162,8 @@ def usage_of(documents: list[bytes]) -> tuple[int, int, int] | None:
                 found[key] = max(found.get(key, 0), value)
     if not found:
         return None
-    return found.get("prompt", 0), found.get("completion", 0), found.get("cached", 0)
+    return Tokens(found.get("prompt", 0), found.get("completion", 0), found.get("cached", 0),
+                  found.get("cache_write", 0))
 
 
 def _usages(event: object) -> list[dict]:
@@ -186,6 +197,7 @@ def _normalise(usage: dict) -> dict[str, int]:
     if "input_tokens" in usage:
         out["prompt"] = _int(usage.get("input_tokens")) + cached + created
         out["cached"] = cached
+        out["cache_write"] = created
     return out
 
 

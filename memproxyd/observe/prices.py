@@ -2,7 +2,8 @@
 deployment's own ``model_info`` prices on top (LiteLLM's config vocabulary).
 
     prices = PriceBook.bundled()               # reads the JSON once, never imports litellm
-    prices.cost(entry, "gpt-4o-mini", tokens)  # USD, or None where the price is unknown
+    prices.cost(entry, "gpt-4o-mini", prompt, completion, cached, cache_write)
+                                               # USD, or None where the price is unknown
 
 The map ships inside the litellm package (``model_prices_and_context_window_backup.json``);
 it is located with ``importlib.util.find_spec``, which finds a package without running it, so
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 PRICE_FILE = "model_prices_and_context_window_backup.json"
 UNSET = -1.0     # a ``model_info`` price left out: the map's price applies
+# our name for a rate → the key of litellm's map and of ``model_info``
+RATE_KEYS = {"input": "input_cost_per_token", "output": "output_cost_per_token",
+             "cache_read": "cache_read_input_token_cost",
+             "cache_write": "cache_creation_input_token_cost"}
 
 
 def bundled_price_file() -> Path | None:
@@ -49,33 +54,34 @@ class PriceBook:
             return cls({})
 
     def rates(self, entry: ModelEntry | None, model: str) -> dict[str, float] | None:
-        """Per-token prices for a call: ``input``, ``output``, ``cache_read``; None when
-        neither the deployment nor the map knows the model."""
+        """Per-token prices for a call: ``input``, ``output``, ``cache_read``, ``cache_write``;
+        None when neither the deployment nor the map knows the model. A cache price the map
+        does not have is the input price (OpenAI bills no cache writes)."""
         found = self._lookup(entry, model) or {}
-        rates = {"input": found.get("input_cost_per_token"),
-                 "output": found.get("output_cost_per_token"),
-                 "cache_read": found.get("cache_read_input_token_cost")}
+        rates = {rate: found.get(key) for rate, key in RATE_KEYS.items()}
         info = entry.model_info if entry is not None else None
         if info is not None:
-            for key, value in (("input", info.input_cost_per_token),
-                               ("output", info.output_cost_per_token),
-                               ("cache_read", info.cache_read_input_token_cost)):
-                if value != UNSET:
-                    rates[key] = value
+            for rate, key in RATE_KEYS.items():
+                if getattr(info, key) != UNSET:
+                    rates[rate] = getattr(info, key)
         if rates["input"] is None and rates["output"] is None:
             return None
-        if rates["cache_read"] is None:
-            rates["cache_read"] = rates["input"]
+        for rate in ("cache_read", "cache_write"):
+            if rates[rate] is None:
+                rates[rate] = rates["input"]
         return {k: float(v or 0.0) for k, v in rates.items()}
 
     def cost(self, entry: ModelEntry | None, model: str, prompt: int, completion: int,
-             cached: int) -> float | None:
-        """USD for the tokens of one call; cached prompt tokens at the cache-read price."""
+             cached: int, cache_write: int = 0) -> float | None:
+        """USD for the tokens of one call: prompt tokens read from the cache at the cache-read
+        price, those written to it at the cache-write price, the rest at the input price."""
         rates = self.rates(entry, model)
         if rates is None:
             return None
         cached = min(cached, prompt)
-        return ((prompt - cached) * rates["input"] + cached * rates["cache_read"]
+        cache_write = min(cache_write, prompt - cached)
+        return ((prompt - cached - cache_write) * rates["input"]
+                + cached * rates["cache_read"] + cache_write * rates["cache_write"]
                 + completion * rates["output"])
 
     def _lookup(self, entry: ModelEntry | None, model: str) -> dict | None:

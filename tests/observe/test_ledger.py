@@ -6,8 +6,10 @@ import json
 import sqlite3
 import time
 
+import pytest
+
 from memproxyd.config import LitellmParams, ModelEntry, ModelInfo
-from memproxyd.observe.ledger import Ledger
+from memproxyd.observe.ledger import COLUMNS, SCHEMA, Ledger
 from memproxyd.observe.meter import Row, usage_of
 from memproxyd.observe.prices import PriceBook
 
@@ -89,16 +91,16 @@ async def test_summary_by_model_with_percentiles_and_tokens(tmp_path):
 def test_usage_of_each_protocols_shape():
     openai_stream = [b'{"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4,'
                      b' "prompt_tokens_details": {"cached_tokens": 6}}}']
-    assert usage_of(openai_stream) == (9, 4, 6)
+    assert usage_of(openai_stream) == (9, 4, 6, 0)
     anthropic_stream = [
         b'{"type": "message_start", "message": {"usage": {"input_tokens": 5, "output_tokens":'
         b' 1, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20}}}',
         b'{"type": "message_delta", "usage": {"output_tokens": 42}}']
-    assert usage_of(anthropic_stream) == (125, 42, 100)
+    assert usage_of(anthropic_stream) == (125, 42, 100, 20)
     responses = [b'{"type": "response.completed", "response": {"usage": {"input_tokens": 7,'
                  b' "output_tokens": 3, "total_tokens": 10, "input_tokens_details":'
                  b' {"cached_tokens": 2}}}}']
-    assert usage_of(responses) == (7, 3, 2)
+    assert usage_of(responses) == (7, 3, 2, 0)
     assert usage_of([b"not json", b'{"choices": []}']) is None
 
 
@@ -116,3 +118,59 @@ def test_prices_from_the_map_from_model_info_and_unknown():
     aliased = entry("openai/local-name", base_model="gpt-x")
     assert book.cost(aliased, "openai/local-name", 1, 1, 0) == 1e-6 + 2e-6
     assert book.cost(entry("openai/nobody"), "openai/nobody", 1, 1, 0) is None
+
+
+def test_cache_writes_at_the_write_price_reads_at_the_read_price():
+    book = PriceBook({"claude-x": {"input_cost_per_token": 3e-6, "output_cost_per_token": 15e-6,
+                                   "cache_read_input_token_cost": 3e-7,
+                                   "cache_creation_input_token_cost": 3.75e-6}})
+    # 125 prompt tokens: 100 read, 20 written, 5 neither
+    assert book.cost(entry("anthropic/claude-x"), "anthropic/claude-x", 125, 42, 100, 20) == \
+        pytest.approx(5 * 3e-6 + 100 * 3e-7 + 20 * 3.75e-6 + 42 * 15e-6)
+    own = entry("anthropic/claude-x", cache_creation_input_token_cost=1.0)
+    assert book.cost(own, "anthropic/claude-x", 20, 0, 0, 20) == 20.0
+    # a map without a cache-write price (OpenAI's models): writes cost the input price
+    plain = PriceBook({"gpt-x": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}})
+    assert plain.cost(entry("openai/gpt-x"), "openai/gpt-x", 10, 0, 0, 10) == 10 * 1e-6
+
+
+async def test_summary_and_rows_carry_cache_writes(tmp_path):
+    ledger = Ledger(tmp_path / "usage.db")
+    await ledger.open()
+    usage = json.dumps({"usage": {"input_tokens": 5, "output_tokens": 2,
+                                  "cache_read_input_tokens": 100,
+                                  "cache_creation_input_tokens": 20}}).encode()
+    try:
+        for _ in range(2):
+            ledger.add(row(time.time(), documents=[usage]))
+        group, = await ledger.summary(since=0, by="model")
+        assert (group["prompt_tokens"], group["cached_tokens"],
+                group["cache_write_tokens"]) == (250, 200, 40)
+        assert [r["cache_write_tokens"] for r in await ledger.rows(since=0)] == [20, 20]
+    finally:
+        await ledger.close()
+
+
+async def test_a_usage_db_from_before_cache_writes_is_migrated_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "usage.db"
+    old_schema = SCHEMA[0].replace(", cache_write_tokens INTEGER", "")
+    assert old_schema != SCHEMA[0]
+    old_columns = COLUMNS[:-1]
+    with sqlite3.connect(path) as conn:
+        conn.execute(old_schema)
+        conn.execute(f"INSERT INTO usage({', '.join(old_columns)}) VALUES"
+                     f" ({', '.join('?' * len(old_columns))})",
+                     (1.0, "alpha", "", "openai", "/v1/chat/completions", "m", "openai/m", 200,
+                      10, 4, 0, None, 0.1, 1.0, 1.1, None, "off", 0, "t" * 32))
+    conn.close()
+    ledger = Ledger(path)
+    await ledger.open()
+    try:
+        ledger.add(row(time.time()))
+        rows = await ledger.rows(since=0)
+        assert [(r["prompt_tokens"], r["cache_write_tokens"]) for r in rows] == \
+            [(None, None), (10, None)]
+        group, = await ledger.summary(since=0, by="model")
+        assert (group["calls"], group["cache_write_tokens"]) == (2, 0)
+    finally:
+        await ledger.close()

@@ -166,7 +166,7 @@ def test_memproxyctl_usage_sums_calls_tokens_and_cost(daemon, capsys):
     assert cli.main(argv) == 0
     table = capsys.readouterr().out.splitlines()
     line = next(line for line in table if line.startswith("priced"))
-    assert line.split()[1:7] == ["2", "0", "6", "4", "0", f"{2 * 0.007:.6f}"]
+    assert line.split()[1:8] == ["2", "0", "6", "4", "0", "0", f"{2 * 0.007:.6f}"]
     assert cli.main(argv + ["--by", "day", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["groups"][0]["calls"] == 2 and report["by"] == "day"

@@ -160,7 +160,8 @@ async function loadUsage() {
   $("#chart-project").replaceChildren(
     barChart(byProject.groups.map((g) => [g.project, g.cost_usd]), usd));
   $("#chart-model").replaceChildren(barChart(byModel.groups.map((g) => [g.model, g.cost_usd]), usd));
-  const keys = ["calls", "errors", "prompt_tokens", "completion_tokens", "cached_tokens"];
+  const keys = ["calls", "errors", "prompt_tokens", "completion_tokens", "cached_tokens",
+    "cache_write_tokens"];
   $("#usage tbody").replaceChildren(...byModel.groups.map((g) => el("tr", {},
     el("td", {}, g.model), ...keys.map((k) => el("td", { class: "num" }, g[k])),
     el("td", { class: "num" }, g.cost_usd.toFixed(6)),
