@@ -107,13 +107,15 @@ def write_gemini_home(home: Path, settings: dict | None = None) -> Path:
 
 def run_gemini(bin_dir: Path, base_url: str, workdir: Path, home: Path, prompt: str, *,
                resume: bool = False, key: str = "sk-gemini-test-fake",
-               model: str = "gemini-2.5-flash") -> subprocess.CompletedProcess:
+               model: str | None = "gemini-2.5-flash") -> subprocess.CompletedProcess:
     """``gemini -p PROMPT`` (``--resume latest`` with ``resume``) in ``workdir``, its HOME
-    ``home`` (``write_gemini_home``), the API key and base URL from the environment."""
+    ``home`` (``write_gemini_home``), the API key and base URL from the environment;
+    ``model=None``: the one settings.json names."""
     env = _env({"GEMINI_API_KEY": key, "GOOGLE_GEMINI_BASE_URL": base_url,
                 "GEMINI_CLI_NO_RELAUNCH": "true"}, home)
     args = [str(bin_dir / "gemini"), *(["--resume", "latest"] if resume else []),
-            "--model", model, "--skip-trust", "--approval-mode", "yolo", "-p", prompt]
+            *(["--model", model] if model else []), "--skip-trust", "--approval-mode",
+            "yolo", "-p", prompt]
     return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=180, stdin=subprocess.DEVNULL)
 
