@@ -154,13 +154,17 @@ def test_sdk_sees_google_errors(gateway):
 
 
 def test_other_deployments_through_litellm(gateway):
-    genai_client = client(gateway, user())
+    who = user()
+    genai_client = client(gateway, who)
     assert genai_client.models.generate_content(model="demo", contents="hi").text == \
         "offline hello"
     streamed = genai_client.models.generate_content_stream(model="demo", contents="hi")
     assert "".join(c.text or "" for c in streamed) == "offline hello"
     reply = genai_client.models.generate_content(model="gpt-ok", contents="via openai")
     assert reply.text   # the fake OpenAI upstream's answer, as Gemini JSON
+    rows = usage_rows(gateway, who)
+    assert [r["status"] for r in rows] == [200, 200, 200]
+    assert all(r["prompt_tokens"] > 0 for r in rows), rows
 
 
 def usage_rows(daemon: Daemon, who: str) -> list[dict]:
