@@ -28,6 +28,7 @@ def gemini_fake():
 
 def gemini_models(url: str) -> str:
     entries = [("gemini-*", "gemini/*", url), ("gemini-429", "gemini/status-429", url),
+               ("gemini-midstream", "gemini/midstream-fail", url),
                ("gemini-v1beta", "gemini/v1beta-base", url + "/v1beta")]
     return "\n".join(
         f'[[model_list]]\nmodel_name = "{name}"\n[model_list.litellm_params]\n'
@@ -143,6 +144,17 @@ async def test_errors_are_in_googles_shape(gateway, path, body, headers, status,
     assert got == status
     assert answer["error"]["code"] == status and answer["error"]["status"] == reason
     assert isinstance(answer["error"]["message"], str)
+
+
+async def test_a_stream_failing_midway_ends_with_googles_error_event(gateway):
+    status, body, _ = await post(
+        f"{gateway.url}/v1beta/models/gemini-midstream:streamGenerateContent?alt=sse",
+        ask("fail midway"), **{"x-goog-api-key": GATEWAY_KEY})
+    assert status == 200
+    first, last = [json.loads(line[5:]) for line in body["events"].splitlines()
+                   if line.startswith("data:")]
+    assert first["candidates"][0]["content"]["parts"][0]["text"] == "echo: fa"   # half
+    assert last["error"]["code"] == 502 and last["error"]["status"] == "UNAVAILABLE"
 
 
 def test_sdk_sees_google_errors(gateway):

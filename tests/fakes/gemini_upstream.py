@@ -5,6 +5,7 @@ the same under ``/v1``); the
 model name picks the behaviour:
 
 * ``status-<code>``: that status with Google's error body;
+* ``midstream-fail``: a stream that drops the connection after its first event;
 * ``no-key-check`` aside, a request without ``x-goog-api-key: sk-upstream-secret`` is a 400
   ``API_KEY_INVALID``, as Google answers a wrong key;
 * anything else answers ``echo: <the last user text>`` (``:streamGenerateContent?alt=sse``:
@@ -70,6 +71,9 @@ async def models(request: web.Request) -> web.StreamResponse:
     for piece, usage in ((text[:half], None), (text[half:], USAGE)):
         event = _reply(piece, model, usage)
         await response.write(f"data: {json.dumps(event)}\r\n\r\n".encode())
+        if model == "midstream-fail":
+            request.transport.close()
+            return response
     await response.write_eof()
     return response
 
