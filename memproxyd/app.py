@@ -16,8 +16,8 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from memproxyd import appkeys
-from memproxyd.api import (admin, anthropic, health, memories, openai, openapi, responses, ui,
-                           usage)
+from memproxyd.api import (admin, anthropic, gemini, health, memories, openai, openapi,
+                           responses, ui, usage)
 from memproxyd.api.middleware import gateway_middleware, on_response_prepare
 from memproxyd.config import Config
 from memproxyd.cookies import session_dir
@@ -54,6 +54,7 @@ def create_app(config: Config) -> web.Application:
     openai.add_routes(app)
     anthropic.add_routes(app)
     responses.add_routes(app)
+    gemini.add_routes(app)
     memories.add_routes(app)
     admin.add_routes(app)
     openapi.add_routes(app)

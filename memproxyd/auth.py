@@ -1,7 +1,8 @@
 """Who may use the daemon.
 
 * **Gateway keys** (``[auth] keys``): ``Authorization: Bearer <key>``, ``x-api-key`` or
-  ``x-memproxy-api-key``, compared in constant time. With no keys there is no key check, and
+  ``x-memproxy-api-key`` or ``x-goog-api-key`` (Gemini clients), and on the Gemini API's
+  routes the ``?key=`` query parameter; compared in constant time. With no keys there is no key check, and
   the daemon refuses to bind a non-loopback host.
 * **Admin API**: loopback peers, or any peer with ``x-admin-key``; gateway port only.
 * **Browsers**: a web page may send requests to 127.0.0.1 too. A request whose ``Origin`` is
@@ -20,9 +21,10 @@ from aiohttp import web
 
 from memproxyd.addresses import is_loopback
 from memproxyd.config import resolve_secret
-from memproxyd.errors import ApiError
+from memproxyd.errors import GEMINI, ApiError, protocol_of
 
 GATEWAY_KEY_HEADER = "x-memproxy-api-key"
+GOOGLE_KEY_HEADER = "x-goog-api-key"
 ADMIN_KEY_HEADER = "x-admin-key"
 
 
@@ -34,9 +36,12 @@ def presented_keys(request: web.Request) -> list[str]:
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         found.append(auth[7:].strip())
-    for name in (GATEWAY_KEY_HEADER, "x-api-key"):
+    # x-goog-api-key: Gemini CLI and the google-genai SDK send their key there
+    for name in (GATEWAY_KEY_HEADER, "x-api-key", GOOGLE_KEY_HEADER):
         if name in request.headers:
             found.append(request.headers[name].strip())
+    if "key" in request.query and protocol_of(request.path) == GEMINI:
+        found.append(request.query["key"].strip())
     return found
 
 

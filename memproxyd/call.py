@@ -18,7 +18,7 @@ SUPERMEMORY_KEY_HEADER = "x-supermemory-api-key"
 @attrs.define
 class Call:
     request: web.Request
-    protocol: str                       # errors.OPENAI | ANTHROPIC | RESPONSES | COMPLETIONS
+    protocol: str                       # errors.OPENAI | ANTHROPIC | RESPONSES | COMPLETIONS | GEMINI
     user_id: str
     deployment: Deployment
     body: dict[str, Any]                # the client's JSON; never mutated
@@ -32,9 +32,14 @@ class Call:
     # client that hangs up after that (the openai SDK does at [DONE], before the stream's
     # end) had the whole reply
     relayed: web.StreamResponse | None = None
+    # a protocol that says "stream" outside the body (the Gemini API, by its URL); None:
+    # the body's ``stream`` field
+    streaming: bool | None = None
 
     @property
     def stream(self) -> bool:
+        if self.streaming is not None:
+            return self.streaming
         return bool(self.body.get("stream"))
 
     def router_headers(self) -> dict[str, str]:

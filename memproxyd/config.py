@@ -140,7 +140,8 @@ class ModelEntry:
     supermemory_router: bool = False
     # Send the client's x-api-key / Authorization upstream instead of a configured key.
     forward_client_credentials: bool = False
-    # The upstream's wire protocol; "" = derived from the model prefix (openai/, anthropic/).
+    # The upstream's wire protocol; "" = derived from the model prefix (openai/, anthropic/,
+    # gemini/).
     wire: str = ""
     model_info: ModelInfo = ModelInfo()
 
@@ -353,8 +354,8 @@ def _check_models(config: Config) -> str | None:
     if dupes:
         return f"'model_list' has duplicate model_name {dupes[0]!r}"
     for i, entry in enumerate(config.model_list):
-        if entry.wire not in ("", "openai", "anthropic", "litellm"):
-            return f"'model_list[{i}].wire' expected openai, anthropic or litellm"
+        if entry.wire not in ("", "openai", "anthropic", "gemini", "litellm"):
+            return f"'model_list[{i}].wire' expected openai, anthropic, gemini or litellm"
     for i, table in enumerate(config.router.fallbacks):
         for name in (n for model, chain in table.items() for n in (model, *chain)):
             if name not in names:

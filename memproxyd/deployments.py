@@ -5,7 +5,9 @@ Each ``[[model_list]]`` entry becomes a ``Deployment`` with a wire protocol:
 * ``openai``: ``openai/<model>`` or a bare model name with an ``api_base`` (any
   OpenAI-compatible server). ``/v1/chat/completions`` is forwarded natively.
 * ``anthropic``: ``anthropic/<model>``. ``/v1/messages`` is forwarded natively.
-* ``litellm``: everything else (Gemini, Bedrock, mock responses, ...) goes through litellm.
+* ``gemini``: ``gemini/<model>`` (Google AI Studio's Gemini API, or an ``api_base`` that speaks
+  it). ``/v1beta/models/...`` is forwarded natively; other routes translate through litellm.
+* ``litellm``: everything else (Bedrock, Vertex, mock responses, ...) goes through litellm.
 
 Names may be wildcards (``claude-*``); exact names win, then the longest pattern. In the
 upstream model, ``*`` becomes the part the wildcard matched, except that ``<provider>/*``
@@ -27,14 +29,16 @@ from memproxyd.errors import ApiError
 
 OPENAI_BASE = "https://api.openai.com/v1"
 ANTHROPIC_BASE = "https://api.anthropic.com"
-_NATIVE_PREFIXES = {"openai/": "openai", "anthropic/": "anthropic"}
+GEMINI_BASE = "https://generativelanguage.googleapis.com"
+_NATIVE_PREFIXES = {"openai/": "openai", "anthropic/": "anthropic", "gemini/": "gemini"}
+_BASES = {"openai": OPENAI_BASE, "anthropic": ANTHROPIC_BASE, "gemini": GEMINI_BASE}
 
 
 @attrs.frozen
 class Deployment:
     name: str              # the model name the client asked for
     entry: ModelEntry
-    wire: str              # openai | anthropic | litellm
+    wire: str              # openai | anthropic | gemini | litellm
     upstream_model: str    # what goes upstream (native: without provider prefix)
 
     @property
@@ -45,7 +49,7 @@ class Deployment:
     def api_base(self) -> str:
         base = self.params.api_base
         if not base:
-            base = {"openai": OPENAI_BASE, "anthropic": ANTHROPIC_BASE}.get(self.wire, "")
+            base = _BASES.get(self.wire, "")
         return base.rstrip("/")
 
     def missing_key(self) -> str | None:

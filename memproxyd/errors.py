@@ -5,7 +5,10 @@ OpenAI clients get ``{"error": {"message", "type", "code", "param"}}``; Anthropi
 chosen by route, so a 404 for an unknown model reads naturally in either SDK. The Responses
 API (``/v1/responses...``) and legacy completions answer in OpenAI's shape too; only a
 Responses stream ends differently: with OpenAI's ``error`` event (``event: error``,
-``data: {"type": "error", "code", "message", "param", "sequence_number"}``).
+``data: {"type": "error", "code", "message", "param", "sequence_number"}``). The Gemini API
+(``/v1beta/...``, and ``/v1/models/{model}:...`` where the google-genai SDK sends it)
+answers in Google's shape, ``{"error": {"code", "message", "status"}}``, and
+ends a stream with that object as its last ``data:`` event.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ OPENAI = "openai"
 ANTHROPIC = "anthropic"
 RESPONSES = "responses"        # OpenAI's Responses API: OpenAI errors, its own stream events
 COMPLETIONS = "completions"    # OpenAI's legacy completions: OpenAI errors and events
+GEMINI = "gemini"              # the Gemini API: Google's errors
+GEMINI_PREFIXES = ("/v1beta/", "/v1/models/")   # /v1/models itself is OpenAI's list
 
 _SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 
@@ -36,6 +41,13 @@ _TYPES = {
     529: ("api_error", "overloaded_error"),
 }
 
+# status → Google's canonical status name (google.rpc.Code)
+_GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                  404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 409: "ABORTED",
+                  413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+                  500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE",
+                  503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 529: "UNAVAILABLE"}
+
 
 class ApiError(Exception):
     """A failure the client should see with ``status``; ``code`` is OpenAI's machine code."""
@@ -52,6 +64,8 @@ def protocol_of(path: str) -> str:
         return ANTHROPIC
     if path.startswith(("/v1/responses", "/responses")):
         return RESPONSES
+    if path.startswith(GEMINI_PREFIXES):
+        return GEMINI
     return OPENAI
 
 
@@ -59,6 +73,9 @@ def error_body(protocol: str, status: int, message: str, code: str | None = None
     openai_type, anthropic_type = _TYPES.get(status, ("api_error", "api_error"))
     if protocol == ANTHROPIC:
         return {"type": "error", "error": {"type": anthropic_type, "message": message}}
+    if protocol == GEMINI:
+        return {"error": {"code": status, "message": message,
+                          "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}}
     return {"error": {"message": message, "type": openai_type, "param": None,
                       "code": code or openai_type}}
 

@@ -1,4 +1,4 @@
-"""Record what the real Claude Code and Codex CLIs send, as test fixtures.
+"""Record what the real Claude Code, Codex and Gemini CLIs send, as test fixtures.
 
 Installs the pinned CLIs (``tests/agents.py``), points them straight at the loopback fake model
 (``tests/fakes/agent_upstream.py``, no memproxyd in between) and runs the same short story
@@ -33,7 +33,9 @@ IDS = re.compile(r'(device_id\\?":\\?"|installation_id\\?":\\?")[0-9a-f-]+')
 # fixture name → (client, Claude Code's --model; None: the CLI's default model)
 FIXTURES = {"claude-code": ("claude-code", "claude-sonnet-4-5"),
             "claude-code-default-model": ("claude-code", None),
-            "codex": ("codex", None)}
+            "codex": ("codex", None),
+            "gemini-cli": ("gemini-cli", None)}
+NOTES = {"claude-code": "CLAUDE.md", "codex": "AGENTS.md", "gemini-cli": "GEMINI.md"}
 
 
 def record(name: str, out: Path) -> int:
@@ -42,7 +44,7 @@ def record(name: str, out: Path) -> int:
         root = Path(tmp).resolve()
         workdir = root / "project"
         workdir.mkdir()
-        notes = "CLAUDE.md" if client == "claude-code" else "AGENTS.md"
+        notes = NOTES[client]
         (workdir / notes).write_text("# Project notes\nUse tabs for indentation.\n")
         server = ThreadedServer(agent_upstream.create_app()).start()
         try:
@@ -66,6 +68,11 @@ def _story(client: str, bin_dir: Path, url: str, workdir: Path, notes: str,
         runs = [agents.run_claude(bin_dir, url, workdir, first, model=model),
                 agents.run_claude(bin_dir, url, workdir, second, resume=True, model=model),
                 agents.run_claude(bin_dir, url, workdir, third, model=model)]
+    elif client == "gemini-cli":
+        home = agents.write_gemini_home(workdir.parent / "gemini-home")
+        runs = [agents.run_gemini(bin_dir, url, workdir, home, first),
+                agents.run_gemini(bin_dir, url, workdir, home, second, resume=True),
+                agents.run_gemini(bin_dir, url, workdir, home, third)]
     else:
         home = agents.write_codex_home(workdir.parent / "codex-home", f"{url}/v1")
         runs = [agents.run_codex(bin_dir, home, workdir, first),

@@ -1,9 +1,10 @@
-"""The real agent CLIs (Claude Code, Codex), installed from the npm registry and run against a
+"""The real agent CLIs (Claude Code, Codex, Gemini CLI), installed from the npm registry and run against a
 base URL: shared by the end-to-end tests and ``scripts/record_agents.py``.
 
     clis = install_clis()                      # None (with a reason) where npm cannot
     run_claude(clis, base_url, workdir, "Remember this: ...")
     run_codex(clis, base_url + "/v1", workdir, codex_home, "What is ...?")
+    run_gemini(clis, base_url, workdir, gemini_home, "What is ...?")
 
 The versions are pinned: ``tests/fixtures/agents/`` was recorded from these.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.197"
 CODEX = "@openai/codex@0.171.0"
+GEMINI_CLI = "@google/gemini-cli@0.61.0"
 CACHE = Path(os.environ.get("MEMPROXYD_AGENTS_DIR",
                             Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                             / "memproxyd-test-agents"))
@@ -27,15 +29,16 @@ class Unavailable(Exception):
 
 
 def install_clis(target: Path = CACHE) -> Path:
-    """``node_modules/.bin`` holding ``claude`` and ``codex``; installed once per machine."""
+    """``node_modules/.bin`` holding ``claude``, ``codex`` and ``gemini``; installed once per
+    machine."""
     bin_dir = target / "node_modules" / ".bin"
-    if (bin_dir / "claude").exists() and (bin_dir / "codex").exists():
+    if all((bin_dir / name).exists() for name in ("claude", "codex", "gemini")):
         return bin_dir
     if shutil.which("npm") is None or shutil.which("node") is None:
         raise Unavailable("npm and node are not installed (apt-get install nodejs npm)")
     target.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix",
-                             str(target), CLAUDE_CODE, CODEX],
+                             str(target), CLAUDE_CODE, CODEX, GEMINI_CLI],
                             capture_output=True, text=True, timeout=300)
     if result.returncode != 0 or not (bin_dir / "claude").exists():
         raise Unavailable(f"npm install failed: {result.stderr.strip()[-400:]}")
@@ -87,6 +90,34 @@ def run_codex(bin_dir: Path, codex_home: Path, workdir: Path, prompt: str, *,
             *(["resume", "--last"] if resume else []), prompt]
     return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL)
+
+
+def write_gemini_home(home: Path, settings: dict | None = None) -> Path:
+    """A HOME whose ``~/.gemini/settings.json`` selects API-key auth (Gemini CLI honours
+    ``GOOGLE_GEMINI_BASE_URL`` only then) and turns off what would reach Google's servers
+    (usage statistics, update checks)."""
+    gemini_dir = home / ".gemini"
+    gemini_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings or {"security": {"auth": {"selectedType": "gemini-api-key"}}}
+    settings = {**settings, "privacy": {"usageStatisticsEnabled": False},
+                "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False}}
+    (gemini_dir / "settings.json").write_text(json.dumps(settings, indent=2))
+    return home
+
+
+def run_gemini(bin_dir: Path, base_url: str, workdir: Path, home: Path, prompt: str, *,
+               resume: bool = False, key: str = "sk-gemini-test-fake",
+               model: str | None = "gemini-2.5-flash") -> subprocess.CompletedProcess:
+    """``gemini -p PROMPT`` (``--resume latest`` with ``resume``) in ``workdir``, its HOME
+    ``home`` (``write_gemini_home``), the API key and base URL from the environment;
+    ``model=None``: the one settings.json names."""
+    env = _env({"GEMINI_API_KEY": key, "GOOGLE_GEMINI_BASE_URL": base_url,
+                "GEMINI_CLI_NO_RELAUNCH": "true"}, home)
+    args = [str(bin_dir / "gemini"), *(["--resume", "latest"] if resume else []),
+            *(["--model", model] if model else []), "--skip-trust", "--approval-mode",
+            "yolo", "-p", prompt]
+    return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=180, stdin=subprocess.DEVNULL)
 
 
 def scrub(record: dict, paths: dict[str, str]) -> dict:

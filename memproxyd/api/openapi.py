@@ -51,6 +51,10 @@ COMPLETIONS = _body(["model", "prompt"], {
 EMBEDDINGS = _body(["model", "input"], {
     "model": {"type": "string"},
     "input": {"anyOf": [{"type": "string"}, {"type": "array", "minItems": 1}]}})
+GEMINI_CONTENT = _body([], {"role": {"type": "string"}, "parts": {"type": "array", "items": OBJ}})
+GEMINI = _body([], {"contents": {"type": "array", "items": GEMINI_CONTENT},
+                    "systemInstruction": GEMINI_CONTENT, "tools": {"type": "array", "items": OBJ},
+                    "generationConfig": OBJ})
 MEMORY = _body(["content"], {"content": {"type": "string", "minLength": 1},
                              "metadata": ANY_OBJECT})
 MEMORY_ADD = {"anyOf": [_body(["content"], {"user_id": USER_ID, **MEMORY["properties"]}),
@@ -107,6 +111,14 @@ def _paths() -> dict:
                                                                None, (ID_P, MODEL_Q))}
     paths["/v1/messages"] = {"post": _op("Anthropic Messages", MESSAGES)}
     paths["/v1/messages/count_tokens"] = {"post": _op("Anthropic token count", COUNT_TOKENS)}
+    target = _param("target", "path")   # {model}:generateContent | :streamGenerateContent
+    alt = _param("alt", schema={"enum": ["sse", "json"]})  # | :countTokens
+    paths["/v1beta/models"] = {"get": _op("Gemini API: configured models")}
+    for version in ("v1beta", "v1"):   # v1: the google-genai SDK's default
+        paths[f"/{version}/models/{{target}}"] = {
+            "get": _op("Gemini API: one model", None, (target,)),
+            "post": _op("Gemini API: generateContent, streamGenerateContent (alt=sse), "
+                        "countTokens", GEMINI, (target, alt))}
     paths["/health"] = {"get": {**_op("Liveness (no auth)", tag="health"), "security": []}}
     paths["/health/readiness"] = {"get": _op("Readiness, memory and outbox", tag="health")}
     paths["/openapi.json"] = {"get": {**_op("This document", tag="health"), "security": []}}
@@ -177,17 +189,22 @@ def document() -> dict:
                                   "code": {"type": ["string", "null"]}})}},
         {"type": "object", "required": ["type", "error"], "properties": {
             "type": {"const": "error"}, "error": _body(["type", "message"], {
-                "type": {"type": "string"}, "message": {"type": "string"}})}}]}
+                "type": {"type": "string"}, "message": {"type": "string"}})}},
+        {"type": "object", "required": ["error"], "properties": {"error": _body(   # Google's
+            ["code", "message", "status"], {"code": {"type": "integer"},
+                                            "message": {"type": "string"},
+                                            "status": {"type": "string"}})}}]}
     return {
         "openapi": "3.1.0",
         "info": {"title": "memproxyd", "version": __version__,
-                 "description": "A local memory gateway: OpenAI and Anthropic wire protocols, "
-                                "per-project memory, admin API (loopback or x-admin-key)."},
+                 "description": "A local memory gateway: OpenAI, Anthropic and Gemini wire "
+                                "protocols, per-project memory, admin API (loopback or x-admin-key)."},
         "paths": _paths(),
         "components": {"schemas": {"Error": error}, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"},
-            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
-        "security": [{"bearer": []}, {"apiKey": []}, {}],
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            "googApiKey": {"type": "apiKey", "in": "header", "name": "x-goog-api-key"}}},
+        "security": [{"bearer": []}, {"apiKey": []}, {"googApiKey": []}, {}],
     }
 
 

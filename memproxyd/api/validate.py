@@ -28,7 +28,7 @@ from memproxyd.errors import ApiError
 from memproxyd.observe.meter import REQUESTED
 
 __all__ = ["read_json", "read_model_call", "parse_json", "chat", "messages", "responses",
-           "completions", "embeddings"]
+           "completions", "embeddings", "gemini"]
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -177,3 +177,25 @@ def embeddings(body: dict) -> None:
            expected="a string or a non-empty array")(body["input"], "input")
     fields({"dimensions": integer(1), "encoding_format": one_of("float", "base64"),
             "user": string}, body)
+
+
+def _gemini_part(part: Any, path: str) -> None:
+    obj(part, path)
+    fields({"text": string, "thought": boolean, "functionCall": obj}, part, f"{path}.")
+
+
+def _gemini_content(content: Any, path: str) -> None:
+    obj(content, path)
+    fields({"role": string, "parts": array(_gemini_part)}, content, f"{path}.")
+
+
+# what memproxyd (memory, the usage meter) and litellm's adapter read; Google judges the rest
+GEMINI_FIELDS = {"contents": array(_gemini_content), "systemInstruction": _gemini_content,
+                 "tools": array(obj), "toolConfig": obj, "generationConfig": obj}
+
+
+def gemini(body: dict) -> None:
+    """The Gemini API's ``generateContent`` and ``countTokens`` bodies, where memproxyd reads
+    them (contents, their role and parts, a part's text); Google judges the rest, and a
+    missing ``contents`` (``countTokens`` may send ``generateContentRequest`` instead)."""
+    fields(GEMINI_FIELDS, body)

@@ -1,7 +1,7 @@
 """memproxyctl: manage projects and memories of a memproxyd daemon.
 
     memproxyctl add-project alpha            # prints the base URLs to paste into clients
-    memproxyctl ide-config alpha --client claude-code
+    memproxyctl ide-config alpha --client claude-code   # or codex, gemini, ...
     memproxyctl memory search alpha "deploy steps" --limit 3
     memproxyctl mcp alpha                    # alpha's memory as MCP tools, on stdio
 
@@ -145,6 +145,14 @@ _IDE_TEMPLATES = {
     "cursor": ("Cursor > Settings > Models > API Keys > OpenAI API Key\n"
                "  Override OpenAI Base URL: {openai}\n  OpenAI API Key: {key}"),
     "env": "OPENAI_BASE_URL={openai}\nANTHROPIC_BASE_URL={anthropic}",
+    # Gemini CLI honours GOOGLE_GEMINI_BASE_URL only with API-key auth selected, and will
+    # not start without a key: with no gateway keys any value does (never sent upstream)
+    "gemini": ("# ~/.gemini/settings.json (merge into an existing one)\n"
+               '{{\n  "security": {{"auth": {{"selectedType": "gemini-api-key"}}}},\n'
+               '  "model": {{"name": {gemini_model}}}\n}}\n\n'
+               "# in the shell that runs gemini\n"
+               "export GOOGLE_GEMINI_BASE_URL={anthropic}\n"
+               "export GEMINI_API_KEY={gemini_key}"),
 }
 KEY_PLACEHOLDER = "<your memproxyd API key>"
 KEY_ENV = "MEMPROXY_API_KEY"   # what memproxyctl, and so its MCP server, read the key from
@@ -164,6 +172,14 @@ def mcp_command(ctx: Context, project: str) -> list[str]:
     return argv + ["mcp", project]
 
 
+def gemini_model(models) -> str:
+    """The model Gemini CLI should ask for: the first ``gemini/`` deployment named exactly,
+    else the first exact name (its own default, "auto", routes between models it names)."""
+    exact = [m for m in models if "*" not in m.model_name]
+    gemini = [m for m in exact if m.litellm_params.model.startswith("gemini/")]
+    return (gemini or exact)[0].model_name if exact else "gemini-2.5-flash"
+
+
 def cmd_ide_config(ctx: Context, args) -> int:
     project = next((p for p in _projects(ctx) if p["name"] == args.name), None)
     if project is None:
@@ -172,6 +188,7 @@ def cmd_ide_config(ctx: Context, args) -> int:
     models = ctx.config.model_list
     model = models[0].model_name if models else "<model_name from model_list>"
     command = mcp_command(ctx, args.name)
+    gemini_key = f'"{KEY_PLACEHOLDER}"' if ctx.has_gateway_key() else "memproxyd"
     lines = _IDE_TEMPLATES[args.client].splitlines()
     if not ctx.has_gateway_key():
         lines = [line for line in lines if "{key" not in line]
@@ -179,7 +196,8 @@ def cmd_ide_config(ctx: Context, args) -> int:
         openai=openai_url, anthropic=anthropic_url, key=KEY_PLACEHOLDER, key_env=KEY_ENV,
         project=args.name, model=model, model_toml=json.dumps(model),
         mcp_command=json.dumps(command[0]), mcp_args=json.dumps(command[1:]),
-        claude_mcp_add="claude mcp add memproxyd -- " + shlex.join(command)))
+        claude_mcp_add="claude mcp add memproxyd -- " + shlex.join(command),
+        gemini_key=gemini_key, gemini_model=json.dumps(gemini_model(models))))
     return EXIT_OK
 
 

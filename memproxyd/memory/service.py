@@ -50,7 +50,7 @@ import attrs
 from memproxyd.call import Call
 from memproxyd import tracing
 from memproxyd.config import Config
-from memproxyd.errors import ANTHROPIC, COMPLETIONS, RESPONSES, ApiError
+from memproxyd.errors import ANTHROPIC, COMPLETIONS, GEMINI, RESPONSES, ApiError
 from memproxyd.memory.base import MemoryStore, NewMemory
 from memproxyd.memory.block import format_block, without_block
 from memproxyd.memory.redact import redact
@@ -59,7 +59,8 @@ from memproxyd.memory.turn import Turn, memory_text
 from memproxyd.memory.journal import Injection, Journal, conversation_key, turn_key
 from memproxyd.memory.turn_cache import TurnCache
 from memproxyd.memory.wire import (anthropic as anthropic_wire, completions as completions_wire,
-                                   openai as openai_wire, responses as responses_wire)
+                                   gemini as gemini_wire, openai as openai_wire,
+                                   responses as responses_wire)
 from memproxyd.state import RuntimeState
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ MODE_HEADER = "x-memory-mode"
 CONVERSATION_HEADER = "x-memproxy-conversation-id"
 CLAUDE_SESSION_HEADER = "x-claude-code-session-id"
 ADAPTERS = {ANTHROPIC: anthropic_wire, RESPONSES: responses_wire,
-            COMPLETIONS: completions_wire}
+            COMPLETIONS: completions_wire, GEMINI: gemini_wire}
 
 
 def adapter_for(protocol: str):

@@ -29,6 +29,7 @@ METER = web.RequestKey("usage_meter", object)  # Meter, set by gateway.proxy
 # [access], missing key) gets its ledger row too
 REQUESTED = web.RequestKey("usage_requested", str)
 USAGE_MARK = b'"usage"'
+GEMINI_USAGE_MARK = b'"usageMetadata"'   # the Gemini API's
 
 
 class Meter:
@@ -71,9 +72,10 @@ class Meter:
             self.tail = data
             return
         self.tail = data[end + 1:]
-        if USAGE_MARK in data:
-            self.kept.extend(line[5:] for line in data[:end].split(b"\n")
-                             if line.startswith(b"data:") and USAGE_MARK in line)
+        for mark in (USAGE_MARK, GEMINI_USAGE_MARK):
+            if mark in data:
+                self.kept.extend(line[5:] for line in data[:end].split(b"\n")
+                                 if line.startswith(b"data:") and mark in line)
 
     def _strip(self, chunk: bytes) -> bytes:
         """Whole lines only (an unfinished one waits for its end); the usage-only event that
@@ -149,7 +151,7 @@ class Tokens(NamedTuple):
 
 
 def usage_of(documents: list[bytes]) -> Tokens | None:
-    """The tokens reported in the kept documents of a reply, any of the three protocols'
+    """The tokens reported in the kept documents of a reply, any of the four protocols'
     shapes."""
     found: dict[str, int] = {}
     for doc in documents:
@@ -157,9 +159,11 @@ def usage_of(documents: list[bytes]) -> Tokens | None:
             event = json.loads(doc)
         except ValueError:
             continue
-        for usage in _usages(event):
-            for key, value in _normalise(usage).items():
-                found[key] = max(found.get(key, 0), value)
+        # a list: the Gemini API's stream without ``alt=sse``, one JSON array
+        for item in event if isinstance(event, list) else [event]:
+            for usage in _usages(item):
+                for key, value in _normalise(usage).items():
+                    found[key] = max(found.get(key, 0), value)
     if not found:
         return None
     return Tokens(found.get("prompt", 0), found.get("completion", 0), found.get("cached", 0),
@@ -169,7 +173,7 @@ def usage_of(documents: list[bytes]) -> Tokens | None:
 def _usages(event: object) -> list[dict]:
     if not isinstance(event, dict):
         return []
-    out = [event.get("usage")]
+    out = [event.get("usage"), event.get("usageMetadata")]   # usageMetadata: Gemini
     for holder in ("message", "response"):   # Anthropic message_start; Responses events
         if isinstance(event.get(holder), dict):
             out.append(event[holder].get("usage"))
@@ -181,6 +185,12 @@ def _int(value) -> int:
 
 
 def _normalise(usage: dict) -> dict[str, int]:
+    if "promptTokenCount" in usage or "candidatesTokenCount" in usage:  # Gemini
+        # thinking is billed as output; promptTokenCount includes the cached part
+        return {"prompt": _int(usage.get("promptTokenCount")),
+                "completion": _int(usage.get("candidatesTokenCount"))
+                + _int(usage.get("thoughtsTokenCount")),
+                "cached": _int(usage.get("cachedContentTokenCount"))}
     if "prompt_tokens" in usage or "completion_tokens" in usage:        # OpenAI chat
         details = usage.get("prompt_tokens_details") or {}
         return {"prompt": _int(usage.get("prompt_tokens")),

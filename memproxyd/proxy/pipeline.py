@@ -26,14 +26,18 @@ CREDENTIAL_FIELDS = frozenset({
 })
 
 
-def new_call(request: web.Request, body: dict, protocol: str) -> Call:
-    dep = request.app[appkeys.STATE].deployments.lookup(body.get("model"))
+def new_call(request: web.Request, body: dict, protocol: str, *, model: str | None = None,
+             stream: bool | None = None) -> Call:
+    """``model`` and ``stream``: for a protocol that names them outside the body (the
+    Gemini API, in its URL); else the body's ``model`` and ``stream``."""
+    dep = request.app[appkeys.STATE].deployments.lookup(body.get("model") if model is None
+                                                        else model)
     access.check(request, request[USER_ID], dep.name)   # [access] rules: 403
     dep.api_key()  # an unavailable model fails here, before any work
     if not CREDENTIAL_FIELDS.isdisjoint(body):
         body = {k: v for k, v in body.items() if k not in CREDENTIAL_FIELDS}
     call = Call(request=request, protocol=protocol, user_id=request[USER_ID],
-                deployment=dep, body=body, started=request[STARTED])
+                deployment=dep, body=body, started=request[STARTED], streaming=stream)
     request[meter.CALL] = call   # usage ledger and metrics (observe/record.py)
     return call
 

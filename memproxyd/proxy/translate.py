@@ -87,7 +87,7 @@ def needed(config) -> bool:
     """Whether a deployment goes through litellm, or the memory embeds (always litellm)."""
     from memproxyd.deployments import wire_of
     return bool(config.memory.embedding_model) or any(
-        wire_of(entry)[0] == "litellm" for entry in config.model_list)
+        wire_of(entry)[0] in ("litellm", "gemini") for entry in config.model_list)
 
 
 def preload(config) -> None:
@@ -261,7 +261,8 @@ def _jsonable(value):
 
 
 def _anthropic_sse(chunk) -> bytes:
-    """litellm's adapter yields ready SSE bytes; an event dict is framed here."""
+    """litellm's adapters (Anthropic, Google GenAI) yield ready SSE bytes; an Anthropic event
+    dict is framed here."""
     if isinstance(chunk, bytes):
         return chunk
     if isinstance(chunk, str):
@@ -311,6 +312,49 @@ async def responses(call: Call, session: UserSession, body: dict,
     if call.stream:
         return await _stream(call, result, tap, encode=_responses_sse, done=b"")
     return await _whole(call, result, tap)
+
+
+async def generate_content(call: Call, session: UserSession, body: dict,
+                           tap=None) -> web.StreamResponse:
+    """The Gemini API (``:generateContent``, ``:streamGenerateContent``) for a deployment that
+    does not speak it: litellm's Google GenAI adapter makes a chat request of the body, the
+    chat call goes out with the deployment's own arguments and the user's clients, and the
+    reply comes back as Gemini JSON or Gemini SSE (``data:`` events, no ``[DONE]``)."""
+    if not isinstance(body.get("contents"), list) or not body["contents"]:
+        raise ApiError(400, "'contents' is required for this model: an array of contents",
+                       "missing_contents")
+    adapter = _genai_adapter()
+    fields = {k: body[k] for k in ("systemInstruction", "tools", "toolConfig") if k in body}
+    try:
+        args = dict(adapter.translate_generate_content_to_completion(
+            model=call.deployment.params.model, contents=body["contents"],
+            config=body.get("generationConfig"), **fields))
+    except Exception as exc:  # noqa: BLE001 - a body litellm cannot translate is the client's
+        raise ApiError(400, f"this request cannot be translated for this deployment: "
+                            f"{type(exc).__name__}", "untranslatable_request") from None
+    args = {k: v for k, v in args.items() if k in CHAT_PARAMS}
+    args.update(deployment_kwargs(call.deployment, session, call.stream,
+                                   call.router_headers()))
+    if call.stream:
+        args["stream"] = True
+        args["stream_options"] = {"include_usage": True}
+    result = await _call(call, litellm().acompletion, args)
+    if not call.stream:
+        payload = json.dumps(adapter.translate_completion_to_generate_content(result),
+                             default=_jsonable).encode()
+        if tap is not None:
+            tap.feed(payload)
+            await tap.finish(call, True)
+        return web.Response(body=payload, content_type="application/json",
+                            headers=call.headers())
+    return await _stream(call, adapter.translate_completion_output_params_streaming(result),
+                         tap, encode=_anthropic_sse, done=b"")
+
+
+def _genai_adapter():
+    litellm()
+    from litellm.google_genai.adapters.transformation import GoogleGenAIAdapter
+    return GoogleGenAIAdapter()
 
 
 async def text_completion(call: Call, session: UserSession, body: dict,

@@ -36,7 +36,9 @@ DROP_RESPONSE_HEADERS = frozenset({
 # Client headers that are protocol options, never credentials, and so may go upstream.
 FORWARDED_HEADERS = ("accept", "openai-beta", "anthropic-version", "anthropic-beta",
                      "idempotency-key")
-CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
+# how each wire protocol takes the deployment's key
+KEY_HEADERS = {"anthropic": ("x-api-key", "{}"), "gemini": ("x-goog-api-key", "{}")}
 
 def upstream_headers(call: Call) -> dict[str, str]:
     """Headers for a native call: protocol options from the client, credentials and extra
@@ -56,10 +58,8 @@ def upstream_headers(call: Call) -> dict[str, str]:
     else:
         key = dep.api_key()
         if key:
-            if dep.wire == "anthropic":
-                headers["x-api-key"] = key
-            else:
-                headers["authorization"] = f"Bearer {key}"
+            name, value = KEY_HEADERS.get(dep.wire, ("authorization", "Bearer {}"))
+            headers[name] = value.format(key)
     if dep.wire == "anthropic":
         headers.setdefault("anthropic-version", "2023-06-01")
     headers.update(dep.params.extra_headers)

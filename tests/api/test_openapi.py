@@ -15,7 +15,7 @@ from memproxyd.app import create_app
 from memproxyd.config import Config, ServerConfig
 from tests.conftest import Daemon, write_config
 
-SAMPLES = {"id": "resp_abc123", "name": "alpha"}
+SAMPLES = {"id": "resp_abc123", "name": "alpha", "target": "gemini-2.5-flash:generateContent"}
 
 
 async def test_every_documented_operation_is_a_route_and_every_route_is_documented(tmp_path):

@@ -238,6 +238,34 @@ def test_ide_config_env_is_exactly_two_assignments(run, alpha_port):
                                 f"ANTHROPIC_BASE_URL=http://127.0.0.1:{alpha_port}"]
 
 
+def gemini_parts(out: str) -> tuple[dict, dict[str, str]]:
+    """What ``--client gemini`` prints: (settings.json, the exported variables)."""
+    lines = out.splitlines()
+    start, end = lines.index("{"), lines.index("}")
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in lines
+                   if line.startswith("export "))
+    return json.loads("\n".join(lines[start:end + 1])), exports
+
+
+def test_ide_config_gemini_is_settings_json_and_the_base_url(run, alpha_port):
+    code, out, _ = run("ide-config", "alpha", "--client", "gemini")
+    assert code == 0
+    settings, exports = gemini_parts(out)
+    assert settings["security"] == {"auth": {"selectedType": "gemini-api-key"}}
+    assert isinstance(settings["model"]["name"], str)
+    # Gemini CLI will not start without a key; with no gateway keys any value does
+    assert exports == {"GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{alpha_port}",
+                       "GEMINI_API_KEY": "memproxyd"}
+
+
+def test_ide_config_gemini_with_gateway_key_asks_for_it(make_config, run):
+    config = make_config(extra=f'[auth]\nkeys = ["{GATEWAY_KEY}"]')
+    run("add-project", "alpha", "--port", str(free_port()), config_path=config)
+    _, out, _ = run("ide-config", "alpha", "--client", "gemini", config_path=config)
+    assert gemini_parts(out)[1]["GEMINI_API_KEY"] == f'"{cli.KEY_PLACEHOLDER}"'
+    assert GATEWAY_KEY not in out
+
+
 def test_ide_config_with_gateway_key_shows_a_placeholder_never_the_secret(make_config, run):
     config = make_config(extra=f'[auth]\nkeys = ["{GATEWAY_KEY}"]')
     port = free_port()

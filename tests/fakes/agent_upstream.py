@@ -1,5 +1,5 @@
 """A fake model for real agent CLIs (Claude Code on ``/v1/messages``, Codex CLI on
-``/v1/responses``): a real aiohttp app on loopback that records every request and answers
+``/v1/responses``, Gemini CLI on ``/v1beta/models/{model}:...``): a real aiohttp app on loopback that records every request and answers
 like a tiny, deterministic model, enough to drive a CLI through a whole turn.
 
 * The human asks to "read the notes": the reply is a tool call (Claude Code's ``Read`` of
@@ -204,6 +204,69 @@ async def responses(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# -- Gemini API (Gemini CLI) -----------------------------------------------------------------
+
+GEMINI_WORKDIR = re.compile(r"Workspace Directories:\*\*\n\s*- (/\S+)")
+
+
+def _gemini_texts(content: dict) -> list[str]:
+    return [p["text"] for p in content.get("parts") or () if isinstance(p, dict)
+            and isinstance(p.get("text"), str)]
+
+
+def _gemini_parts(body: dict) -> list[dict]:
+    contents = [c for c in body.get("contents") or () if isinstance(c, dict)]
+    last = contents[-1] if contents else {}
+    if any("functionResponse" in p for p in last.get("parts") or () if isinstance(p, dict)):
+        return [{"text": "The notes say to use tabs. Done."}]
+    human = "\n".join(_gemini_texts(last))
+    everything = "\n".join(t for c in contents for t in _gemini_texts(c))
+    system = "\n".join(_gemini_texts(body.get("systemInstruction") or {}))
+    names = {d.get("name") for t in body.get("tools") or () if isinstance(t, dict)
+             for d in t.get("functionDeclarations") or () if isinstance(d, dict)}
+    cwd = GEMINI_WORKDIR.search(everything)
+    if "read the notes" in human.lower() and "read_file" in names and cwd:
+        return [{"functionCall": {"name": "read_file",
+                                  "args": {"file_path": f"{cwd.group(1)}/GEMINI.md"}}}]
+    config = body.get("generationConfig") or {}
+    if config.get("responseMimeType") == "application/json":   # its JSON side checks
+        return [{"text": json.dumps({"next_speaker": "user", "reasoning": "fake",
+                                     "title": "Fake title"})}]
+    return [{"text": answer(human, f"{system}\n{everything}", False)}]
+
+
+def _gemini_reply(body: dict, model: str) -> dict:
+    parts = _gemini_parts(body)
+    return {"candidates": [{"content": {"parts": parts, "role": "model"},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 9,
+                              "totalTokenCount": 109},
+            "modelVersion": model, "responseId": f"fake{next(_ids):04d}"}
+
+
+async def gemini_models(request: web.Request) -> web.StreamResponse:
+    """``POST /v1beta/models/{model}:{generateContent|streamGenerateContent|countTokens}``."""
+    model, _, action = request.match_info["target"].rpartition(":")
+    body = await request.json()
+    _record(request, body)
+    if action == "countTokens":
+        return web.json_response({"totalTokens": len(json.dumps(body)) // 4})
+    reply = _gemini_reply(body, model)
+    if action == "generateContent":
+        return web.json_response(reply)
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    parts = reply["candidates"][0]["content"]["parts"]
+    for index, part in enumerate(parts):   # one event per part, usage on the last
+        event = {**reply, "candidates": [{"content": {"parts": [part], "role": "model"},
+                                          "index": 0}]}
+        if index == len(parts) - 1:
+            event["candidates"][0]["finishReason"] = "STOP"
+        await response.write(f"data: {json.dumps(event)}\r\n\r\n".encode())
+    await response.write_eof()
+    return response
+
+
 def create_app(record_to: str | Path | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[RECORDS] = []
@@ -211,4 +274,5 @@ def create_app(record_to: str | Path | None = None) -> web.Application:
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1beta/models/{target}", gemini_models)
     return app

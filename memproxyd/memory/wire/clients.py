@@ -66,6 +66,27 @@ CLIENTS: tuple[ClientRules, ...] = (
         side_call_patterns=(r"^You are performing a CONTEXT CHECKPOINT COMPACTION",),
     ),
     ClientRules(
+        name="gemini-cli",
+        recorded="tests/fixtures/agents/gemini-cli.jsonl",
+        # 0.61 opens every conversation with a user content of its own, before the first
+        # words typed: date, OS, workspace, directory tree and GEMINI.md files, all inside
+        # <session_context> (with <loaded_context>/<project_context> nested in it); after a
+        # /compress the history comes back as a <state_snapshot>.
+        tags=("session_context", "state_snapshot"),
+        # Its side calls (not made in the recorded story; the prompts as bundled in 0.61):
+        # the next-speaker check (the last user text), the loop detector (system
+        # instruction), history compression and the session summary.
+        side_call_patterns=(
+            r"^Analyze \*only\* the content and structure of your immediately preceding "
+            r"response",
+            r"^You are a diagnostic agent that determines whether a conversational AI "
+            r"assistant is stuck in an unproductive loop",
+            r"^\s*You are a specialized system component responsible for distilling chat "
+            r"history",
+            r"Summarize the user's primary intent or goal in this conversation in ONE sentence",
+        ),
+    ),
+    ClientRules(
         # Continue, Cursor and PyCharm paste attached files and selections into the user
         # message as fenced code blocks headed by a path. No recording of these IDEs exists
         # here: ``ide-attachments.json`` is a hand-made request in the shape they send.
