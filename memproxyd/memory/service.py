@@ -275,6 +275,7 @@ class MemoryService:
         remembered from it, and not an exchange (or text) the request already holds."""
         seen: set[str] = set()
         said = {text for _, text in humans}
+        request: str | None = None          # every text of the request, made when needed
         out = []
         for m in found:
             if m.score < self.config.memory.min_score or m.content in seen:
@@ -284,7 +285,10 @@ class MemoryService:
                 continue
             human = m.content[6:].split("\nAssistant: ", 1)[0] if m.content.startswith(
                 "User: ") else None
-            if human in said or any(m.content in text for text in said):
+            if human in said:
+                continue
+            request = "\x00".join(_strings(call.body)) if request is None else request
+            if m.content in request:
                 continue
             out.append(m)
         return out
@@ -351,6 +355,18 @@ class MemoryService:
         if purged:
             log.info("outbox purged user_id=%s entries=%d", user_id, purged)
         return await self.store.forget_all(user_id, session)
+
+
+def _strings(value: Any):
+    """Every string in a request's JSON, in order."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _trace_id(call: Call) -> str:

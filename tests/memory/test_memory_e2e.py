@@ -104,9 +104,9 @@ async def test_a_fact_is_recalled_for_the_same_project_only(mem_daemon, openai_f
 
 
 async def test_turns_do_not_nest_or_duplicate_memories(mem_daemon, openai_fake):
-    """The model echoes its system messages, the injected blocks among them: what is stored
+    """The model echoes its system messages, the injected block among them: what is stored
     carries no block and no earlier memory, however the turns go. (A memory from elsewhere
-    makes every turn get a block: the conversation's own are never recalled into it.)"""
+    gives the first turn a block: the conversation's own are never recalled into it.)"""
     user = f"nest-{uuid.uuid4().hex[:6]}"
     await http_json("POST", f"{mem_daemon.url}/v1/memories", json={
         "user_id": user, "content": "Heliotrope launch is owned by the platform team."})
@@ -119,8 +119,10 @@ async def test_turns_do_not_nest_or_duplicate_memories(mem_daemon, openai_fake):
         raw = await client.chat.completions.with_raw_response.create(
             model="gpt-echo-system", messages=history)
         reply = raw.parse().choices[0].message.content
-        assert raw.headers["x-memproxy-memory"] == "injected"
-        assert reply.count("<memproxy-memory>") == i + 1    # every turn's block came back
+        # turn 1's block comes back with turn 1 on every call; later turns get none: the
+        # memory is in the request already (the model echoed it)
+        assert raw.headers["x-memproxy-memory"] == ("injected" if i == 0 else "none")
+        assert reply.count("<memproxy-memory>") == 1
         history.append({"role": "assistant", "content": reply})
         await wait_memories(mem_daemon, user, i + 2)
     stored = [m for m in await memories_of(mem_daemon, user)
@@ -433,3 +435,19 @@ async def vector_recall_works(daemon, openai_fake) -> list[dict]:
     assert exchange["content"] == "User: which memory is longer?\nAssistant: offline hello"
     assert exchange["metadata"]["model"] == "demo"
     assert exchange["metadata"]["conversation_id"] == "conv-42"
+
+
+async def test_what_the_request_already_holds_is_never_recalled_into_it(mem_daemon):
+    """A memory whose text is in the request (the client's notes, an earlier message) is
+    left out of the block; the rest of what is relevant is shown."""
+    user = f"held-{uuid.uuid4().hex[:6]}"
+    for content in ("The build tool is bazel seven.", "Deploys of the build happen on Tuesdays."):
+        await http_json("POST", f"{mem_daemon.url}/v1/memories",
+                        json={"user_id": user, "content": content})
+    raw = await api(mem_daemon, user).chat.completions.with_raw_response.create(
+        model="gpt-echo-system", messages=[
+            {"role": "system", "content": "Project notes: The build tool is bazel seven."},
+            {"role": "user", "content": "Which build tool, and when are build deploys?"}])
+    assert raw.headers["x-memproxy-memory"] == "injected"
+    block = raw.parse().choices[0].message.content
+    assert "Tuesdays" in block and "bazel" not in block.split("<memproxy-memory>", 1)[1]
