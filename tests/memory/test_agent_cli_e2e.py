@@ -42,19 +42,24 @@ def agent_models(fake_url: str) -> str:
             'api_key = "sk-up"\n')
 
 
+def add_alpha(daemon) -> str:
+    """Project alpha on a port of its own; its base URL."""
+    port = free_port()
+    request = urllib.request.Request(f"{daemon.url}/admin/projects", method="POST",
+                                     data=json.dumps({"name": "alpha", "port": port}).encode(),
+                                     headers={"content-type": "application/json"})
+    assert urllib.request.urlopen(request).status == 201
+    return f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture
 def project(tmp_path, openai_fake, agent_fake, start_daemon):
     """A daemon with memory on, every model on the fake, and project alpha on its own port."""
     daemon = start_daemon(write_config(tmp_path, openai_fake.url,
                                        extra=agent_models(agent_fake.url),
                                        memory='backend = "sqlite"\nrecall_timeout_ms = 2000'))
-    port = free_port()
-    request = urllib.request.Request(f"{daemon.url}/admin/projects", method="POST",
-                                     data=json.dumps({"name": "alpha", "port": port}).encode(),
-                                     headers={"content-type": "application/json"})
-    assert urllib.request.urlopen(request).status == 201
     (tmp_path / "work").mkdir()
-    return daemon, f"http://127.0.0.1:{port}", tmp_path / "work"
+    return daemon, add_alpha(daemon), tmp_path / "work"
 
 
 def last_turn_request(fake, path: str) -> dict:
@@ -183,3 +188,31 @@ def test_codex_turns_extend_each_other_across_a_restart(clis, project, agent_fak
     session = session_of([r["json"] for r in records if SESSION[0] in json.dumps(r["json"])
                           and r["json"].get("tools")][-1])
     check_session(turn_requests(agent_fake, "/v1/responses", session), "BLUEFIN")
+
+
+def test_claude_code_turns_extend_each_other_on_two_gateways_sharing_postgres(
+        clis, agent_fake, openai_fake, start_daemon, pg_dsn, tmp_path):
+    """Gateways a and b on one database serve alternate turns of one session: the journal in
+    PostgreSQL gives each the other's blocks."""
+    gateways = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = write_config(folder, openai_fake.url, memory=(
+            'backend = "postgres"\nrecall_timeout_ms = 2000'), extra=agent_models(
+            agent_fake.url) + f'[postgres]\ndsn = "{pg_dsn}"\n')
+        daemon = start_daemon(config)
+        gateways.append((daemon, add_alpha(daemon)))
+    (a, url_a), (_, url_b) = gateways
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    model = "claude-sonnet-4-5"
+    assert agents.run_claude(clis, url_a, workdir, FACT, model=model).returncode == 0
+    stored(a, 1)
+    runs = [agents.run_claude(clis, url, workdir, text, model=model, resume=i > 0)
+            for i, (url, text) in enumerate(zip((url_a, url_b, url_a), SESSION))]
+    assert all(r.returncode == 0 for r in runs), [r.stdout + r.stderr for r in runs]
+    records = agent_fake.call(lambda: list(agent_fake.app[agent_upstream.RECORDS]))
+    session = session_of([r["json"] for r in records if SESSION[0] in json.dumps(r["json"])
+                          and r["json"].get("tools")][-1])
+    check_session(turn_requests(agent_fake, "/v1/messages", session), "BLUEFIN")
