@@ -4,6 +4,7 @@
     memproxyctl ide-config alpha --client claude-code
     memproxyctl memory search alpha "deploy steps" --limit 3
     memproxyctl mcp alpha                    # alpha's memory as MCP tools, on stdio
+    memproxyctl doctor alpha --client codex  # does it all work? each step ok/FAIL + fix
 
 Talks to the running daemon's admin and memory APIs (stdlib urllib: starts fast, never imports
 server internals). When the daemon is not running, project commands edit the registry file
@@ -23,6 +24,7 @@ from memproxyd.config import ConfigError
 from memproxyd.ctl.client import (EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, Context, CtlError,
                                   DaemonDown, notice)
 from memproxyd.ctl import ideconfig
+from memproxyd.ctl.doctor import add_doctor_parser
 from memproxyd.ctl.memory import add_memory_parsers
 from memproxyd.ctl.usage import add_usage_parser
 
@@ -192,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_project_parsers(sub)
     add_memory_parsers(sub)
     add_usage_parser(sub)
+    add_doctor_parser(sub)
     return parser
 
 
