@@ -24,7 +24,7 @@ from memproxyd.cookies import session_dir
 from memproxyd.listeners import Listeners
 from memproxyd.memory.service import MemoryService, NoMemory
 from memproxyd.observe import metrics, record
-from memproxyd.proxy import translate
+from memproxyd.proxy import catalog, translate
 from memproxyd.sessions import SessionManager
 from memproxyd.state import RuntimeState
 
@@ -39,6 +39,7 @@ def create_app(config: Config) -> web.Application:
     app[appkeys.STATE] = state
     app[appkeys.LISTENERS] = Listeners(state)
     app[appkeys.METRICS] = metrics.Metrics()
+    app[appkeys.CATALOG] = catalog.Catalog()
     app.on_response_prepare.append(record.add_trace_header)
     app.cleanup_ctx.append(_sessions_ctx)
     if config.usage.enabled:

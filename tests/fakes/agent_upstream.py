@@ -265,10 +265,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return response
 
 
+MODELS = ("gpt-5-codex", "claude-sonnet-4-5", "claude-haiku-4-5", "fake-chat")
+
+
 async def models(request: web.Request) -> web.Response:
+    """The model list, in Anthropic's shape when asked with ``anthropic-version``."""
+    _record(request, {})
+    if "anthropic-version" in request.headers:
+        data = [{"type": "model", "id": name, "display_name": name.replace("-", " ").title(),
+                 "created_at": "2025-09-29T00:00:00Z"} for name in MODELS]
+        return web.json_response({"data": data, "has_more": False, "first_id": MODELS[0],
+                                  "last_id": MODELS[-1]})
     return web.json_response({"object": "list", "data": [
-        {"id": name, "object": "model", "created": 0, "owned_by": "fake"}
-        for name in ("gpt-5-codex", "claude-sonnet-4-5", "fake-chat")]})
+        {"id": name, "object": "model", "created": 1759104000, "owned_by": "fake"}
+        for name in MODELS]})
 
 
 def add_chat_routes(app: web.Application) -> None:
