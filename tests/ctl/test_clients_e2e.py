@@ -184,3 +184,19 @@ def test_codex_answers_with_the_offline_demo_model_of_the_default_config(clis, t
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Hello from memproxyd's offline demo model." in done.stdout
     assert "reasoning_tokens" not in done.stderr
+
+
+def test_claude_code_gateway_model_discovery_lists_what_claude_star_serves(clis, project,
+                                                                          agent_fake):
+    """With discovery on, Claude Code asks the port's /v1/models (Anthropic's shape); the
+    claude-* entry answers with what its upstream lists."""
+    daemon, workdir = project
+    settings = {**exported(ide_config(daemon, "claude-code")),
+                "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1"}
+    done = agents.run_claude(clis, "", workdir, FACT, settings=settings)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = agent_fake.call(lambda: list(agent_fake.app[agent_upstream.RECORDS]))
+    asked = [r for r in records if r["path"] == "/v1/models"]
+    assert asked and asked[0]["headers"]["anthropic-version"] == "2023-06-01"
+    assert records.index(asked[0]) < next(i for i, r in enumerate(records)
+                                          if r["path"] == "/v1/messages")
