@@ -25,7 +25,7 @@ from memproxyd.listeners import Listeners
 from memproxyd.memory.journal import Journal
 from memproxyd.memory.service import MemoryService, NoMemory
 from memproxyd.observe import metrics, record
-from memproxyd.proxy import translate
+from memproxyd.proxy import catalog, translate
 from memproxyd.sessions import SessionManager
 from memproxyd.state import RuntimeState
 
@@ -40,6 +40,7 @@ def create_app(config: Config) -> web.Application:
     app[appkeys.STATE] = state
     app[appkeys.LISTENERS] = Listeners(state)
     app[appkeys.METRICS] = metrics.Metrics()
+    app[appkeys.CATALOG] = catalog.Catalog()
     app.on_response_prepare.append(record.add_trace_header)
     app.cleanup_ctx.append(_sessions_ctx)
     if config.usage.enabled:

@@ -12,6 +12,7 @@ LISTENERS = web.AppKey("listeners", object)  # listeners.Listeners
 METRICS = web.AppKey("metrics", object)    # metrics.Metrics
 LEDGER = web.AppKey("ledger", object)      # ledger.Ledger (absent with [usage] enabled = false)
 SPANS = web.AppKey("spans", object)        # otel.SpanExporter (only with [tracing] set up)
+CATALOG = web.AppKey("catalog", object)    # proxy.catalog.Catalog: upstream model lists
 
 # request keys, set by the gateway middleware (api/middleware.py) on every request
 USER_ID = web.RequestKey("user_id", str)

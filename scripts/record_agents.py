@@ -1,4 +1,4 @@
-"""Record what the real Claude Code, Codex and Gemini CLIs send, as test fixtures.
+"""Record what the real Claude Code, Codex, Gemini and opencode CLIs send, as test fixtures.
 
 Installs the pinned CLIs (``tests/agents.py``), points them straight at the loopback fake model
 (``tests/fakes/agent_upstream.py``, no memproxyd in between) and runs the same short story
@@ -34,8 +34,10 @@ IDS = re.compile(r'(device_id\\?":\\?"|installation_id\\?":\\?")[0-9a-f-]+')
 FIXTURES = {"claude-code": ("claude-code", "claude-sonnet-4-5"),
             "claude-code-default-model": ("claude-code", None),
             "codex": ("codex", None),
-            "gemini-cli": ("gemini-cli", None)}
-NOTES = {"claude-code": "CLAUDE.md", "codex": "AGENTS.md", "gemini-cli": "GEMINI.md"}
+            "gemini-cli": ("gemini-cli", None),
+            "opencode": ("opencode", None)}
+NOTES = {"claude-code": "CLAUDE.md", "codex": "AGENTS.md", "gemini-cli": "GEMINI.md",
+         "opencode": "AGENTS.md"}
 
 
 def record(name: str, out: Path) -> int:
@@ -48,7 +50,8 @@ def record(name: str, out: Path) -> int:
         (workdir / notes).write_text("# Project notes\nUse tabs for indentation.\n")
         server = ThreadedServer(agent_upstream.create_app()).start()
         try:
-            _story(client, agents.install_clis(), server.url, workdir, notes, model)
+            bin_dir = agents.install_clis(commands=("claude", "codex", "gemini", "opencode"))
+            _story(client, bin_dir, server.url, workdir, notes, model)
             records = server.call(lambda: list(server.app[agent_upstream.RECORDS]))
         finally:
             server.stop()
@@ -73,6 +76,11 @@ def _story(client: str, bin_dir: Path, url: str, workdir: Path, notes: str,
         runs = [agents.run_gemini(bin_dir, url, workdir, home, first),
                 agents.run_gemini(bin_dir, url, workdir, home, second, resume=True),
                 agents.run_gemini(bin_dir, url, workdir, home, third)]
+    elif client == "opencode":
+        agents.write_opencode_config(workdir, f"{url}/v1")
+        runs = [agents.run_opencode(bin_dir, workdir, first),
+                agents.run_opencode(bin_dir, workdir, second, resume=True),
+                agents.run_opencode(bin_dir, workdir, third)]
     else:
         home = agents.write_codex_home(workdir.parent / "codex-home", f"{url}/v1")
         runs = [agents.run_codex(bin_dir, home, workdir, first),

@@ -1,10 +1,13 @@
-"""The real agent CLIs (Claude Code, Codex, Gemini CLI), installed from the npm registry and run against a
-base URL: shared by the end-to-end tests and ``scripts/record_agents.py``.
+"""The real agent CLIs (Claude Code, Codex, Gemini CLI, opencode, Continue's ``cn``),
+installed from the npm registry and run against a base URL: shared by the end-to-end tests
+and ``scripts/record_agents.py``.
 
-    clis = install_clis()                      # None (with a reason) where npm cannot
+    clis = install_clis()                      # raises Unavailable (saying why) where npm cannot
     run_claude(clis, base_url, workdir, "Remember this: ...")
     run_codex(clis, base_url + "/v1", workdir, codex_home, "What is ...?")
     run_gemini(clis, base_url, workdir, gemini_home, "What is ...?")
+    run_opencode(clis, workdir, "What is ...?")          # reads workdir/opencode.json
+    run_cn(clis, config_yaml, workdir, "What is ...?")
 
 The versions are pinned: ``tests/fixtures/agents/`` was recorded from these.
 """
@@ -19,6 +22,10 @@ from pathlib import Path
 CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.197"
 CODEX = "@openai/codex@0.171.0"
 GEMINI_CLI = "@google/gemini-cli@0.61.0"
+OPENCODE = "opencode-ai@1.18.33"
+CONTINUE_CLI = "@continuedev/cli@1.5.47"
+PACKAGES = {"claude": CLAUDE_CODE, "codex": CODEX, "gemini": GEMINI_CLI, "opencode": OPENCODE,
+            "cn": CONTINUE_CLI}
 CACHE = Path(os.environ.get("MEMPROXYD_AGENTS_DIR",
                             Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                             / "memproxyd-test-agents"))
@@ -28,20 +35,22 @@ class Unavailable(Exception):
     """The CLIs cannot be installed here; the message says why."""
 
 
-def install_clis(target: Path = CACHE) -> Path:
-    """``node_modules/.bin`` holding ``claude``, ``codex`` and ``gemini``; installed once per
-    machine."""
+def install_clis(target: Path = CACHE, commands: tuple[str, ...] = ("claude", "codex")) -> Path:
+    """``node_modules/.bin`` holding ``commands`` (of ``PACKAGES``); installed once per
+    machine, at the pinned versions."""
     bin_dir = target / "node_modules" / ".bin"
-    if all((bin_dir / name).exists() for name in ("claude", "codex", "gemini")):
+    missing = [PACKAGES[c] for c in commands if not (bin_dir / c).exists()]
+    if not missing:
         return bin_dir
     if shutil.which("npm") is None or shutil.which("node") is None:
         raise Unavailable("npm and node are not installed (apt-get install nodejs npm)")
     target.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix",
-                             str(target), CLAUDE_CODE, CODEX, GEMINI_CLI],
+                             str(target), *missing],
                             capture_output=True, text=True, timeout=300)
-    if result.returncode != 0 or not (bin_dir / "claude").exists():
-        raise Unavailable(f"npm install failed: {result.stderr.strip()[-400:]}")
+    if result.returncode != 0 or not all((bin_dir / c).exists() for c in commands):
+        raise Unavailable(f"npm install {' '.join(missing)} failed: "
+                          f"{result.stderr.strip()[-400:]}")
     return bin_dir
 
 
@@ -54,14 +63,18 @@ def _env(extra: dict[str, str], home: Path) -> dict[str, str]:
 def run_claude(bin_dir: Path, base_url: str, workdir: Path, prompt: str, *,
                resume: bool = False, home: Path | None = None,
                headers: dict[str, str] | None = None,
-               model: str | None = "claude-sonnet-4-5") -> subprocess.CompletedProcess:
+               model: str | None = "claude-sonnet-4-5",
+               settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``claude -p PROMPT`` (``--continue`` with ``resume``) in ``workdir``; its own HOME, so
     sessions and settings never touch the real user's. ``model=None``: the CLI's default
-    model (``claude-opus-4-8`` in 2.1.197, which sends ``system``-role messages)."""
+    model (``claude-opus-4-8`` in 2.1.197, which sends ``system``-role messages).
+    ``settings``: the environment instead of ``base_url`` and a made-up key (what
+    ``memproxyctl ide-config --client claude-code`` exported)."""
     home = home or workdir.parent / "claude-home"
     home.mkdir(exist_ok=True)
-    env = _env({"ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": "sk-ant-test-fake",
-                "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1",
+    given = settings if settings is not None else {"ANTHROPIC_BASE_URL": base_url,
+                                                   "ANTHROPIC_API_KEY": "sk-ant-test-fake"}
+    env = _env({**given, "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1",
                 "DISABLE_ERROR_REPORTING": "1"}, home)
     if headers:
         env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in headers.items())
@@ -118,6 +131,45 @@ def run_gemini(bin_dir: Path, base_url: str, workdir: Path, home: Path, prompt: 
             "yolo", "-p", prompt]
     return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=180, stdin=subprocess.DEVNULL)
+
+
+def write_opencode_config(workdir: Path, base_url: str, model: str = "fake-chat") -> Path:
+    """``workdir/opencode.json`` with one provider at ``base_url`` through
+    ``@ai-sdk/openai-compatible``, in the shape ``memproxyctl ide-config`` prints."""
+    path = workdir / "opencode.json"
+    path.write_text(json.dumps({
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {"memproxyd": {"npm": "@ai-sdk/openai-compatible", "name": "memproxyd",
+                                   "options": {"baseURL": base_url, "apiKey": "sk-test-fake"},
+                                   "models": {model: {"name": model}}}},
+        "model": f"memproxyd/{model}", "small_model": f"memproxyd/{model}"}, indent=2))
+    return path
+
+
+def run_opencode(bin_dir: Path, workdir: Path, prompt: str, *, resume: bool = False,
+                 home: Path | None = None) -> subprocess.CompletedProcess:
+    """``opencode run PROMPT`` (``--continue`` with ``resume``) in ``workdir``, configured by
+    ``workdir/opencode.json`` alone. The prompt goes as separate words: opencode quotes an
+    argument that contains spaces before sending it."""
+    home = home or workdir.parent / "opencode-home"
+    home.mkdir(exist_ok=True)
+    env = _env({"OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_SHARE": "1"}, home)
+    args = [str(bin_dir / "opencode"), "run", *(["--continue"] if resume else []),
+            *prompt.split()]
+    return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def run_cn(bin_dir: Path, config: Path, workdir: Path, prompt: str, *,
+           resume: bool = False, home: Path | None = None) -> subprocess.CompletedProcess:
+    """Continue's ``cn -p PROMPT --config CONFIG`` (``--resume`` with ``resume``) in
+    ``workdir``; its own HOME."""
+    home = home or workdir.parent / "cn-home"
+    home.mkdir(exist_ok=True)
+    args = [str(bin_dir / "cn"), "-p", prompt, "--config", str(config),
+            *(["--resume"] if resume else [])]
+    return subprocess.run(args, cwd=workdir, env=_env({}, home), capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def scrub(record: dict, paths: dict[str, str]) -> dict:

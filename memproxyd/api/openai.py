@@ -15,7 +15,7 @@ from memproxyd.api import validate
 from memproxyd.appkeys import USER_ID
 from memproxyd.errors import COMPLETIONS, OPENAI
 from memproxyd.observe import meter
-from memproxyd.proxy import access, translate, upstream
+from memproxyd.proxy import access, catalog, translate, upstream
 from memproxyd.proxy.pipeline import native_forwarder, new_call, proxy
 
 
@@ -52,9 +52,18 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def models(request: web.Request) -> web.Response:
-    listing = request.app[appkeys.STATE].deployments.listing()
-    return web.json_response({"object": "list",
-                              "data": access.visible(request, request[USER_ID], listing)})
+    """Every model a client may send: exact names, and what wildcard entries serve (asked of
+    the upstream, cached). With ``anthropic-version`` (Claude Code's gateway model
+    discovery): Anthropic's shape, available models only."""
+    deployments = request.app[appkeys.STATE].deployments
+    async with request.app[appkeys.SESSIONS].lease(request[USER_ID]) as session:
+        found = await request.app[appkeys.CATALOG].models(deployments, session.http)
+    allowed = {item["id"] for item in access.visible(
+        request, request[USER_ID], [{"id": m.id} for m in found])}
+    found = [m for m in found if m.id in allowed]
+    if "anthropic-version" in request.headers:
+        return web.json_response(catalog.anthropic_page(found))
+    return web.json_response({"object": "list", "data": [m.openai() for m in found]})
 
 
 def add_routes(app: web.Application) -> None:

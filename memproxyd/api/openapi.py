@@ -96,7 +96,9 @@ def _paths() -> dict:
     for prefix in ("/v1", ""):
         paths[f"{prefix}/chat/completions"] = {"post": _op("OpenAI chat completion", CHAT)}
         paths[f"{prefix}/completions"] = {"post": _op("Legacy completion", COMPLETIONS)}
-        paths[f"{prefix}/models"] = {"get": _op("Configured models")}
+        paths[f"{prefix}/models"] = {"get": _op(
+            "Configured models; wildcard entries as the models their upstream serves; "
+            "Anthropic's shape when the request carries anthropic-version")}
         paths[f"{prefix}/embeddings"] = {"post": _op("OpenAI embeddings", EMBEDDINGS)}
         responses = f"{prefix}/responses"
         paths[responses] = {"post": _op("OpenAI Responses API", RESPONSES)}

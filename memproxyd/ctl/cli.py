@@ -4,6 +4,7 @@
     memproxyctl ide-config alpha --client claude-code   # or codex, gemini, ...
     memproxyctl memory search alpha "deploy steps" --limit 3
     memproxyctl mcp alpha                    # alpha's memory as MCP tools, on stdio
+    memproxyctl doctor alpha --client codex  # does it all work? each step ok/FAIL + fix
 
 Talks to the running daemon's admin and memory APIs (stdlib urllib: starts fast, never imports
 server internals). When the daemon is not running, project commands edit the registry file
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import urllib.parse
 
@@ -23,6 +23,8 @@ from memproxyd.addresses import is_loopback
 from memproxyd.config import ConfigError
 from memproxyd.ctl.client import (EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, Context, CtlError,
                                   DaemonDown, notice)
+from memproxyd.ctl import ideconfig
+from memproxyd.ctl.doctor import add_doctor_parser
 from memproxyd.ctl.memory import add_memory_parsers
 from memproxyd.ctl.usage import add_usage_parser
 
@@ -125,79 +127,11 @@ def cmd_reload(ctx: Context, args) -> int:
     return EXIT_OK
 
 
-# Lines mentioning {key} or {key_env} are dropped when no gateway key is configured.
-_IDE_TEMPLATES = {
-    "claude-code": ("ANTHROPIC_BASE_URL={anthropic}\nANTHROPIC_AUTH_TOKEN={key}\n"
-                    "# the project's memory as MCP tools in Claude Code:\n{claude_mcp_add}"),
-    "codex": ("# ~/.codex/config.toml (model_provider and model go above any [table])\n"
-              'model_provider = "memproxyd"\nmodel = {model_toml}\n\n'
-              '[model_providers.memproxyd]\nname = "memproxyd ({project})"\n'
-              'base_url = "{openai}"\nenv_key = "{key_env}"\nwire_api = "responses"\n\n'
-              "# the project's memory as MCP tools\n[mcp_servers.memproxyd]\n"
-              "command = {mcp_command}\nargs = {mcp_args}\n"
-              'env_vars = ["{key_env}"]   # Codex passes MCP servers a short env allow-list'),
-    "pycharm": ("PyCharm AI Assistant > Settings > Tools > AI Assistant > Models > "
-                "Third-party AI providers\n  Provider: OpenAI-compatible\n  URL: {openai}\n"
-                "  API key: {key}"),
-    "continue": ("# ~/.continue/config.yaml\nmodels:\n  - name: {model} ({project} via memproxyd)\n"
-                 "    provider: openai\n    model: {model}\n    apiBase: {openai}\n"
-                 "    apiKey: {key}"),
-    "cursor": ("Cursor > Settings > Models > API Keys > OpenAI API Key\n"
-               "  Override OpenAI Base URL: {openai}\n  OpenAI API Key: {key}"),
-    "env": "OPENAI_BASE_URL={openai}\nANTHROPIC_BASE_URL={anthropic}",
-    # Gemini CLI honours GOOGLE_GEMINI_BASE_URL only with API-key auth selected, and will
-    # not start without a key: with no gateway keys any value does (never sent upstream)
-    "gemini": ("# ~/.gemini/settings.json (merge into an existing one)\n"
-               '{{\n  "security": {{"auth": {{"selectedType": "gemini-api-key"}}}},\n'
-               '  "model": {{"name": {gemini_model}}}\n}}\n\n'
-               "# in the shell that runs gemini\n"
-               "export GOOGLE_GEMINI_BASE_URL={anthropic}\n"
-               "export GEMINI_API_KEY={gemini_key}"),
-}
-KEY_PLACEHOLDER = "<your memproxyd API key>"
-KEY_ENV = "MEMPROXY_API_KEY"   # what memproxyctl, and so its MCP server, read the key from
-
-
-def mcp_command(ctx: Context, project: str) -> list[str]:
-    """The command line that serves ``project``'s memory over MCP, reaching this daemon.
-
-    MCP clients start servers with an environment of their own (Codex passes a short
-    allow-list), so a config or URL named explicitly goes on the command line.
-    """
-    argv = ["memproxyctl"]
-    if ctx.config_explicit:
-        argv += ["--config", str(ctx.config_path.resolve())]
-    if ctx.url_explicit:
-        argv += ["--url", ctx.url]
-    return argv + ["mcp", project]
-
-
-def gemini_model(models) -> str:
-    """The model Gemini CLI should ask for: the first ``gemini/`` deployment named exactly,
-    else the first exact name (its own default, "auto", routes between models it names)."""
-    exact = [m for m in models if "*" not in m.model_name]
-    gemini = [m for m in exact if m.litellm_params.model.startswith("gemini/")]
-    return (gemini or exact)[0].model_name if exact else "gemini-2.5-flash"
-
-
 def cmd_ide_config(ctx: Context, args) -> int:
     project = next((p for p in _projects(ctx) if p["name"] == args.name), None)
     if project is None:
         raise CtlError(f"no project named {args.name!r} (see: memproxyctl list-projects)")
-    openai_url, anthropic_url = ctx.base_urls(project["port"])
-    models = ctx.config.model_list
-    model = models[0].model_name if models else "<model_name from model_list>"
-    command = mcp_command(ctx, args.name)
-    gemini_key = f'"{KEY_PLACEHOLDER}"' if ctx.has_gateway_key() else "memproxyd"
-    lines = _IDE_TEMPLATES[args.client].splitlines()
-    if not ctx.has_gateway_key():
-        lines = [line for line in lines if "{key" not in line]
-    print("\n".join(lines).format(
-        openai=openai_url, anthropic=anthropic_url, key=KEY_PLACEHOLDER, key_env=KEY_ENV,
-        project=args.name, model=model, model_toml=json.dumps(model),
-        mcp_command=json.dumps(command[0]), mcp_args=json.dumps(command[1:]),
-        claude_mcp_add="claude mcp add memproxyd -- " + shlex.join(command),
-        gemini_key=gemini_key, gemini_model=json.dumps(gemini_model(models))))
+    print(ideconfig.render(ctx, project, args.client))
     return EXIT_OK
 
 
@@ -242,7 +176,7 @@ def _add_project_parsers(sub) -> None:
         func=cmd_reload)
     p = sub.add_parser("ide-config", help="print the settings to paste into a client")
     p.add_argument("name")
-    p.add_argument("--client", required=True, choices=sorted(_IDE_TEMPLATES))
+    p.add_argument("--client", required=True, choices=sorted(ideconfig.TARGETS))
     p.set_defaults(func=cmd_ide_config)
     p = sub.add_parser("mcp", help="serve a project's memory as MCP tools on stdio")
     p.add_argument("project", nargs="?",
@@ -260,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_project_parsers(sub)
     add_memory_parsers(sub)
     add_usage_parser(sub)
+    add_doctor_parser(sub)
     return parser
 
 

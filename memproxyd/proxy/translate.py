@@ -26,6 +26,7 @@ from memproxyd.call import Call
 from memproxyd.deployments import Deployment
 from memproxyd.errors import ApiError, sse_error_event
 from memproxyd.observe import meter
+from memproxyd.proxy import demo
 from memproxyd.sessions import UserSession
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,12 @@ async def chat(call: Call, session: UserSession, body: dict, tap=None) -> web.St
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))
     result = await _call(call, litellm().acompletion, args)
+    mock = bool(call.deployment.params.mock_response)
     if not call.stream:
-        return await _whole(call, result, tap)
+        return await _whole(call, result, tap, (lambda r: demo.chat(body, r)) if mock else None)
+    if mock:
+        return await _stream(call, result, tap, encode=lambda chunk: _openai_sse(
+            demo.chat_chunk(body, _dump(chunk))))
     return await _stream(call, result, tap)
 
 
@@ -174,7 +179,7 @@ def _check_user_messages(messages: list) -> None:
 
 
 def _openai_sse(chunk) -> bytes:
-    return f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n".encode()
+    return f"data: {json.dumps(_dump(chunk))}\n\n".encode()
 
 
 async def _stream(call: Call, chunks, tap, encode=_openai_sse,
@@ -214,6 +219,8 @@ async def messages(call: Call, session: UserSession, body: dict, tap=None) -> we
     args.update(deployment_kwargs(call.deployment, session, call.stream,
                                    call.router_headers()))
     result = await _call(call, litellm().anthropic.messages.acreate, args)
+    if call.deployment.params.mock_response:
+        result = demo.messages(body, json.loads(json.dumps(result, default=_jsonable)))
     if isinstance(result, dict) and call.stream:
         result = _as_events(result)   # mock deployments answer whole messages only
     if not call.stream:
@@ -304,11 +311,11 @@ async def responses(call: Call, session: UserSession, body: dict,
         # litellm's Responses path takes its own HTTP handler, never an AsyncOpenAI
         args["client"] = http_handler(session)
     result = await _call(call, litellm().aresponses, args)
-    if call.stream and not hasattr(result, "__aiter__"):
-        # mock deployments answer whole responses only: replay them as OpenAI's events
-        from litellm.responses.streaming_iterator import build_synthetic_response_events
-        result = _aiter(build_synthetic_response_events(transformed=result, logging_obj=None,
-                                                        chunk_size=16))
+    if call.deployment.params.mock_response:
+        # mock deployments answer whole responses only: made whole, replayed as OpenAI's events
+        result = demo.responses(body, _dump(result))
+        if call.stream:
+            result = _aiter(demo.responses_events(result))
     if call.stream:
         return await _stream(call, result, tap, encode=_responses_sse, done=b"")
     return await _whole(call, result, tap)
@@ -366,7 +373,8 @@ async def text_completion(call: Call, session: UserSession, body: dict,
     result = await _call(call, litellm().atext_completion, args)
     if call.stream:
         return await _stream(call, result, tap, encode=_completion_sse)
-    return await _whole(call, result, tap)
+    mock = bool(call.deployment.params.mock_response)
+    return await _whole(call, result, tap, (lambda r: demo.chat(body, r)) if mock else None)
 
 
 def _completion_sse(chunk) -> bytes:
@@ -386,8 +394,9 @@ async def _call(call: Call, function, args: dict):
     return result
 
 
-async def _whole(call: Call, result, tap) -> web.Response:
-    payload = json.dumps(_dump(result)).encode()
+async def _whole(call: Call, result, tap, reshape=None) -> web.Response:
+    data = _dump(result)
+    payload = json.dumps(reshape(data) if reshape else data).encode()
     if tap is not None:
         tap.feed(payload)
         await tap.finish(call, True)
@@ -395,6 +404,8 @@ async def _whole(call: Call, result, tap) -> web.Response:
 
 
 def _dump(value) -> dict:
+    if isinstance(value, dict):
+        return value
     # litellm's usage objects trip pydantic's serializer warnings; the dump itself is right
     return value.model_dump(exclude_none=True, warnings=False)
 

@@ -18,7 +18,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from memproxyd.ctl import cli
+from memproxyd.ctl import cli, ideconfig
 from memproxyd.registry import read_registry
 from tests.fakes.threaded import ThreadedServer
 
@@ -213,29 +213,38 @@ def alpha_port(run) -> int:
 
 
 @pytest.mark.parametrize("client, expected", [
-    ("claude-code", ["ANTHROPIC_BASE_URL=http://127.0.0.1:{port}",
-                     "claude mcp add memproxyd -- memproxyctl"]),
+    ("claude-code", ["export ANTHROPIC_BASE_URL=http://127.0.0.1:{port}",
+                     "export ANTHROPIC_API_KEY=memproxyd-no-key",
+                     "claude mcp add memproxyd -- "]),
     ("codex", ['base_url = "http://127.0.0.1:{port}/v1"', 'wire_api = "responses"',
                "[mcp_servers.memproxyd]"]),
-    ("pycharm", ["OpenAI-compatible", "URL: http://127.0.0.1:{port}/v1"]),
-    ("continue", ["apiBase: http://127.0.0.1:{port}/v1", "provider: openai", "models:"]),
-    ("cursor", ["Override OpenAI Base URL: http://127.0.0.1:{port}/v1"]),
-    ("env", ["OPENAI_BASE_URL=http://127.0.0.1:{port}/v1",
-             "ANTHROPIC_BASE_URL=http://127.0.0.1:{port}"]),
+    ("pycharm", ["OpenAI-compatible", "URL: http://127.0.0.1:{port}/v1",
+                 "API key: memproxyd-no-key"]),
+    ("continue", ["apiBase: http://127.0.0.1:{port}/v1", "provider: openai", "models:",
+                  "name: memproxyd alpha", "version: 1.0.0", "apiKey: memproxyd-no-key"]),
+    ("cursor", ["public HTTPS URL", "tunnel", "Override OpenAI Base URL: https://"]),
+    ("env", ["export OPENAI_BASE_URL=http://127.0.0.1:{port}/v1",
+             "export ANTHROPIC_BASE_URL=http://127.0.0.1:{port}"]),
+    ("opencode", ['"baseURL": "http://127.0.0.1:{port}/v1"', '"@ai-sdk/openai-compatible"']),
+    ("zed", ['"api_url": "http://127.0.0.1:{port}/v1"', "MEMPROXYD_API_KEY"]),
+    ("copilot", ['"url": "http://127.0.0.1:{port}/v1/chat/completions"', "customendpoint"]),
 ])
 def test_ide_config_prints_the_project_urls_for_each_client(run, alpha_port, client, expected):
     code, out, _ = run("ide-config", "alpha", "--client", client)
     assert code == 0
     for line in expected:
         assert line.format(port=alpha_port) in out
-    # no gateway key configured: nothing asks for one
-    assert "AUTH_TOKEN" not in out and "API key" not in out and "API_KEY" not in out
+    # no gateway key configured: no variable to export, no placeholder to fill in
+    assert "$MEMPROXY_API_KEY" not in out and ("<your" not in out or client == "cursor")
 
 
-def test_ide_config_env_is_exactly_two_assignments(run, alpha_port):
+def test_ide_config_env_exports_a_base_url_and_a_key_for_each_sdk(run, alpha_port):
     _, out, _ = run("ide-config", "alpha", "--client", "env")
-    assert out.splitlines() == [f"OPENAI_BASE_URL=http://127.0.0.1:{alpha_port}/v1",
-                                f"ANTHROPIC_BASE_URL=http://127.0.0.1:{alpha_port}"]
+    assert [line for line in out.splitlines() if not line.startswith("#")] == [
+        f"export OPENAI_BASE_URL=http://127.0.0.1:{alpha_port}/v1",
+        "export OPENAI_API_KEY=memproxyd-no-key",
+        f"export ANTHROPIC_BASE_URL=http://127.0.0.1:{alpha_port}",
+        "export ANTHROPIC_API_KEY=memproxyd-no-key"]
 
 
 def gemini_parts(out: str) -> tuple[dict, dict[str, str]]:
@@ -255,26 +264,61 @@ def test_ide_config_gemini_is_settings_json_and_the_base_url(run, alpha_port):
     assert isinstance(settings["model"]["name"], str)
     # Gemini CLI will not start without a key; with no gateway keys any value does
     assert exports == {"GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{alpha_port}",
-                       "GEMINI_API_KEY": "memproxyd"}
+                       "GEMINI_API_KEY": "memproxyd-no-key"}
 
 
 def test_ide_config_gemini_with_gateway_key_asks_for_it(make_config, run):
     config = make_config(extra=f'[auth]\nkeys = ["{GATEWAY_KEY}"]')
     run("add-project", "alpha", "--port", str(free_port()), config_path=config)
     _, out, _ = run("ide-config", "alpha", "--client", "gemini", config_path=config)
-    assert gemini_parts(out)[1]["GEMINI_API_KEY"] == f'"{cli.KEY_PLACEHOLDER}"'
+    assert gemini_parts(out)[1]["GEMINI_API_KEY"] == '"$MEMPROXY_API_KEY"'
     assert GATEWAY_KEY not in out
 
 
-def test_ide_config_with_gateway_key_shows_a_placeholder_never_the_secret(make_config, run):
+@pytest.mark.parametrize("client", ["opencode", "zed", "copilot"])
+def test_ide_config_json_targets_are_json_after_their_comment_lines(run, alpha_port, client):
+    _, out, _ = run("ide-config", "alpha", "--client", client)
+    json.loads("\n".join(line for line in out.splitlines() if not line.startswith("//")))
+
+
+def test_ide_config_continue_is_yaml_with_the_keys_cn_requires(make_config, run):
+    yaml = pytest.importorskip("yaml")
+    config = make_config(extra='[[model_list]]\nmodel_name = "demo"\n'
+                               '[model_list.litellm_params]\nmodel = "openai/demo"\n'
+                               'mock_response = "hi"\n')
+    run("add-project", "alpha", "--port", str(free_port()), config_path=config)
+    _, out, _ = run("ide-config", "alpha", "--client", "continue", config_path=config)
+    parsed = yaml.safe_load(out)
+    assert parsed["name"] == "memproxyd alpha" and parsed["version"] == "1.0.0"
+    assert parsed["models"][0]["model"] == "demo"
+    assert parsed["mcpServers"][0]["args"][-2:] == ["mcp", "alpha"]
+
+
+def test_ide_config_without_claude_models_points_claude_code_at_one_that_exists(make_config,
+                                                                                run):
+    config = make_config(extra='[[model_list]]\nmodel_name = "demo"\n'
+                               '[model_list.litellm_params]\nmodel = "openai/demo"\n'
+                               'mock_response = "hi"\n')
+    run("add-project", "alpha", "--port", str(free_port()), config_path=config)
+    _, out, _ = run("ide-config", "alpha", "--client", "claude-code", config_path=config)
+    assert "export ANTHROPIC_MODEL=demo" in out.splitlines()
+    assert "export ANTHROPIC_DEFAULT_HAIKU_MODEL=demo" in out.splitlines()
+
+
+def test_ide_config_with_gateway_key_exports_the_variable_never_the_secret(make_config, run):
     config = make_config(extra=f'[auth]\nkeys = ["{GATEWAY_KEY}"]')
     port = free_port()
     run("add-project", "alpha", "--port", str(port), config_path=config)
     code, out, _ = run("ide-config", "alpha", "--client", "claude-code", config_path=config)
     assert code == 0
-    assert out.splitlines()[:2] == [f"ANTHROPIC_BASE_URL=http://127.0.0.1:{port}",
-                                    f"ANTHROPIC_AUTH_TOKEN={cli.KEY_PLACEHOLDER}"]
-    assert GATEWAY_KEY not in out
+    assert out.splitlines()[:3] == [
+        f"export ANTHROPIC_BASE_URL=http://127.0.0.1:{port}",
+        'export ANTHROPIC_API_KEY="$MEMPROXY_API_KEY"',
+        "# this daemon has [auth] keys: export MEMPROXY_API_KEY=<one of them> before "
+        "starting the client"]
+    for client in ideconfig.TARGETS:
+        _, out, _ = run("ide-config", "alpha", "--client", client, config_path=config)
+        assert GATEWAY_KEY not in out and "memproxyd-no-key" not in out, client
 
 
 def test_ide_config_codex_is_a_provider_and_an_mcp_server_in_valid_toml(run, config,
@@ -288,9 +332,10 @@ def test_ide_config_codex_is_a_provider_and_an_mcp_server_in_valid_toml(run, con
         "name": "memproxyd (alpha)", "base_url": f"http://127.0.0.1:{alpha_port}/v1",
         "wire_api": "responses"}  # no env_key: no gateway key is configured
     # the MCP server must reach the daemon this command reached, named the same way
-    assert parsed["mcp_servers"]["memproxyd"] == {
-        "command": "memproxyctl",
-        "args": ["--config", str(config.resolve()), "--url", url, "mcp", "alpha"]}
+    server = parsed["mcp_servers"]["memproxyd"]
+    assert Path(server["command"]).is_absolute()   # MCP clients' PATH lacks the virtualenv
+    assert server["args"][-6:] == ["--config", str(config.resolve()), "--url", url, "mcp",
+                                   "alpha"]
 
 
 def test_ide_config_codex_with_gateway_key_names_the_variable_never_the_key(make_config, run):
@@ -302,7 +347,7 @@ def test_ide_config_codex_with_gateway_key_names_the_variable_never_the_key(make
     parsed = tomllib.loads(out)
     assert parsed["model_providers"]["memproxyd"]["env_key"] == "MEMPROXY_API_KEY"
     assert parsed["mcp_servers"]["memproxyd"]["env_vars"] == ["MEMPROXY_API_KEY"]
-    assert parsed["mcp_servers"]["memproxyd"]["args"] == [
+    assert parsed["mcp_servers"]["memproxyd"]["args"][-4:] == [
         "--config", str(config.resolve()), "mcp", "alpha"]
 
 
@@ -316,8 +361,10 @@ def test_ide_config_claude_code_mcp_line_is_a_shell_command_that_survives_spaces
                        config_path=config)
     assert code == 0
     [line] = [line for line in out.splitlines() if line.startswith("claude mcp add")]
-    assert shlex.split(line) == ["claude", "mcp", "add", "memproxyd", "--", "memproxyctl",
-                                 "--config", str(config.resolve()), "mcp", "alpha"]
+    argv = shlex.split(line)
+    assert argv[:5] == ["claude", "mcp", "add", "memproxyd", "--"]
+    assert Path(argv[5]).is_absolute()
+    assert argv[-4:] == ["--config", str(config.resolve()), "mcp", "alpha"]
 
 
 def test_only_the_mcp_command_imports_the_mcp_sdk(config):

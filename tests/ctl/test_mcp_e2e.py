@@ -53,15 +53,18 @@ def stored(daemon: Daemon, user: str) -> list[dict]:
 
 @asynccontextmanager
 async def mcp_session(config: Path, *args: str, key: str | None = GATEWAY_KEY,
-                      errlog: Path | None = None, argv: list[str] | None = None):
+                      errlog: Path | None = None, argv: list[str] | None = None,
+                      command: str | None = None):
     """An MCP client session with ``memproxyctl --config CONFIG mcp ARGS`` as its server.
 
     The server gets the SDK's default environment (PATH, HOME, ...) plus MEMPROXY_API_KEY,
     as an MCP client would start it.
     """
     argv = argv or ["--config", str(config), "mcp", *args]
+    if command is None:
+        command, argv = sys.executable, ["-m", "memproxyd.ctl", *argv]
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "memproxyd.ctl", *argv], cwd=REPO,
+        command=command, args=argv, cwd=REPO,
         env={"MEMPROXY_API_KEY": key} if key else {})
     with (errlog or Path("/dev/null")).open("w") as err:
         async with stdio_client(params, errlog=err) as (read, write):
@@ -211,7 +214,8 @@ async def test_the_codex_mcp_server_block_starts_a_working_server(daemon, capsys
     assert cli.main(["--config", str(daemon.config), "ide-config", "alpha",
                      "--client", "codex"]) == 0
     block = capsys.readouterr().out.split("[mcp_servers.memproxyd]", 1)[1]
+    command = json.loads(block.split("command = ", 1)[1].splitlines()[0])
     args = json.loads(block.split("args = ", 1)[1].splitlines()[0])
-    assert args[-2:] == ["mcp", "alpha"]
-    async with mcp_session(daemon.config, argv=args) as session:
+    assert args[-2:] == ["mcp", "alpha"] and Path(command).is_absolute()
+    async with mcp_session(daemon.config, argv=args, command=command) as session:
         assert (await call(session, "memory_list"))["owner"] == "alpha"

@@ -275,4 +275,87 @@ def create_app(record_to: str | Path | None = None) -> web.Application:
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1beta/models/{target}", gemini_models)
+    add_chat_routes(app)
     return app
+
+
+# -- OpenAI chat completions (opencode, Continue's cn) -------------------------------------
+
+CHAT_WORKDIR = re.compile(r"(?:Working directory|cwd|current working directory)[^/\n]*?(/\S+)",
+                          re.IGNORECASE)
+
+
+def _chat_reply(body: dict) -> dict:
+    """The assistant message for a chat request: a ``read`` tool call when the human asks to
+    "read the notes" and a read tool is offered, the final text after the tool's result."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        return {"role": "assistant", "content": "The notes say to use tabs. Done."}
+    human = next(("\n".join(_texts(m.get("content"))) for m in reversed(messages)
+                  if m.get("role") == "user"), "")
+    context = "\n".join("\n".join(_texts(m.get("content"))) for m in messages
+                        if m.get("role") in ("system", "developer"))
+    tools = {(t.get("function") or {}).get("name") for t in body.get("tools") or ()}
+    read = next((name for name in ("read", "read_file", "Read") if name in tools), None)
+    cwd = CHAT_WORKDIR.search(context)
+    if "read the notes" in human.lower() and read and cwd:
+        path = f"{cwd.group(1).rstrip('.,')}/AGENTS.md"
+        argument = "filepath" if read == "read_file" else "filePath"
+        return {"role": "assistant", "content": None, "tool_calls": [{
+            "id": f"call_{next(_ids):04d}", "type": "function",
+            "function": {"name": read, "arguments": json.dumps({argument: path})}}]}
+    small = bool(re.search(r"title generator|generate a (short )?title", context, re.I))
+    return {"role": "assistant", "content": "Fake title" if small else
+            answer(human, context + "\n" + human, False)}
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    _record(request, body)
+    message = _chat_reply(body)
+    finish = "tool_calls" if message.get("tool_calls") else "stop"
+    base = {"id": f"chatcmpl-fake{next(_ids):04d}", "created": 0,
+            "model": body.get("model", "")}
+    usage = {"prompt_tokens": 100, "completion_tokens": 9, "total_tokens": 109}
+    if not body.get("stream"):
+        return web.json_response({**base, "object": "chat.completion", "usage": usage,
+                                  "choices": [{"index": 0, "message": message,
+                                               "finish_reason": finish}]})
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    delta = {k: v for k, v in message.items() if v is not None}
+    for call_index, call in enumerate(delta.get("tool_calls") or ()):
+        call["index"] = call_index
+    chunks = [{"index": 0, "delta": delta, "finish_reason": None},
+              {"index": 0, "delta": {}, "finish_reason": finish}]
+    for choice in chunks:
+        chunk = {**base, "object": "chat.completion.chunk", "choices": [choice]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunk = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+MODELS = ("gpt-5-codex", "claude-sonnet-4-5", "claude-haiku-4-5", "fake-chat")
+
+
+async def models(request: web.Request) -> web.Response:
+    """The model list, in Anthropic's shape when asked with ``anthropic-version``."""
+    _record(request, {})
+    if "anthropic-version" in request.headers:
+        data = [{"type": "model", "id": name, "display_name": name.replace("-", " ").title(),
+                 "created_at": "2025-09-29T00:00:00Z"} for name in MODELS]
+        return web.json_response({"data": data, "has_more": False, "first_id": MODELS[0],
+                                  "last_id": MODELS[-1]})
+    return web.json_response({"object": "list", "data": [
+        {"id": name, "object": "model", "created": 1759104000, "owned_by": "fake"}
+        for name in MODELS]})
+
+
+def add_chat_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", models)

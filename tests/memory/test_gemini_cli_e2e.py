@@ -23,7 +23,7 @@ from tests.memory.test_agent_traffic import FACT, QUESTION
 @pytest.fixture(scope="module")
 def clis():
     try:
-        return agents.install_clis()
+        return agents.install_clis(commands=("gemini",))
     except (agents.Unavailable, OSError) as exc:
         pytest.skip(f"real agent CLIs unavailable: {exc}")
 

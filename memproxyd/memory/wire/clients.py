@@ -87,6 +87,14 @@ CLIENTS: tuple[ClientRules, ...] = (
         ),
     ),
     ClientRules(
+        # opencode (through @ai-sdk/openai-compatible) names each session with a tool-less
+        # chat call: this system prompt, then "Generate a title for this conversation:" and
+        # the human's message as user messages (opencode 1.18.33, line 0 of the recording).
+        name="opencode",
+        recorded="tests/fixtures/agents/opencode.jsonl",
+        side_call_patterns=(r"^You are a title generator\. You output ONLY a thread title",),
+    ),
+    ClientRules(
         # Continue, Cursor and PyCharm paste attached files and selections into the user
         # message as fenced code blocks headed by a path. No recording of these IDEs exists
         # here: ``ide-attachments.json`` is a hand-made request in the shape they send.
