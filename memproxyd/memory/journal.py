@@ -24,6 +24,7 @@ even at the price of that prefix.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -91,7 +92,8 @@ class Journal:
         self.store, self.size, self.ttl, self.clock = store, size, ttl, clock
         # (user id, conversation) -> (last new turn, {(ordinal, fingerprint): Injection})
         self._cache: OrderedDict[tuple[str, str], tuple[float, dict]] = OrderedDict()
-        self._last_expiry = 0.0
+        self._last_expiry = clock()
+        self._expiring: asyncio.Task | None = None
 
     async def turns(self, user_id: str, conversation: str,
                     wanted: list[tuple[int, str]]) -> dict[tuple[int, str], Injection]:
@@ -136,7 +138,7 @@ class Journal:
         self._put(key, injection.created, turns)
         if self.store is not None:
             await self.store.add(user_id, conversation, injection)
-            await self._expire()
+            self._expire()
 
     def _put(self, key: tuple[str, str], newest: float, turns: dict) -> None:
         self._cache[key] = (newest, turns)
@@ -144,15 +146,25 @@ class Journal:
         while len(self._cache) > self.size:
             self._cache.popitem(last=False)
 
-    async def _expire(self) -> None:
-        """At most once an hour: the store forgets conversations idle for ``ttl``."""
+    def _expire(self) -> None:
+        """At most once an hour, in the background (never on a call's path: a store that is
+        busy must not hold up a reply): the store forgets conversations idle for ``ttl``."""
         now = self.clock()
-        if now - self._last_expiry < 3600:
+        if now - self._last_expiry < 3600 or self._expiring is not None:
             return
         self._last_expiry = now
-        removed = await self.store.expire(now - self.ttl)
-        if removed:
-            log.info("injection journal expired turns=%d", removed)
+        self._expiring = asyncio.create_task(self._expire_before(now - self.ttl),
+                                             name="journal-expiry")
+
+    async def _expire_before(self, before: float) -> None:
+        try:
+            removed = await self.store.expire(before)
+            if removed:
+                log.info("injection journal expired turns=%d", removed)
+        except Exception as exc:   # tried again in an hour
+            log.warning("injection journal expiry failed error=%s", type(exc).__name__)
+        finally:
+            self._expiring = None
 
     async def forget(self, user_id: str, memory_id: str | None = None) -> None:
         """Drop the user's turns (those whose block showed ``memory_id``, when given)."""
