@@ -134,6 +134,31 @@ def cmd_memory_retry_dead(ctx: Context, args) -> int:
     return EXIT_OK
 
 
+def cmd_memory_why(ctx: Context, args) -> int:
+    """Why a block was injected: the conversation of the call ``trace_id`` (the
+    ``x-memproxy-trace-id`` of a call that recalled a turn), each turn's block and memories."""
+    query = {"user_id": args.user, "trace_id": args.trace_id}
+    turns = ctx.client.call("GET", "/v1/memories/injections", query=query).get("data", [])
+    if args.json:
+        print(json.dumps(turns, indent=2))
+        return EXIT_OK if turns else EXIT_REFUSED
+    if not turns:
+        print(f"no turn recalled by {args.trace_id} for {args.user} (a later call of a turn "
+              "reuses its first call's block: give that call's trace id)", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"conversation {turns[0]['conversation']}")
+    for turn in turns:
+        mark = "  <- this call" if turn.get("this_call") else ""
+        shown = len(turn["memories"])
+        print(f"turn {turn['turn']}  {turn['created_at']}  trace {turn['trace_id']}  "
+              f"{shown} memor{'y' if shown == 1 else 'ies'}{mark}")
+        for memory in turn["memories"]:
+            content = memory.get("content")
+            text = _one_line(content) if content is not None else "(deleted)"
+            print(f"  {memory['score']:7.3f}  {memory['id']}  {text}")
+    return EXIT_OK
+
+
 def add_memory_parsers(sub) -> None:
     memory = sub.add_parser("memory", help="manage a user's memories (needs the daemon)")
     msub = memory.add_subparsers(dest="memory_command", metavar="SUBCOMMAND", required=True)
@@ -148,6 +173,11 @@ def add_memory_parsers(sub) -> None:
         "export": (cmd_memory_export, "all memories as JSONL on stdout", []),
         "import": (cmd_memory_import, "add memories from a JSONL file ('-' = stdin)",
                    [(("file",), {})]),
+        "why": (cmd_memory_why, "why a memory block was injected: the turns of the call's "
+                "conversation, each block's memories and scores", [
+                    (("trace_id",), {"metavar": "TRACE_ID",
+                                     "help": "a call's x-memproxy-trace-id (usage rows have it)"}),
+                    (("--json",), {"action": "store_true"})]),
     }
     retry = msub.add_parser("retry-dead", help="retry the outbox's dead letters (exchanges "
                             "the backend rejected for good), every user's")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 
@@ -451,3 +453,41 @@ async def test_what_the_request_already_holds_is_never_recalled_into_it(mem_daem
     assert raw.headers["x-memproxy-memory"] == "injected"
     block = raw.parse().choices[0].message.content
     assert "Tuesdays" in block and "bazel" not in block.split("<memproxy-memory>", 1)[1]
+
+
+async def test_why_a_block_was_injected_by_api_and_memproxyctl_and_forgetting_drops_it(
+        mem_daemon):
+    user = f"why-{uuid.uuid4().hex[:6]}"
+    _, added = await http_json("POST", f"{mem_daemon.url}/v1/memories", json={
+        "user_id": user, "content": "The staging cluster is named KESTREL."})
+    memory_id = added["data"][0]["id"]
+    messages = [{"role": "user", "content": "What is the staging cluster named?"}]
+    raw = await api(mem_daemon, user).chat.completions.with_raw_response.create(
+        model="gpt-echo-system", messages=messages)
+    trace = raw.headers["x-memproxy-trace-id"]
+    status, found = await http_json("GET", f"{mem_daemon.url}/v1/memories/injections",
+                                    params={"user_id": user, "trace_id": trace})
+    assert status == 200
+    [turn] = found["data"]
+    assert turn["this_call"] and turn["turn"] == 0 and "KESTREL" in turn["block"]
+    assert [(m["id"], m["content"]) for m in turn["memories"]] == [
+        (memory_id, "The staging cluster is named KESTREL.")]
+    why = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "memproxyd.ctl", "--config", str(mem_daemon.config), "memory",
+        "why", user, trace], capture_output=True, text=True, timeout=60)
+    assert why.returncode == 0, why.stderr
+    assert "<- this call" in why.stdout and "KESTREL" in why.stdout
+
+    status, _ = await http_json("DELETE", f"{mem_daemon.url}/v1/memories/{memory_id}",
+                                params={"user_id": user})
+    assert status == 200
+    status, found = await http_json("GET", f"{mem_daemon.url}/v1/memories/injections",
+                                    params={"user_id": user, "trace_id": trace})
+    assert found["data"] == []              # the journal forgot the turn that showed it
+    again = await api(mem_daemon, user).chat.completions.with_raw_response.create(
+        model="gpt-echo-system", messages=messages)
+    assert "KESTREL" not in again.parse().choices[0].message.content   # never injected again
+    missing = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "memproxyd.ctl", "--config", str(mem_daemon.config), "memory",
+        "why", user, trace], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "no turn recalled" in missing.stderr
