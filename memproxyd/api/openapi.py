@@ -150,6 +150,9 @@ def _observability_paths() -> dict:
                                                SEARCH, tag="admin")},
         "/admin/memories/{id}": {"delete": _op("Forget one memory (the page's)", None,
                                                (ID_P, USER_Q), tag="admin")},
+        "/admin/memories/injections": {"get": _op(
+            "Why a block was injected (the page's)", None,
+            (USER_Q, _param("conversation"), _param("trace_id")), tag="admin")},
     }
 
 

@@ -10,6 +10,7 @@ requires keys (a browser has no way to send them):
     GET    /admin/memories?user_id=     ``/v1/memories`` (list), search and delete alike
     POST   /admin/memories/search
     DELETE /admin/memories/{id}?user_id=
+    GET    /admin/memories/injections?user_id=&trace_id=   why a block was injected
 """
 from __future__ import annotations
 
@@ -48,3 +49,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/memories", memories.list_memories)
     app.router.add_post("/admin/memories/search", memories.search)
     app.router.add_delete("/admin/memories/{id}", memories.delete)
+    app.router.add_get("/admin/memories/injections", memories.injections)

@@ -48,9 +48,10 @@ def test_ui_shows_a_project_and_deletes_one_of_its_memories(tmp_path, openai_fak
     doomed, kept = (post_json(daemon.url + "/v1/memories", {"user_id": "alpha", "content": text}
                               )["data"][0]["id"]
                     for text in ("The deploy key rotates monthly", "Staging runs on Fridays"))
-    openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0
-                  ).chat.completions.create(model="gpt-ok",
-                                            messages=[{"role": "user", "content": "hi"}])
+    asked = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0
+                          ).chat.completions.with_raw_response.create(
+        model="gpt-ok", messages=[{"role": "user", "content": "When does staging run?"}])
+    trace = asked.headers["x-memproxy-trace-id"]
     shot = tmp_path / "ui.png"
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
@@ -69,6 +70,13 @@ def test_ui_shows_a_project_and_deletes_one_of_its_memories(tmp_path, openai_fak
             assert "rotates monthly" in memory.inner_text()
             memory.locator("button.delete").click()
             memory.wait_for(state="detached", timeout=10_000)
+            page.fill("#why-user", "alpha")           # why was the block injected?
+            page.fill("#why-trace", trace)
+            page.click("#why-go")
+            turn = page.locator("#why-turns li.this-call")
+            turn.wait_for(timeout=10_000)
+            assert "Staging runs on Fridays" in turn.inner_text()
+            assert "score" in turn.inner_text()
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()

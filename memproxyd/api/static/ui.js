@@ -196,6 +196,29 @@ async function loadMemories(event) {
   $("#memory-note").textContent = `${found.length} memories of ${user}`;
 }
 
+function whyTurn(turn) {
+  const shown = turn.memories.map((m) => el("li", {},
+    el("span", { class: "meta" }, `score ${m.score.toFixed(3)} · ${m.id} · `),
+    m.content === null ? "(deleted)" : m.content));
+  return el("li", { class: turn.this_call ? "this-call" : "", "data-turn": turn.turn },
+    el("div", { class: "meta" }, `turn ${turn.turn} · ${turn.created_at} · trace ${turn.trace_id}`,
+      turn.this_call ? " · this call" : ""),
+    turn.block ? el("pre", { class: "block" }, turn.block) : el("div", { class: "meta" }, "no block"),
+    el("ul", {}, ...shown));
+}
+
+async function loadWhy(event) {
+  if (event) event.preventDefault();
+  const user = $("#why-user").value.trim();
+  const trace = $("#why-trace").value.trim();
+  const found = (await api("GET", `/admin/memories/injections?user_id=${encodeURIComponent(user)}` +
+    `&trace_id=${encodeURIComponent(trace)}`)).data;
+  $("#why-turns").replaceChildren(...found.map(whyTurn));
+  $("#why-note").textContent = found.length
+    ? `conversation ${found[0].conversation}: ${found.length} turns`
+    : `no turn recalled by ${trace} (a later call of a turn reuses its first call's block)`;
+}
+
 function guarded(fn) {
   return (...args) => fn(...args).catch((error) => {
     $("#memory-note").textContent = error.message;
@@ -206,6 +229,7 @@ function guarded(fn) {
 document.addEventListener("DOMContentLoaded", () => {
   $("#since").addEventListener("change", guarded(loadUsage));
   $("#memory-form").addEventListener("submit", guarded(loadMemories));
+  $("#why-form").addEventListener("submit", guarded(loadWhy));
   guarded(loadStatus)();
   guarded(async () => { await loadProjects(); await loadMemories(); })();
   guarded(loadUsage)();
