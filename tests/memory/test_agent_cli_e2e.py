@@ -6,6 +6,7 @@ registry."""
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.request
 
 import pytest
@@ -190,10 +191,8 @@ def test_codex_turns_extend_each_other_across_a_restart(clis, project, agent_fak
     check_session(turn_requests(agent_fake, "/v1/responses", session), "BLUEFIN")
 
 
-def test_claude_code_turns_extend_each_other_on_two_gateways_sharing_postgres(
-        clis, agent_fake, openai_fake, start_daemon, pg_dsn, tmp_path):
-    """Gateways a and b on one database serve alternate turns of one session: the journal in
-    PostgreSQL gives each the other's blocks."""
+def two_gateways(tmp_path, openai_fake, agent_fake, start_daemon, pg_dsn) -> list[tuple]:
+    """Gateways a and b on one database, each with project alpha: (daemon, base URL)."""
     gateways = []
     for name in ("a", "b"):
         folder = tmp_path / name
@@ -203,10 +202,17 @@ def test_claude_code_turns_extend_each_other_on_two_gateways_sharing_postgres(
             agent_fake.url) + f'[postgres]\ndsn = "{pg_dsn}"\n')
         daemon = start_daemon(config)
         gateways.append((daemon, add_alpha(daemon)))
-    (a, url_a), (_, url_b) = gateways
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    model = "claude-sonnet-4-5"
+    (tmp_path / "work").mkdir()
+    return gateways
+
+
+def test_claude_code_turns_extend_each_other_on_two_gateways_sharing_postgres(
+        clis, agent_fake, openai_fake, start_daemon, pg_dsn, tmp_path):
+    """Gateways a and b on one database serve alternate turns of one session: the journal in
+    PostgreSQL gives each the other's blocks."""
+    (a, url_a), (_, url_b) = two_gateways(tmp_path, openai_fake, agent_fake, start_daemon,
+                                          pg_dsn)
+    workdir, model = tmp_path / "work", "claude-sonnet-4-5"
     assert agents.run_claude(clis, url_a, workdir, FACT, model=model).returncode == 0
     stored(a, 1)
     runs = [agents.run_claude(clis, url, workdir, text, model=model, resume=i > 0)
@@ -216,3 +222,26 @@ def test_claude_code_turns_extend_each_other_on_two_gateways_sharing_postgres(
     session = session_of([r["json"] for r in records if SESSION[0] in json.dumps(r["json"])
                           and r["json"].get("tools")][-1])
     check_session(turn_requests(agent_fake, "/v1/messages", session), "BLUEFIN")
+
+
+def test_codex_turns_extend_each_other_on_two_gateways_sharing_postgres(
+        clis, agent_fake, openai_fake, start_daemon, pg_dsn, tmp_path):
+    (a, url_a), (_, url_b) = two_gateways(tmp_path, openai_fake, agent_fake, start_daemon,
+                                          pg_dsn)
+    workdir = tmp_path / "work"
+    homes = [agents.write_codex_home(tmp_path / f"codex-home-{n}", f"{url}/v1")
+             for n, url in (("a", url_a), ("b", url_b))]
+    assert agents.run_codex(clis, homes[0], workdir, FACT).returncode == 0
+    stored(a, 1)
+    runs = [agents.run_codex(clis, homes[0], workdir, SESSION[0])]
+    # Codex resumes from its own sessions folder: b's home gets a's sessions
+    shutil.copytree(homes[0] / "sessions", homes[1] / "sessions")
+    runs.append(agents.run_codex(clis, homes[1], workdir, SESSION[1], resume=True))
+    shutil.rmtree(homes[0] / "sessions")
+    shutil.copytree(homes[1] / "sessions", homes[0] / "sessions")
+    runs.append(agents.run_codex(clis, homes[0], workdir, SESSION[2], resume=True))
+    assert all(r.returncode == 0 for r in runs), [r.stdout + r.stderr for r in runs]
+    records = agent_fake.call(lambda: list(agent_fake.app[agent_upstream.RECORDS]))
+    session = session_of([r["json"] for r in records if SESSION[0] in json.dumps(r["json"])
+                          and r["json"].get("tools")][-1])
+    check_session(turn_requests(agent_fake, "/v1/responses", session), "BLUEFIN")
