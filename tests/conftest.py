@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from memproxyd.sessions import SessionManager
-from tests.fakes import openai_upstream
+from tests import agents
+from tests.fakes import agent_upstream, openai_upstream
 from tests.fakes.supermemory import FakeState, create_fake_supermemory
 from tests.fakes.threaded import ThreadedServer
 
@@ -205,3 +206,20 @@ def supermemory():
     yield server, state
     server.stop()
 
+
+
+@pytest.fixture
+def agent_fake():
+    """The fake model the real agent CLIs talk to (``tests/fakes/agent_upstream.py``)."""
+    server = ThreadedServer(agent_upstream.create_app()).start()
+    yield server
+    server.stop()
+
+
+def clis_or_skip(commands: tuple[str, ...] = ("claude", "codex")):
+    """``node_modules/.bin`` with the real CLIs ``commands``; the test skips, saying why,
+    where npm cannot install them."""
+    try:
+        return agents.install_clis(commands=commands)
+    except (agents.Unavailable, OSError) as exc:
+        pytest.skip(f"real agent CLIs unavailable: {exc}")

@@ -55,7 +55,7 @@ from memproxyd.memory.base import MemoryStore, NewMemory
 from memproxyd.memory.block import format_block, without_block
 from memproxyd.memory.redact import redact
 from memproxyd.memory.tap import RememberTap
-from memproxyd.memory.turn import Turn, memory_text
+from memproxyd.memory.turn import Turn, memory_text, recall_query
 from memproxyd.memory.journal import Injection, Journal, conversation_key, turn_key
 from memproxyd.memory.turn_cache import TurnCache
 from memproxyd.memory.wire import (anthropic as anthropic_wire, completions as completions_wire,
@@ -225,7 +225,7 @@ class MemoryService:
         known = await self.journal.turns(call.user_id, conversation, wanted)
         current = known.get(wanted[-1])
         if current is None:
-            current = await self._recall(call, session, adapter, humans)
+            current = await self._recall(call, session, humans)
             if current is None:
                 return self._placed(call, adapter, humans, wanted, known)
             await self.journal.record(call.user_id, conversation, current)
@@ -240,17 +240,13 @@ class MemoryService:
                   if w in known and known[w].block}
         return adapter.inject_at(call.body, blocks)
 
-    async def _recall(self, call: Call, session, adapter,
+    async def _recall(self, call: Call, session,
                       humans: list[tuple[int, str]]) -> Injection | None:
         """The newest turn's injection (block "" when nothing relevant); None when recall
         failed (the next call of the turn tries again)."""
         memory = self.config.memory
-        if memory.query_strategy == "last_user":
-            query = humans[-1][1]
-            query = query[-memory.max_query_chars:] if memory.max_query_chars > 0 else query
-        else:
-            query = adapter.query(call.body, memory.query_strategy, memory.max_query_chars,
-                                  compiled(memory.strip_patterns))
+        query = recall_query([text for _, text in humans], memory.query_strategy,
+                             memory.max_query_chars)
         wanted = memory.top_k + min(len(humans), memory.top_k)   # room for what is filtered
         try:
             found = self.store.search_now(call.user_id, query, wanted, distinct=True)

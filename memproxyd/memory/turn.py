@@ -41,6 +41,15 @@ def anchor(humans: list[str], session: str = "") -> str:
     return digest.hexdigest()[:32]
 
 
+def recall_query(texts: list[str], strategy: str, max_chars: int) -> str:
+    """The recall query from a conversation's human words, oldest first: the turn's
+    (``last_user``), the last two turns' (``last_user_plus_previous``) or all of them
+    (``all_user``), keeping the newest ``max_chars``; "" when there are none."""
+    picked = {"all_user": texts, "last_user_plus_previous": texts[-2:]}.get(strategy, texts[-1:])
+    text = "\n".join(picked)
+    return text[-max_chars:] if max_chars > 0 else text
+
+
 def step_line(name: str, arguments: str) -> str:
     """``[name: arguments]`` on one line, at most ``STEP_CHARS``."""
     line = f"[{name}: {' '.join(arguments.split())}]"

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests import agents
-from tests.conftest import free_port, write_config
+from tests.conftest import clis_or_skip, free_port, write_config
 from tests.fakes import agent_upstream
-from tests.fakes.threaded import ThreadedServer
 from tests.memory.test_agent_memory_e2e import stored
 from tests.memory.test_agent_traffic import FACT, QUESTION
 
@@ -25,17 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def clis():
-    try:
-        return agents.install_clis(commands=tuple(agents.PACKAGES))
-    except (agents.Unavailable, OSError) as exc:
-        pytest.skip(f"real agent CLIs unavailable: {exc}")
+    return clis_or_skip(tuple(agents.PACKAGES))
 
-
-@pytest.fixture
-def agent_fake():
-    server = ThreadedServer(agent_upstream.create_app()).start()
-    yield server
-    server.stop()
 
 
 def add_alpha(daemon) -> int:

@@ -12,9 +12,8 @@ import urllib.request
 import pytest
 
 from tests import agents
-from tests.conftest import free_port, write_config
+from tests.conftest import clis_or_skip, free_port, write_config
 from tests.fakes import agent_upstream
-from tests.fakes.threaded import ThreadedServer
 from tests.memory.test_agent_memory_e2e import stored
 from tests.memory.test_agent_traffic import FACT, QUESTION
 from tests.prompts import extends_as_the_client_does
@@ -22,17 +21,8 @@ from tests.prompts import extends_as_the_client_does
 
 @pytest.fixture(scope="module")
 def clis():
-    try:
-        return agents.install_clis()
-    except (agents.Unavailable, OSError) as exc:
-        pytest.skip(f"real agent CLIs unavailable: {exc}")
+    return clis_or_skip()
 
-
-@pytest.fixture
-def agent_fake():
-    server = ThreadedServer(agent_upstream.create_app()).start()
-    yield server
-    server.stop()
 
 
 def agent_models(fake_url: str) -> str:

@@ -13,26 +13,16 @@ import urllib.request
 import pytest
 
 from tests import agents
-from tests.conftest import free_port, write_config
+from tests.conftest import clis_or_skip, free_port, write_config
 from tests.fakes import agent_upstream
-from tests.fakes.threaded import ThreadedServer
 from tests.memory.test_agent_memory_e2e import stored
 from tests.memory.test_agent_traffic import FACT, QUESTION
 
 
 @pytest.fixture(scope="module")
 def clis():
-    try:
-        return agents.install_clis(commands=("gemini",))
-    except (agents.Unavailable, OSError) as exc:
-        pytest.skip(f"real agent CLIs unavailable: {exc}")
+    return clis_or_skip(("gemini",))
 
-
-@pytest.fixture
-def agent_fake():
-    server = ThreadedServer(agent_upstream.create_app()).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import re
 from typing import Any
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.turn import Turn, anchor, step_line
+from memproxyd.memory.turn import Turn, anchor, recall_query, step_line
 from memproxyd.memory.wire.clients import human_words, is_side_call
 from memproxyd.memory.wire.sse import ReplyReader
 
@@ -70,18 +70,8 @@ def human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
 
 
 def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
-    """The recall query from the human's words: ``last_user`` (the turn's),
-    ``last_user_plus_previous`` or ``all_user``; capped at ``max_chars`` keeping the end."""
-    texts = [text for _, text in human_messages(body, extra)]
-    if not texts:
-        return ""
-    if strategy == "all_user":
-        text = "\n".join(texts)
-    elif strategy == "last_user_plus_previous":
-        text = "\n".join(texts[-2:])
-    else:
-        text = texts[-1]
-    return text[-max_chars:] if max_chars > 0 else text
+    """The recall query (``turn.recall_query``) from the human's words of ``body``."""
+    return recall_query([text for _, text in human_messages(body, extra)], strategy, max_chars)
 
 
 def _calls(content: Any) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.turn import Turn, anchor, step_line
+from memproxyd.memory.turn import Turn, anchor, recall_query, step_line
 from memproxyd.memory.wire.clients import human_words, is_side_call
 from memproxyd.memory.wire.sse import ReplyReader
 
@@ -51,16 +51,8 @@ def _text_parts(content: Any) -> list[str]:
 
 
 def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
-    texts = [text for _, text in human_messages(body, extra)]
-    if not texts:
-        return ""
-    if strategy == "last_user_plus_previous":
-        picked = texts[-2:]
-    elif strategy == "all_user":
-        picked = texts
-    else:
-        picked = texts[-1:]
-    return "\n".join(picked)[-max_chars:]
+    """The recall query (``turn.recall_query``) from the human's words of ``body``."""
+    return recall_query([text for _, text in human_messages(body, extra)], strategy, max_chars)
 
 
 def turn(body: dict, extra: tuple = ()) -> Turn:

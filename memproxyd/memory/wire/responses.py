@@ -25,7 +25,7 @@ import re
 from typing import Any
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.turn import Turn, anchor, step_line
+from memproxyd.memory.turn import Turn, anchor, recall_query, step_line
 from memproxyd.memory.wire.clients import human_words, is_side_call
 from memproxyd.memory.wire.openai import PROBE_MAX_TOKENS, content_text
 from memproxyd.memory.wire.sse import ReplyReader
@@ -72,13 +72,8 @@ def human_messages(body: dict, extra: tuple = ()) -> list[tuple[int, str]]:
 
 
 def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
-    """The recall query: the turn's human words (``last_user``), the last two turns'
-    (``last_user_plus_previous``) or all of them (``all_user``), keeping the newest
-    ``max_chars``; "" when the input has none (a tool output alone)."""
-    texts = [text for _, text in human_messages(body, extra)]
-    picked = {"all_user": texts, "last_user_plus_previous": texts[-2:]}.get(strategy, texts[-1:])
-    text = "\n".join(picked)
-    return text[-max_chars:] if max_chars > 0 else text
+    """The recall query (``turn.recall_query``) from the human's words of ``body``."""
+    return recall_query([text for _, text in human_messages(body, extra)], strategy, max_chars)
 
 
 def _last_user_raw(body: dict) -> str:
