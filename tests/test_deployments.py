@@ -14,10 +14,13 @@ def table(*entries: tuple[str, str, str]) -> DeploymentTable:
 
 def test_wire_is_derived_from_the_model_prefix_and_api_base():
     deployments = table(("a", "openai/gpt-4o", ""), ("b", "anthropic/claude-x", ""),
-                        ("c", "gemini/gemini-2.0", ""), ("d", "llama3", "http://h:1/v1"))
-    found = {n: (d.wire, d.upstream_model) for n in "abcd" for d in [deployments.lookup(n)]}
+                        ("c", "gemini/gemini-2.0", ""), ("d", "llama3", "http://h:1/v1"),
+                        ("e", "bedrock/claude-x", ""))
+    found = {n: (d.wire, d.upstream_model) for n in "abcde" for d in [deployments.lookup(n)]}
+    # gemini/: the Gemini API natively (Google's endpoint unless api_base names another)
     assert found == {"a": ("openai", "gpt-4o"), "b": ("anthropic", "claude-x"),
-                     "c": ("litellm", "gemini/gemini-2.0"), "d": ("openai", "llama3")}
+                     "c": ("gemini", "gemini-2.0"), "d": ("openai", "llama3"),
+                     "e": ("litellm", "bedrock/claude-x")}
 
 
 def test_wildcards_map_the_requested_name_and_exact_names_win():
