@@ -173,13 +173,14 @@ def make_private(state_dir) -> None:
 
 def _make_journal(config: Config, db=None):
     """The injection journal's store: PostgreSQL when the memories are there (every gateway
-    on the database shares it), else the state dir's SQLite file (the Supermemory backend
-    too: the journal is this gateway's own)."""
+    on the database shares it), else a SQLite file of its own in the state dir (the
+    Supermemory backend too: the journal is this gateway's own). Not the memories' file:
+    its writes would take that file's one write lock from the remembered exchanges."""
     if db is not None:
         from memproxyd.memory.postgres.journal import PgJournal
         return PgJournal(db)
     from memproxyd.memory.sqlite.journal import SqliteJournal
-    return SqliteJournal(config.state_dir / "memory.db")
+    return SqliteJournal(config.state_dir / "journal.db")
 
 
 async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,10 +1,12 @@
-"""The injection journal's SQLite table, in the memory database of ``state_dir`` (its own
-connection and thread, component ``journal``). One daemon owns the file, so the journal in
-memory (``memory/journal.py``) is the truth while it runs: writes are queued and committed in
+"""The injection journal's SQLite table, in a file of its own in ``state_dir`` (its own
+connection and thread, component ``journal``; not the memories' file, whose one write lock
+the remembered exchanges need). One daemon owns the file, so the journal in memory
+(``memory/journal.py``) is the truth while it runs: writes are queued and committed in
 batches behind the call (a crash loses at most the last few, which costs one cache miss each,
-never a wrong block); reads happen after a restart only.
+never a wrong block); reads happen after a restart only. A turn that got no block is not
+written: after a restart, a turn the journal does not know gets no block either.
 
-    journal = SqliteJournal(state_dir / "memory.db")
+    journal = SqliteJournal(state_dir / "journal.db")
     await journal.open()
     await journal.add("alpha", conversation, injection)
 """
@@ -75,6 +77,8 @@ class SqliteJournal:
 
     async def add(self, user_id: str, conversation: str, injection: Injection) -> None:
         """Queued; committed with whatever else is queued, behind the call."""
+        if not injection.block:
+            return
         self._queued.append(row_of(user_id, conversation, injection))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush_queued(), name="journal-write")
