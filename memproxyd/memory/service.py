@@ -162,12 +162,12 @@ class MemoryService:
         adapter = adapter_for(call.protocol)
         call.memory_status = "skipped"
         extra = compiled(self.config.memory.strip_patterns)
-        turn = adapter.turn(call.body, extra)
+        humans = adapter.human_messages(call.body, extra)   # (index, words) of each turn
+        turn = adapter.turn(call.body, extra, humans)
         if not turn.human and not turn.side_call:
             turn = self._continued(call, turn)
         if turn.side_call or not turn.human or self._skipped_by_policy(call, adapter):
             return call.body, None
-        humans = adapter.human_messages(call.body, extra)
         if humans:
             call.conversation = self.conversation(call, adapter, humans)
         body = call.body

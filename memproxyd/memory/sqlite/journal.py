@@ -13,6 +13,7 @@ written: after a restart, a turn the journal does not know gets no block either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -30,6 +31,7 @@ MIGRATIONS: tuple[Migration, ...] = ((
     " PRIMARY KEY (user_id, conversation, ordinal, fingerprint))",
     "CREATE INDEX injections_trace ON injections(user_id, trace_id)",
 ),)
+GATHER_SECONDS = 0.2      # how long a write waits for others to commit with it
 COLUMNS = "conversation, ordinal, fingerprint, block, ids, scores, trace_id, created"
 
 
@@ -84,12 +86,20 @@ class SqliteJournal:
             self._flushing = asyncio.create_task(self._flush_queued(), name="journal-write")
 
     async def flush(self) -> None:
-        """Every queued injection committed (reads and the tests wait for it)."""
-        while self._flushing is not None:
-            await asyncio.shield(self._flushing)
+        """Every queued injection committed now (reads and shutdown wait for it)."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:     # (a task cancelled before it ran never runs its finally)
+            flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flushing
+        if self._queued:
+            rows, self._queued = self._queued, []
+            await self._db.run(_insert, rows)
 
     async def _flush_queued(self) -> None:
         try:
+            # rows gathered for a moment are one transaction and one hop to the thread
+            await asyncio.sleep(GATHER_SECONDS)
             while self._queued:
                 rows, self._queued = self._queued, []
                 await self._db.run(_insert, rows)
@@ -97,7 +107,8 @@ class SqliteJournal:
             log.exception("injection journal write failed")
             self._queued.clear()
         finally:
-            self._flushing = None
+            if self._flushing is asyncio.current_task():
+                self._flushing = None
 
     async def load(self, user_id: str, conversation: str) -> list[Injection]:
         await self.flush()

@@ -67,13 +67,13 @@ def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
     return recall_query([text for _, text in human_messages(body, extra)], strategy, max_chars)
 
 
-def turn(body: dict, extra: tuple = ()) -> Turn:
+def turn(body: dict, extra: tuple = (), humans: list | None = None) -> Turn:
     """The human turn this call belongs to (see ``memory/turn.py``)."""
     messages = body.get("messages") or []
     system = _text_of(body.get("system"))
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     side = is_side_call(f"{system}\n{_text_of(last.get('content'))}", bool(body.get("tools")))
-    humans = human_messages(body, extra)
+    humans = human_messages(body, extra) if humans is None else humans
     if not humans:
         return Turn("", new=False, side_call=side)
     index, text = humans[-1]

@@ -53,7 +53,7 @@ def conversation_of(body: dict) -> tuple[str, str]:
     return "", ""
 
 
-def turn(body: dict, extra: tuple = ()) -> Turn:
+def turn(body: dict, extra: tuple = (), humans: list | None = None) -> Turn:
     """A completion is a turn of its own: the prompt (no scaffolding is known here)."""
     prompt = _prompt(body)
     return Turn(prompt, True, (), anchor([prompt])) if prompt else Turn("", new=False)

@@ -80,14 +80,14 @@ def _calls(content: Any) -> list[str]:
             if isinstance(call, dict)]
 
 
-def turn(body: dict, extra: tuple = ()) -> Turn:
+def turn(body: dict, extra: tuple = (), humans: list | None = None) -> Turn:
     """The human turn this call belongs to (see ``memory/turn.py``): the newest user content
     with words; the model's function calls after it are the turn's steps."""
     contents = _contents(body)
     last = contents[-1] if contents else {}
     system = _text_of(body.get("systemInstruction"))
     side = is_side_call(f"{system}\n{_text_of(last)}", bool(body.get("tools")))
-    humans = human_messages(body, extra)
+    humans = human_messages(body, extra) if humans is None else humans
     if not humans:
         return Turn("", new=False, side_call=side)
     index, text = humans[-1]

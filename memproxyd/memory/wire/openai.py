@@ -55,7 +55,7 @@ def query(body: dict, strategy: str, max_chars: int, extra: tuple = ()) -> str:
     return recall_query([text for _, text in human_messages(body, extra)], strategy, max_chars)
 
 
-def turn(body: dict, extra: tuple = ()) -> Turn:
+def turn(body: dict, extra: tuple = (), humans: list | None = None) -> Turn:
     """The human turn this call belongs to: a call whose newest message is a tool result
     continues the turn of the last user message (see ``memory/turn.py``)."""
     messages = body.get("messages") or []
@@ -64,7 +64,7 @@ def turn(body: dict, extra: tuple = ()) -> Turn:
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     side = is_side_call(f"{system}\n{content_text(last.get('content'))}",
                         bool(body.get("tools") or body.get("functions")))
-    humans = human_messages(body, extra)
+    humans = human_messages(body, extra) if humans is None else humans
     if not humans:
         return Turn("", new=False, side_call=side)
     index, text = humans[-1]

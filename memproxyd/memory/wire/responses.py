@@ -81,7 +81,7 @@ def _last_user_raw(body: dict) -> str:
     return "\n".join(_parts(users[-1].get("content"))) if users else ""
 
 
-def turn(body: dict, extra: tuple = ()) -> Turn:
+def turn(body: dict, extra: tuple = (), humans: list | None = None) -> Turn:
     """The human turn this call belongs to: a call whose newest input is a tool output
     continues the turn of the last user message (see ``memory/turn.py``). A call continuing a
     stored conversation (``previous_response_id``) carries only its new input: with only tool
@@ -92,7 +92,7 @@ def turn(body: dict, extra: tuple = ()) -> Turn:
         content_text(i.get("content")) for i in items if isinstance(i, dict)
         and i.get("role") in ("system", "developer")), _last_user_raw(body)])
     side = is_side_call(context, bool(body.get("tools")))
-    humans = human_messages(body, extra)
+    humans = human_messages(body, extra) if humans is None else humans
     if not humans:
         return Turn("", new=False, side_call=side)
     index, text = humans[-1]
