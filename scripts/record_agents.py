@@ -35,9 +35,10 @@ FIXTURES = {"claude-code": ("claude-code", "claude-sonnet-4-5"),
             "claude-code-default-model": ("claude-code", None),
             "codex": ("codex", None),
             "gemini-cli": ("gemini-cli", None),
-            "opencode": ("opencode", None)}
+            "opencode": ("opencode", None),
+            "continue-cli": ("continue-cli", None)}
 NOTES = {"claude-code": "CLAUDE.md", "codex": "AGENTS.md", "gemini-cli": "GEMINI.md",
-         "opencode": "AGENTS.md"}
+         "opencode": "AGENTS.md", "continue-cli": "AGENTS.md"}
 
 
 def record(name: str, out: Path) -> int:
@@ -50,7 +51,7 @@ def record(name: str, out: Path) -> int:
         (workdir / notes).write_text("# Project notes\nUse tabs for indentation.\n")
         server = ThreadedServer(agent_upstream.create_app()).start()
         try:
-            bin_dir = agents.install_clis(commands=("claude", "codex", "gemini", "opencode"))
+            bin_dir = agents.install_clis(commands=("claude", "codex", "gemini", "opencode", "cn"))
             _story(client, bin_dir, server.url, workdir, notes, model)
             records = server.call(lambda: list(server.app[agent_upstream.RECORDS]))
         finally:
@@ -76,6 +77,15 @@ def _story(client: str, bin_dir: Path, url: str, workdir: Path, notes: str,
         runs = [agents.run_gemini(bin_dir, url, workdir, home, first),
                 agents.run_gemini(bin_dir, url, workdir, home, second, resume=True),
                 agents.run_gemini(bin_dir, url, workdir, home, third)]
+    elif client == "continue-cli":
+        config = workdir.parent / "continue.yaml"
+        config.write_text("name: record\nversion: 1.0.0\nschema: v1\nmodels:\n"
+                          "  - name: fake\n    provider: openai\n    model: fake-chat\n"
+                          f"    apiBase: {url}/v1\n    apiKey: sk-test-fake\n"
+                          "    roles: [chat, edit, apply]\n")
+        runs = [agents.run_cn(bin_dir, config, workdir, first),
+                agents.run_cn(bin_dir, config, workdir, second, resume=True),
+                agents.run_cn(bin_dir, config, workdir, third)]
     elif client == "opencode":
         agents.write_opencode_config(workdir, f"{url}/v1")
         runs = [agents.run_opencode(bin_dir, workdir, first),

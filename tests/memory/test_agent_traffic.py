@@ -153,3 +153,15 @@ def test_the_chat_turns_human_words_are_the_last_user_query():
     turn = openai_wire.turn(body)
     assert turn.human and openai_wire.query(body, "last_user", 10_000) == turn.human
     assert openai_wire.query(body, "last_user", 7) == turn.human[-7:]
+
+
+def test_continue_cli_turns_are_the_human_words_and_its_tool_loop_continues_the_turn():
+    """Continue's ``cn -p`` (recorded): its system prompt and ``<env>`` context sit in the
+    system message, the user message is the person's words; no side calls."""
+    calls = recorded("continue-cli")
+    turns = [openai_wire.turn(body) for body in calls]
+    assert [t.human for t in turns] == [FACT, READ.format("AGENTS.md"),
+                                        READ.format("AGENTS.md"), QUESTION]
+    assert not any(t.side_call for t in turns)
+    assert turns[1].anchor == turns[2].anchor and turns[2].steps   # the loop's call
+    assert calls[0]["messages"][0]["content"].startswith("You are an agent in the Continue CLI")
