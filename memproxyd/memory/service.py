@@ -264,7 +264,7 @@ class MemoryService:
         shown = found[:block.count("\n- [")]
         ordinal = len(humans) - 1
         return Injection(ordinal, turn_key(humans[-1][1]), block, tuple(m.id for m in shown),
-                         tuple(m.score for m in shown), trace_id=_trace_id(call))
+                         tuple(m.score for m in shown), trace_id=_trace_id())
 
     def _not_in_conversation(self, found: list, call: Call, humans) -> list:
         """Relevant hits (``min_score``), each text once, none of this conversation: not
@@ -365,7 +365,7 @@ def _strings(value: Any):
             yield from _strings(item)
 
 
-def _trace_id(call: Call) -> str:
+def _trace_id() -> str:
     trace = tracing.current.get()
     return trace.trace_id if trace is not None else ""
 

@@ -1,14 +1,12 @@
-"""The memory block of each open turn, so every call of one agent loop gets the same block.
+"""A small LRU cache with a TTL, per user: the memory service keeps, by response id, the
+turn of a Responses API reply that ended in a tool call, so the call that continues it by
+``previous_response_id`` (only the tools' outputs, no human words) belongs to that turn.
+(Each turn's memory block is the injection journal's, ``memory/journal.py``.) Forgetting a
+user drops that user's entries.
 
-Recall runs on the turn's first call; the loop's later calls (tool results, retries) reuse
-what it found, byte for byte, so the prompt prefix a provider caches stays the same and the
-store is searched once per human turn. Entries expire after ``ttl`` seconds and the cache
-holds at most ``size`` turns (least recently used go first). Forgetting a user's memories
-drops that user's entries, so a forgotten memory is never injected from here.
-
-    cache = TurnCache()
-    hit = cache.get("alice", turn.anchor)          # None on the turn's first call
-    cache.put("alice", turn.anchor, Recalled(block, ids))
+    cache = TurnCache(size=1024)
+    cache.put("alice", response_id, (status, turn))
+    cache.get("alice", response_id)                # None once evicted or expired
 """
 from __future__ import annotations
 
@@ -16,19 +14,9 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-import attrs
-
-
-@attrs.frozen
-class Recalled:
-    block: str                      # "" when recall found nothing relevant
-    ids: tuple[str, ...] = ()
-
 
 class TurnCache:
-    """``(user id, key) → value`` with LRU eviction and a TTL: the turn's ``Recalled`` block
-    by anchor, or (``MemoryService.links``) a ``Turn`` by the id of a response that ended in
-    a tool call, for the next call that continues it by ``previous_response_id``."""
+    """``(user id, key) → value`` with LRU eviction and a TTL."""
 
     def __init__(self, size: int = 4096, ttl: float = 900.0, clock=time.monotonic):
         self.size, self.ttl, self.clock = size, ttl, clock
@@ -45,16 +33,15 @@ class TurnCache:
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, user_id: str, anchor: str, recalled: Any) -> None:
-        self._entries[(user_id, anchor)] = (self.clock(), recalled)
-        self._entries.move_to_end((user_id, anchor))
+    def put(self, user_id: str, key: str, value: Any) -> None:
+        self._entries[(user_id, key)] = (self.clock(), value)
+        self._entries.move_to_end((user_id, key))
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
-    def forget(self, user_id: str, memory_id: str | None = None) -> int:
-        """Drop the user's turns (those that injected ``memory_id``, when given)."""
-        doomed = [key for key, (_, recalled) in self._entries.items() if key[0] == user_id
-                  and (memory_id is None or memory_id in getattr(recalled, "ids", ()))]
+    def forget(self, user_id: str) -> int:
+        """Drop the user's entries."""
+        doomed = [key for key in self._entries if key[0] == user_id]
         for key in doomed:
             del self._entries[key]
         return len(doomed)
