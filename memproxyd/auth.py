@@ -48,7 +48,9 @@ def presented_keys(request: web.Request) -> list[str]:
 def key_matches(presented: str | None, keys: tuple[bytes, ...]) -> bool:
     if presented is None:
         return False
-    candidate = presented.encode()
+    # surrogateescape: bytes that are not UTF-8 in a header (aiohttp keeps them as lone
+    # surrogates) are a wrong key, not an error
+    candidate = presented.encode("utf-8", "surrogateescape")
     # compare against every key so timing does not reveal which one (or whether any) matched
     return sum(hmac.compare_digest(candidate, k) for k in keys) > 0
 

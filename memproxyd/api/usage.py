@@ -56,7 +56,7 @@ def is_admin(request: web.Request) -> bool:
 
 def _rows_limit(request: web.Request) -> int:
     raw = request.query.get("rows", "0")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):     # "²" is a digit to str.isdigit
         raise ApiError(400, "'rows' expected a non-negative integer", "invalid_rows")
     return min(int(raw), MAX_ROWS)
 

@@ -51,8 +51,8 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         tag, seq = raw.split(":")
-        if tag != "v1":
-            raise ValueError(tag)
+        if tag != "v1" or not (seq.isascii() and seq.isdigit()) or int(seq) >= 2 ** 63:
+            raise ValueError(tag)       # (beyond SQLite's integers: an OverflowError there)
         return int(seq)
     except (ValueError, UnicodeDecodeError):
         raise InvalidCursor(f"invalid cursor {cursor!r}") from None

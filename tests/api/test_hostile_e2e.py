@@ -244,3 +244,30 @@ def test_the_admin_api_is_loopback_only_or_key_protected(peer, headers, allowed)
         with pytest.raises(ApiError) as info:
             guard.check_admin(request, on_gateway_port=True)
         assert info.value.status == 403
+
+
+# -- #23 item 4: input that answered 500 --------------------------------------------------
+
+@pytest.mark.parametrize("header", [b"authorization: Bearer \xff\xfe", b"x-api-key: \xff",
+                                    b"x-admin-key: \xc3\x28"])
+def test_a_key_header_that_is_not_utf8_is_a_wrong_key_not_a_500(gateway, header):
+    path = b"/admin/projects" if header.startswith(b"x-admin") else b"/v1/models"
+    reply = raw_request(gateway, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header +
+                        b"\r\nConnection: close\r\n\r\n")
+    status = int(reply.split(b" ", 2)[1])
+    # a loopback peer needs no admin key: the admin route answers; the gateway's refuses
+    assert status == (200 if path == b"/admin/projects" else 401), reply[:300]
+
+
+@pytest.mark.parametrize("path", ["/v1/memories", "/admin/memories"])
+def test_a_crafted_cursor_is_a_400(gateway, path):
+    import base64
+    for raw in (b"v1:99999999999999999999999", b"v1:-5", b"v1:\xc2\xb2"):
+        cursor = base64.urlsafe_b64encode(raw).decode()
+        reply = _send(gateway, "GET", path, params={"user_id": "lim", "cursor": cursor})
+        assert reply.status_code == 400, (raw, reply.text)
+
+
+def test_a_rows_count_that_is_a_digit_but_no_number_is_a_400(gateway):
+    reply = _send(gateway, "GET", "/v1/usage", params={"rows": "\u00b2"})
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_rows"
