@@ -7,6 +7,7 @@ the field's path and what was expected.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Callable
 
@@ -45,10 +46,19 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float; one beyond a double's range (``1e400``) would be Infinity,
+    which JSON has no place for: refused like the ``Infinity`` literal."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is beyond a double's range")
+    return value
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 saying what is wrong with it."""
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite)
     except RecursionError:
         raise ApiError(400, f"the request body is nested deeper than {MAX_DEPTH} levels",
                        "invalid_json") from None

@@ -14,6 +14,7 @@ project of a project port included.
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -40,7 +41,10 @@ def parse_since(value: str, now: float | None = None) -> float:
     if match:
         return now - float(match.group(1)) * UNIT_SECONDS[match.group(2)]
     try:
-        return float(value)
+        since = float(value)
+        if not math.isfinite(since):
+            raise ValueError(value)
+        return since
     except ValueError:
         raise ApiError(400, "'since' expected a duration such as 24h or 7d, or unix seconds",
                        "invalid_since") from None

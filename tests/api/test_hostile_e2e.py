@@ -271,3 +271,20 @@ def test_a_crafted_cursor_is_a_400(gateway, path):
 def test_a_rows_count_that_is_a_digit_but_no_number_is_a_400(gateway):
     reply = _send(gateway, "GET", "/v1/usage", params={"rows": "\u00b2"})
     assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_rows"
+
+
+# -- #23 item 5: non-finite numbers -------------------------------------------------------
+
+def test_a_number_beyond_a_doubles_range_is_refused_and_stores_nothing(gateway):
+    body = b'{"user_id": "inf", "content": "x", "metadata": {"n": 1e400}}'
+    reply = _send(gateway, "POST", "/v1/memories", data=body,
+                  headers={"content-type": "application/json"})
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_json"
+    listed = _send(gateway, "GET", "/v1/memories", params={"user_id": "inf"})
+    assert listed.status_code == 200 and listed.json()["data"] == []
+
+
+@pytest.mark.parametrize("since", ["nan", "inf", "-Infinity"])
+def test_usage_since_must_be_a_finite_time(gateway, since):
+    reply = _send(gateway, "GET", "/v1/usage", params={"since": since})
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_since"

@@ -124,6 +124,11 @@ async def test_roles_memproxyd_does_not_know_reach_a_native_upstream_unchanged(g
      "surrogate"),
     (b'{"model": "gpt-ok", "messages": [{"role": "user", "content": "\xff\xfe"}]}', "JSON"),
     (b'[{"model": "gpt-ok"}]', "object"),
+    # beyond a double's range: Infinity by another name (#23 item 5)
+    (b'{"model": "gpt-ok", "messages": [{"role": "user", "content": "x"}], "temperature": 1e400}',
+     "JSON"),
+    (b'{"model": "gpt-ok", "messages": [{"role": "user", "content": "x"}], "top_p": -1E999}',
+     "JSON"),
 ])
 async def test_bodies_no_parser_should_accept_are_400(gateway, raw, words):
     status, reply = await post(gateway, "/v1/chat/completions", raw, "v-raw")
