@@ -4,7 +4,7 @@ OpenAI chat; the service picks one by ``call.protocol``::
 
     turn = anthropic_wire.turn(body)       # the human's words, scaffolding removed
     if turn.human and not (turn.side_call or anthropic_wire.is_housekeeping(body, 0, [])):
-        outgoing = anthropic_wire.inject(body, block)
+        outgoing = anthropic_wire.inject_at(body, {index: block})   # index: its human message
     collector = anthropic_wire.ReplyCollector(stream=True)
     for chunk in upstream_chunks: collector.feed(chunk)
     if not collector.tool_calls():          # the turn's final answer
@@ -136,30 +136,6 @@ def conversation_of(body: dict) -> tuple[str, str]:
         found = parsed.get("session_id") if isinstance(parsed, dict) else None
         session = found if isinstance(found, str) and found else user
     return session, _text_of(body.get("system"))
-
-
-def inject(body: dict, block: str) -> dict:
-    """A new body whose ``system`` ends with the memory ``block`` (the old placement, kept for
-    callers that have no turn to place it with).
-
-    The block is APPENDED, never prepended: Anthropic's prompt cache covers the prefix up to
-    each ``cache_control`` breakpoint (order: tools, system, messages). Claude Code marks its
-    own system blocks; a block that changes every call placed before them would miss that cache
-    on every call. Appended, the client's system blocks and their ``cache_control`` are the
-    same prefix as without memory. (Breakpoints in ``messages`` come after ``system`` and so
-    see the block either way; that is the price of any system-level memory.)
-
-    absent → the block as the string; string → string, blank line, block; list → the same
-    blocks (the same objects, untouched) plus one text block without ``cache_control``.
-    """
-    system = body.get("system")
-    if isinstance(system, list):
-        new_system: Any = [*system, {"type": "text", "text": block}]
-    elif isinstance(system, str) and system:
-        new_system = f"{system}\n\n{block}"
-    else:
-        new_system = block
-    return {**body, "system": new_system}
 
 
 def tool_use_text(name: str, input_json: str) -> str:

@@ -3,7 +3,7 @@ what to recall from, where the memory block goes, what to remember. Same functio
 ``memory/wire/anthropic.py``::
 
     turn = gemini_wire.turn(body)            # the human's words, Gemini CLI's context removed
-    outgoing = gemini_wire.inject(body, block)   # the block as the first part of that message
+    outgoing = gemini_wire.inject_at(body, {index: block})   # first part of contents[index]
     collector = gemini_wire.ReplyCollector(stream=True)
     for chunk in upstream_chunks: collector.feed(chunk)
     if not collector.tool_calls():            # the turn's final answer
@@ -128,12 +128,6 @@ def inject_at(body: dict, blocks: dict[int, str]) -> dict:
 def conversation_of(body: dict) -> tuple[str, str]:
     """(the client's conversation id: Gemini CLI sends none; its ``systemInstruction``)."""
     return "", _text_of(body.get("systemInstruction"))
-
-
-def inject(body: dict, block: str) -> dict:
-    """``inject_at`` on the last human message; the body itself when there is none."""
-    humans = human_messages(body)
-    return inject_at(body, {humans[-1][0]: block}) if humans else body
 
 
 class ReplyCollector:

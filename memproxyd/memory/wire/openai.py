@@ -1,9 +1,9 @@
 """The OpenAI chat protocol as the memory service sees it (``anthropic_wire`` is its twin):
 where the recall query comes from, where the memory block goes, what gets remembered.
 
-The block is a system message placed just before the last user message. Providers cache the
-longest unchanged prefix of a conversation, and the block changes with every question: put
-anywhere earlier, it would invalidate the cached history on every call.
+Each turn's block is a system message placed just before that turn's user message
+(``inject_at``), and comes back there on every later call (``memory/journal.py``): providers
+cache the longest unchanged prefix of a conversation.
 """
 from __future__ import annotations
 
@@ -108,19 +108,6 @@ def conversation_of(body: dict) -> tuple[str, str]:
     system = "\n".join(content_text(m.get("content")) for m in body.get("messages") or ()
                        if isinstance(m, dict) and m.get("role") in ("system", "developer"))
     return (key if isinstance(key, str) else ""), system
-
-
-def inject(body: dict, block: str) -> dict:
-    """A new body with the block as a system message before the last user message; the
-    client's message objects are shared, never modified."""
-    messages = list(body["messages"])
-    position = len(messages)
-    for i in range(len(messages) - 1, -1, -1):
-        if isinstance(messages[i], dict) and messages[i].get("role") == "user":
-            position = i
-            break
-    messages.insert(position, {"role": "system", "content": block})
-    return {**body, "messages": messages}
 
 
 def _dict(value: Any) -> dict:

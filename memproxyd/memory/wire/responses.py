@@ -4,7 +4,7 @@ block goes, what gets remembered::
 
     q = responses_wire.query({"input": "Which branch?", "instructions": "Be brief."},
                              "last_user", 2000)                     # "Which branch?"
-    outgoing = responses_wire.inject(body, block)                   # instructions + block
+    outgoing = responses_wire.inject_at(body, {index: block})   # an item before input[index]
 
 * The query and the remembered user text are the user-role ``input`` (a string, or message
   items whose text is in ``input_text`` parts); tool outputs, assistant items and images are
@@ -151,15 +151,6 @@ def conversation_of(body: dict) -> tuple[str, str]:
     """(the client's conversation id, Codex's ``prompt_cache_key``; its instructions)."""
     key = body.get("prompt_cache_key")
     return (key if isinstance(key, str) else ""), _str(body.get("instructions"))
-
-
-def inject(body: dict, block: str) -> dict:
-    """A new body whose ``instructions`` end with ``block`` (a blank line apart); the
-    client's ``input`` items are shared, never modified."""
-    instructions = body.get("instructions")
-    if isinstance(instructions, str) and instructions:
-        return {**body, "instructions": f"{instructions}\n\n{block}"}
-    return {**body, "instructions": block}
 
 
 def _str(value: Any) -> str:

@@ -50,29 +50,27 @@ def test_query_is_empty_without_user_text_and_ignores_injected_blocks():
     assert wire.query(body, "last_user", 100) == "hello"
 
 
-def test_inject_appends_to_list_system_keeping_cache_control_blocks_untouched():
+def test_inject_at_leaves_the_cached_system_untouched_and_puts_the_block_in_the_turn():
     body = conversation()
     before = copy.deepcopy(body)
-    out = wire.inject(body, BLOCK)
+    out = wire.inject_at(body, {0: BLOCK})
     assert body == before                            # the client's objects are not mutated
-    assert out["system"][:2] == CACHED_SYSTEM        # same blocks, same cache_control, first
-    assert all(a is b for a, b in zip(out["system"], body["system"]))
-    assert out["system"][2] == {"type": "text", "text": BLOCK}
-    assert out["messages"] is body["messages"] and out["max_tokens"] == 4096
+    assert out["system"] is body["system"] and out["system"] == CACHED_SYSTEM
+    assert out["messages"][0]["content"][0] == {"type": "text", "text": BLOCK}
+    assert all(a is b for a, b in zip(out["messages"][1:], body["messages"][1:]))
+    assert out["max_tokens"] == 4096
 
 
-@pytest.mark.parametrize("system, expected", [
-    (None, BLOCK),
-    ("", BLOCK),
-    ("You are terse.", "You are terse.\n\n" + BLOCK),
-])
-def test_inject_into_absent_or_string_system(system, expected):
+@pytest.mark.parametrize("system", [None, "", "You are terse."])
+def test_inject_at_never_touches_an_absent_or_string_system(system):
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     if system is not None:
         body["system"] = system
     before = copy.deepcopy(body)
-    assert wire.inject(body, BLOCK)["system"] == expected
-    assert body == before
+    out = wire.inject_at(body, {0: BLOCK})
+    assert out.get("system") == system and body == before
+    assert out["messages"][0]["content"] == [{"type": "text", "text": BLOCK},
+                                             {"type": "text", "text": "hi"}]
 
 
 def test_turn_text_strips_the_memory_block():

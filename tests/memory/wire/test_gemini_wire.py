@@ -52,7 +52,7 @@ def test_a_tool_loop_continues_the_turn_of_the_last_human_message(recorded):
 def test_inject_puts_the_block_first_in_the_humans_content_and_nothing_else(recorded):
     body = recorded[2]
     before = copy.deepcopy(body)
-    out = wire.inject(body, BLOCK)
+    out = wire.inject_at(body, {2: BLOCK})
     assert body == before                                     # the client's objects untouched
     assert out["contents"][2]["parts"] == [{"text": BLOCK}, *body["contents"][2]["parts"]]
     assert out["systemInstruction"] is body["systemInstruction"]
@@ -68,8 +68,8 @@ def test_inject_at_places_each_turns_block_at_its_own_content(recorded):
     assert out["contents"][2]["parts"][0] == {"text": "second block"}
     assert len(out["contents"]) == len(body["contents"])
     assert wire.inject_at(body, {}) is body
-    assert wire.inject({"contents": [{"role": "model", "parts": [{"text": "hi"}]}]},
-                       BLOCK)["contents"][0]["parts"] == [{"text": "hi"}]
+    assert wire.inject_at({"contents": [{"role": "model", "parts": [{"text": "hi"}]}]},
+                          {5: BLOCK})["contents"][0]["parts"] == [{"text": "hi"}]
 
 
 @pytest.mark.parametrize("context, last, side", [

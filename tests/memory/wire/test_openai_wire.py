@@ -30,9 +30,9 @@ def test_query_strategies_pick_user_turns_and_cap_length():
                              "last_user", 100) == ""
 
 
-def test_inject_adds_a_system_message_before_the_last_user_turn_without_mutating():
+def test_inject_at_adds_a_system_message_before_the_last_user_turn_without_mutating():
     original = copy.deepcopy(BODY)
-    out = openai_wire.inject(BODY, "<memproxy-memory>\nfacts\n</memproxy-memory>")
+    out = openai_wire.inject_at(BODY, {3: "<memproxy-memory>\nfacts\n</memproxy-memory>"})
     assert BODY == original
     assert [m["role"] for m in out["messages"]] == ["system", "user", "assistant", "system", "user"]
     assert out["messages"][0] == {"role": "system", "content": "Be brief."}

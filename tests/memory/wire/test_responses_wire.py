@@ -45,15 +45,16 @@ def test_input_without_user_words_gives_no_query_and_nothing_to_remember(body):
     assert responses_wire.turn(body).human == ""
 
 
-def test_inject_appends_the_block_to_instructions_without_mutating():
+def test_inject_at_puts_the_block_before_its_turn_and_never_in_instructions():
     original = copy.deepcopy(CODEX)
-    out = responses_wire.inject(CODEX, BLOCK)
+    index = responses_wire.human_messages(CODEX)[-1][0]
+    out = responses_wire.inject_at(CODEX, {index: BLOCK})
     assert CODEX == original
-    assert out["instructions"] == f"You are Codex.\n\n{BLOCK}"
-    assert out["input"] is CODEX["input"]
-    assert responses_wire.inject({"input": "x"}, BLOCK)["instructions"] == BLOCK
-    assert responses_wire.inject({"input": "x", "instructions": None}, BLOCK)["instructions"] \
-        == BLOCK
+    assert out["instructions"] == "You are Codex."
+    assert out["input"][index] == {"type": "message", "role": "developer",
+                                   "content": [{"type": "input_text", "text": BLOCK}]}
+    assert out["input"][:index] + out["input"][index + 1:] == CODEX["input"]
+    assert "instructions" not in responses_wire.inject_at({"input": "x"}, {0: BLOCK})
 
 
 def test_user_text_strips_an_injected_block():
