@@ -309,9 +309,11 @@ class MemoryService:
         if not turn.human or not (answer or turn.steps):
             return
         memory = self.config.memory
-        human = redact(turn.human) if memory.redact_secrets else turn.human
-        answer = redact(answer) if memory.redact_secrets else answer
-        content = memory_text(human, turn.steps, answer, memory.max_memory_chars)
+        human, steps = turn.human, turn.steps
+        if memory.redact_secrets:   # each part before the text is cut to length (a cut key
+            human, answer = redact(human), redact(answer)           # would no longer match)
+            steps = tuple(redact(step) for step in steps)   # tool calls: [Bash: export K=...]
+        content = memory_text(human, steps, answer, memory.max_memory_chars)
         metadata = {"source": "exchange", "model": call.deployment.name,
                     "protocol": call.protocol, "time": time.time()}
         conversation = call.request.headers.get(CONVERSATION_HEADER)

@@ -243,9 +243,14 @@ async def test_secrets_are_redacted_before_storage(mem_daemon):
         model="gpt-ok", messages=[{"role": "user", "content": f"my key is {secret} ok"}])
     [stored] = await wait_memories(mem_daemon, user, 1)
     assert secret not in stored["content"] and "[REDACTED]" in stored["content"]
+    stripe = "sk_live_51HxYzAbCdEfGhIjKlMnOpQrStUvWx"
     status, body = await http_json("POST", f"{mem_daemon.url}/v1/memories", json={
-        "user_id": user, "content": f"token ghp_{'x1' * 18} here"})
+        "user_id": user, "content": f"token ghp_{'x1' * 18} here",
+        "metadata": {"source": "notes", "env": [f"STRIPE_KEY={stripe}"]}})
     assert status == 201 and "[REDACTED]" in body["data"][0]["content"]
+    assert body["data"][0]["metadata"] == {"source": "notes", "env": ["STRIPE_KEY=[REDACTED]"]}
+    listed = json.dumps(await memories_of(mem_daemon, user))
+    assert stripe not in listed and "x1x1x1" not in listed
 
 
 async def test_memory_api_round_trip_and_bad_input_writes_nothing(mem_daemon):
