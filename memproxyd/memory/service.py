@@ -156,6 +156,8 @@ class MemoryService:
         if mode == "off" or not self._enabled_for(call):
             call.memory_status = "off"
             return call.body, None
+        for name in (CONVERSATION_HEADER, CLAUDE_SESSION_HEADER):
+            _text_header(call, name)
         try:
             return await self._prepare(call, session, mode)
         except Exception as exc:  # memory never fails the call
@@ -363,6 +365,17 @@ class MemoryService:
         if purged:
             log.info("outbox purged user_id=%s entries=%d", user_id, purged)
         return await self.store.forget_all(user_id, session)
+
+
+def _text_header(call: Call, name: str) -> None:
+    """A header memory reads must be text: bytes that are not UTF-8 (aiohttp keeps them as
+    lone surrogates) are the client's error, a 400, not a memory failure nobody sees."""
+    value = call.request.headers.get(name)
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, f"invalid {name}: not UTF-8 text", "invalid_header") from None
 
 
 def _strings(value: Any):

@@ -241,6 +241,8 @@ class SqliteStore(MemoryStore):
 
     async def delete(self, user_id: str, memory_id: str, session=None) -> bool:
         seqs = await self._db.run(writes.delete, user_id, "AND id = :id", {"id": memory_id})
+        if seqs:
+            await self._db.scrub()
         if self._searcher is not None:
             self._searcher.send(("remove", user_id, seqs))
         elif user_id in self._indexes:
@@ -249,6 +251,7 @@ class SqliteStore(MemoryStore):
 
     async def forget_all(self, user_id: str, session=None) -> int:
         seqs = await self._db.run(writes.delete, user_id, "", {})
+        await self._db.scrub()
         if self._searcher is not None:
             self._searcher.send(("reset", user_id))
         elif user_id in self._indexes:
