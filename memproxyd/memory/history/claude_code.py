@@ -100,7 +100,10 @@ def _close(turn: _Turn, rules: Rules) -> HistoryTurn:
     collector = anthropic_wire.ReplyCollector(stream=False)
     collector.feed(orjson.dumps(final))
     answer = without_block(collector.answer())
-    if collector.tool_calls() or not (answer or found.steps):
+    # (a reply that asked for a tool, even when the records of its tool_use were never
+    # written, is a step of the loop, not the answer)
+    if collector.tool_calls() or final.get("stop_reason") == "tool_use" \
+            or not (answer or found.steps):
         return skipped(NO_ANSWER)
     return HistoryTurn(turn.turn_id, turn.created_at,
                        finish(found.human, found.steps, answer, rules))
