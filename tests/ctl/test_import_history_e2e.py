@@ -18,7 +18,7 @@ import pytest
 from memproxyd.ctl import cli
 from memproxyd.memory.history import parse_time
 from tests import agents
-from tests.conftest import clis_or_skip, write_config
+from tests.conftest import clis_or_skip, free_port, write_config
 from tests.memory.test_agent_cli_e2e import agent_models
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "history"
@@ -195,6 +195,16 @@ def test_dry_run_prints_what_it_would_store_and_stores_nothing(daemon, ctl, tran
     assert any("deploy key is [REDACTED]" in line for line in lines)
     assert not any(SECRET in line for line in out.splitlines())
     assert memories(daemon, "alpha") == []
+
+
+def test_dry_run_needs_no_daemon_and_an_import_does(daemon, transcripts, capsys):
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    argv = ["--config", str(daemon.config), "--url", nowhere, "memory", "import-history",
+            "alpha", "--from", "codex", str(transcripts / "codex")]
+    assert cli.main([*argv, "--dry-run"]) == 0
+    assert "turns that would be stored: 3 (alpha: 3)" in capsys.readouterr().out
+    assert cli.main(argv) == 3                      # the daemon is down: exit 3, said so
+    assert "not running" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_refused_with_what_was_expected(ctl, transcripts):
