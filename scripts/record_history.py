@@ -1,5 +1,5 @@
-"""Record the transcripts the real Claude Code and Codex CLIs keep, as test fixtures for
-``memproxyctl memory import-history`` (``tests/fixtures/history/``).
+"""Record the transcripts the real Claude Code, Codex and Gemini CLIs keep, as test fixtures
+for ``memproxyctl memory import-history`` (``tests/fixtures/history/``).
 
 Installs the pinned CLIs (``tests/agents.py``) and runs them, each with its own HOME /
 CODEX_HOME in a temporary directory, against the loopback fake model
@@ -7,13 +7,16 @@ CODEX_HOME in a temporary directory, against the loopback fake model
 writes, whatever it talks to). The story, in two working directories:
 
 * ``alpha-repo``: a session stating a fact with a secret in it, continued (``--continue`` /
-  ``resume --last``) with a request that makes the model use a tool (an agent loop);
+  ``resume --last`` / ``--resume latest``) with a request that makes the model use a tool (an
+  agent loop);
 * ``beta-repo``: a session stating another fact.
 
 The files are copied, scrubbed of this machine's paths (``/home/dev/alpha-repo`` ...) and
 with long strings the readers never look at (instructions, skill listings) cut to 200
 characters, to ``tests/fixtures/history/claude-code/<cwd-slug>/<session>.jsonl`` and
-``tests/fixtures/history/codex/YYYY/MM/DD/rollout-*.jsonl``.
+``tests/fixtures/history/codex/YYYY/MM/DD/rollout-*.jsonl`` and
+``tests/fixtures/history/gemini-cli/<project>/chats/session-*.jsonl`` (with the
+``.project_root`` file that names the working directory).
 
     PYTHONPATH=. .venv/bin/python scripts/record_history.py [--out tests/fixtures/history]
 """
@@ -36,7 +39,8 @@ SECRET = "sk-ant-api03-HISTORYfixture0123456789abcdef"
 STORY = {"alpha-repo": (f"Remember this: the staging deploy key is {SECRET}, never commit it.",
                         "Please read the notes in {notes} and tell me the indentation rule."),
          "beta-repo": ("Remember this: our deploy target codename is BLUEFIN.",)}
-NOTES = {"claude-code": "CLAUDE.md", "codex": "AGENTS.md"}
+NOTES = {"claude-code": "CLAUDE.md", "codex": "AGENTS.md", "gemini-cli": "GEMINI.md"}
+CLIENTS = ("claude-code", "codex", "gemini-cli")
 LONG = 2000          # a string longer than this is cut to its first 200 characters
 
 
@@ -46,7 +50,9 @@ def run_story(client: str, url: str, root: Path) -> Path:
     home = root / f"{client}-home"
     codex_home = agents.write_codex_home(home / ".codex", f"{url}/v1") if client == "codex" \
         else None
-    bin_dir = agents.install_clis()
+    if client == "gemini-cli":
+        agents.write_gemini_home(home)
+    bin_dir = agents.install_clis(commands=("claude", "codex", "gemini"))
     for name, prompts in STORY.items():
         workdir = root / name
         workdir.mkdir(exist_ok=True)
@@ -56,11 +62,14 @@ def run_story(client: str, url: str, root: Path) -> Path:
             prompt = prompt.format(notes=notes)
             if client == "codex":
                 run = agents.run_codex(bin_dir, codex_home, workdir, prompt, resume=i > 0)
+            elif client == "gemini-cli":
+                run = agents.run_gemini(bin_dir, url, workdir, home, prompt, resume=i > 0)
             else:
                 run = agents.run_claude(bin_dir, url, workdir, prompt, resume=i > 0, home=home)
             if run.returncode != 0:
                 raise RuntimeError(f"{client} failed ({run.returncode}): {run.stderr[-800:]}")
-    return codex_home / "sessions" if codex_home else home / ".claude" / "projects"
+    return {"codex": home / ".codex" / "sessions", "gemini-cli": home / ".gemini" / "tmp",
+            "claude-code": home / ".claude" / "projects"}[client]
 
 
 def _cut(value):
@@ -78,7 +87,8 @@ def scrub(text: str, root: Path) -> str:
     paths = {str(root): "/home/dev", str(root).replace("/", "-"): "-home-dev"}
     lines = []
     for line in text.splitlines():
-        line = json.dumps(_cut(json.loads(line)), ensure_ascii=False)
+        if line.startswith(("{", "[")):
+            line = json.dumps(_cut(json.loads(line)), ensure_ascii=False)
         for real, fake in paths.items():
             line = line.replace(real, fake)
         lines.append(line)
@@ -91,11 +101,11 @@ def record(out: Path) -> list[Path]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp).resolve()
-            for client in ("claude-code", "codex"):
+            for client in CLIENTS:
                 found = run_story(client, server.url, root)
                 target = out / client
                 shutil.rmtree(target, ignore_errors=True)
-                for path in sorted(found.rglob("*.jsonl")):
+                for path in sorted([*found.rglob("*.jsonl"), *found.rglob(".project_root")]):
                     relative = Path(str(path.relative_to(found)).replace(
                         str(root).replace("/", "-"), "-home-dev"))
                     (target / relative).parent.mkdir(parents=True, exist_ok=True)

@@ -73,13 +73,13 @@ def parse_maps(given: list[str]) -> list[tuple[str, str]]:
     return sorted(maps, key=lambda m: -len(m[0]))
 
 
-def project_for(cwd: str, maps: list[tuple[str, str]], default: str) -> str:
-    """The project of a session that ran in ``cwd``."""
+def mapped(cwd: str, maps: list[tuple[str, str]]) -> str | None:
+    """The project a ``--map`` gives a session that ran in ``cwd``; None when none does."""
     cwd = os.path.normpath(cwd) if cwd else ""
     for path, project in maps:
         if cwd == path or cwd.startswith(path.rstrip(os.sep) + os.sep):
             return project
-    return default
+    return None
 
 
 def _progress(done: int, total: int, kept: int) -> None:
@@ -105,6 +105,7 @@ class Import:
         self.kept: Counter = Counter()                   # project → turns stored
         self.skipped: Counter = Counter()                # reason → turns
         self.defaulted: set[str] = set()                 # working directories no map claimed
+        self.sessions: set[str] = set()                  # ids of the sessions read
 
     def stored(self, project: str) -> tuple[set, set]:
         """(history keys, (conversation, content) of live turns) of what ``project`` holds;
@@ -163,10 +164,13 @@ class Import:
             self.ctx.client.call("POST", "/v1/memories", {"user_id": project,
                                                           "memories": batch})
 
-    def summary(self, sessions: int, unopened: int) -> str:
+    def summary(self, files: int, unopened: int) -> str:
         label = "turns that would be stored" if self.dry_run else "turns stored"
-        lines = [f"sessions read: {sessions}" + (f" ({unopened} more not opened: last "
-                                                  "written before --since)" if unopened else ""),
+        notes = ([f"from {files} files"] if files != len(self.sessions) else []) + (
+            [f"{unopened} more files not opened: last written before --since"]
+            if unopened else [])
+        lines = [f"sessions read: {len(self.sessions)}" + (f" ({'; '.join(notes)})"
+                                                           if notes else ""),
                  f"{label}: {sum(self.kept.values())}" + (" (" + ", ".join(
                      f"{p}: {n}" for p, n in sorted(self.kept.items())) + ")"
                      if self.kept else ""),
@@ -204,9 +208,11 @@ def cmd_import_history(ctx: Context, args) -> int:
     run = Import(ctx, args.dry_run)
     for done, path in enumerate(opened, 1):
         session = history.read_session(client, path, rules)
-        project = project_for(session.cwd, maps, args.user)
-        if maps and project == args.user and session.cwd:
+        run.sessions.add(session.session_id)
+        project = mapped(session.cwd, maps)
+        if project is None and maps and session.cwd:
             run.defaulted.add(session.cwd)
+        project = project or args.user
         for turn in session.turns:
             if turn.skipped:
                 run.skipped[turn.skipped] += 1
@@ -225,11 +231,13 @@ def cmd_import_history(ctx: Context, args) -> int:
 def add_parser(msub) -> None:
     """``memory import-history`` under ``memproxyctl memory``."""
     p = msub.add_parser("import-history", help="remember past sessions from the transcripts "
-                        "Claude Code or Codex keep on disk (each turn once, at its own time)")
+                        "Claude Code, Codex or Gemini CLI keep on disk (each turn once, at its "
+                        "own time)")
     p.add_argument("user", metavar="PROJECT", help="the project (or user id) that gets the "
                    "sessions no --map names")
     p.add_argument("--from", dest="source", nargs=2, metavar=("CLIENT", "DIR"), required=True,
-                   help="claude-code ~/.claude/projects, or codex ~/.codex/sessions")
+                   help="claude-code ~/.claude/projects, codex ~/.codex/sessions or "
+                   "gemini-cli ~/.gemini/tmp")
     p.add_argument("--since", help="only turns from this far back (30d, 12h, 2w) or this "
                    "date (2026-05-01)")
     p.add_argument("--map", action="append", metavar="PATH=PROJECT",

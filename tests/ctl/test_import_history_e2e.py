@@ -28,8 +28,10 @@ SECRET = "sk-ant-api03-HISTORYfixture0123456789abcdef"     # scripts/record_hist
 @pytest.fixture
 def daemon(tmp_path, openai_fake, agent_fake, start_daemon):
     """Memory on, every agent model on the fake; no gateway key (loopback)."""
+    gemini = (f'[[model_list]]\nmodel_name = "gemini-*"\n[model_list.litellm_params]\n'
+              f'model = "gemini/*"\napi_base = "{agent_fake.url}"\napi_key = "sk-up"\n')
     return start_daemon(write_config(tmp_path, openai_fake.url,
-                                     extra=agent_models(agent_fake.url),
+                                     extra=agent_models(agent_fake.url) + gemini,
                                      memory='backend = "sqlite"\nrecall_timeout_ms = 2000'))
 
 
@@ -60,18 +62,22 @@ def memories(daemon, user: str) -> list[dict]:
 
 
 def human_times(path: Path) -> dict[str, str]:
-    """The human's words → the time the CLI wrote them, straight from a transcript."""
-    out = {}
+    """The human's words → the time the CLI first wrote them, straight from a transcript."""
+    out: dict[str, str] = {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
         message = record.get("message") or {}
-        if record.get("type") == "user" and isinstance(message.get("content"), str):
-            out[message["content"]] = record["timestamp"]
         payload = record.get("payload") or {}
-        if record.get("type") == "response_item" and payload.get("role") == "user":
-            text = payload["content"][0]["text"]
-            if text.startswith(("Remember", "Please", "What")):
-                out[text] = record["timestamp"]
+        if record.get("type") == "user" and isinstance(message.get("content"), str):
+            text = message["content"]                                    # Claude Code
+        elif record.get("type") == "response_item" and payload.get("role") == "user":
+            text = payload["content"][0]["text"]                         # Codex
+        elif record.get("type") == "user" and isinstance(record.get("content"), list):
+            text = record["content"][0].get("text", "")                  # Gemini CLI
+        else:
+            continue
+        if text.startswith(("Remember", "Please", "What")):
+            out.setdefault(text, record["timestamp"])
     return out
 
 
@@ -141,6 +147,34 @@ def test_real_cli_sessions_are_imported_once_at_their_own_time_with_secrets_reda
     assert len(memories(daemon, "default")) == 4
 
 
+def test_real_gemini_cli_sessions_are_imported_once_at_their_own_time(daemon, ctl, tmp_path):
+    bin_dir = clis_or_skip(("gemini",))
+    workdir = tmp_path / "repo"
+    workdir.mkdir()
+    (workdir / "GEMINI.md").write_text("# notes\nUse tabs for indentation.\n")
+    home = agents.write_gemini_home(tmp_path / "gemini-home")
+    fact = f"Remember this: the staging deploy key is {SECRET}, never commit it."
+    for i, prompt in enumerate((fact, "Please read the notes in GEMINI.md and tell me the "
+                                      "indentation rule.")):
+        run = agents.run_gemini(bin_dir, daemon.url, workdir, home, prompt, resume=i > 0)
+        assert run.returncode == 0, run.stderr[-2000:]
+    chats = home / ".gemini" / "tmp"
+    for _ in range(2):
+        code, out = ctl("import-history", "alpha", "--from", "gemini-cli", str(chats),
+                        "--map", f"{workdir}=alpha")
+        # (a resume in another minute starts a second file for the same session)
+        assert code == 0 and "sessions read: 1" in out and "no --map named" not in out, out
+    assert "already imported: 2" in out
+    stored = memories(daemon, "alpha")
+    assert len(stored) == 2 and not any(SECRET in m["content"] for m in stored)
+    [path] = chats.rglob("session-*.jsonl")
+    times = {iso_second(t): words for words, t in human_times(path).items()}
+    for memory in stored:
+        assert memory["content"].startswith("User: " + times[memory["created_at"]]
+                                            .replace(SECRET, "[REDACTED]"))
+    assert "[read_file: " in next(m["content"] for m in stored if "GEMINI.md" in m["content"])
+
+
 # -- recorded transcripts ------------------------------------------------------------------
 
 @pytest.fixture
@@ -151,7 +185,10 @@ def transcripts(tmp_path) -> Path:
     return target
 
 
-@pytest.mark.parametrize("client", ["claude-code", "codex"])
+CLIENTS = ["claude-code", "codex", "gemini-cli"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
 def test_map_sends_each_repository_to_its_project_and_the_rest_to_the_default(
         daemon, ctl, transcripts, client):
     code, out = ctl("import-history", "alpha", "--from", client, str(transcripts / client),
@@ -164,10 +201,11 @@ def test_map_sends_each_repository_to_its_project_and_the_rest_to_the_default(
     assert not any("BLUEFIN" in m["content"] for m in memories(daemon, "alpha"))
 
 
-@pytest.mark.parametrize("client", ["claude-code", "codex"])
+@pytest.mark.parametrize("client", CLIENTS)
 def test_since_keeps_only_the_later_turns(daemon, ctl, transcripts, client):
-    [_, second] = [t for t in human_times(next((transcripts / client).rglob("*.jsonl")))
-                   .values()]
+    alpha = next(p for p in (transcripts / client).rglob("*.jsonl") if "deploy key" in
+                 p.read_text())
+    [_, second] = human_times(alpha).values()
     code, out = ctl("import-history", "alpha", "--from", client, str(transcripts / client),
                     "--since", second)
     assert code == 0, out
@@ -182,7 +220,7 @@ def test_since_a_span_back_from_now_leaves_out_files_written_before_it(daemon, c
         os.utime(path, (1_600_000_000, 1_600_000_000))        # written in 2020
     code, out = ctl("import-history", "alpha", "--from", "codex", str(transcripts / "codex"),
                     "--since", "30d")
-    assert code == 0 and "sessions read: 0 (2 more not opened" in out, out
+    assert code == 0 and "sessions read: 0 (2 more files not opened" in out, out
     assert memories(daemon, "alpha") == []
 
 

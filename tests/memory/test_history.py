@@ -1,5 +1,5 @@
 """The transcript readers (``memory/history/``) on the transcripts recorded from the real
-Claude Code and Codex CLIs (``tests/fixtures/history/``), and on those transcripts changed the
+Claude Code, Codex and Gemini CLIs (``tests/fixtures/history/``), and on those transcripts changed the
 way real sessions differ from the recorded ones (a sub-agent, an interrupted turn, a
 ``/clear``, a CLI killed mid-write)."""
 from __future__ import annotations
@@ -80,7 +80,33 @@ def test_codex_rollouts_become_the_memories_live_traffic_makes():
     assert sessions[0].conversation == conversation_key(meta["id"], "", "")
 
 
-@pytest.mark.parametrize("client", ["claude-code", "codex"])
+def test_gemini_cli_chats_become_the_memories_live_traffic_makes():
+    sessions = [read_session("gemini-cli", p, Rules())
+                for p in find_sessions("gemini-cli", FIXTURES / "gemini-cli")]
+    assert [s.cwd for s in sessions] == ["/home/dev/alpha-repo", "/home/dev/beta-repo"]
+    # <session_context> (date, tree, GEMINI.md) opens each session: no turn of its own
+    assert kept(sessions[0]) == [
+        FACT, "User: Please read the notes in GEMINI.md and tell me the indentation rule.\n"
+              'Assistant: [read_file: {"file_path": "/home/dev/alpha-repo/GEMINI.md"}]\n'
+              "The notes say to use tabs. Done."]
+    assert reasons(sessions[0]) == ["", ""] and "BLUEFIN" in kept(sessions[1])[0]
+
+
+def test_a_gemini_resume_rewrites_the_history_but_each_turn_keeps_its_first_time():
+    path = alpha("gemini-cli")
+    written = [r for r in lines(path) if r.get("type") == "user"
+               and "deploy key" in json.dumps(r.get("content"))]
+    rewritten = [m for r in lines(path) for m in (r.get("$set") or {}).get("messages", [])
+                 if m.get("type") == "user" and "deploy key" in json.dumps(m.get("content"))]
+    assert rewritten and rewritten[-1]["timestamp"] > written[0]["timestamp"]
+    session = read_session("gemini-cli", path, Rules())
+    assert session.turns[0].created_at == parse_time(written[0]["timestamp"])
+
+
+CLIENTS = ["claude-code", "codex", "gemini-cli"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
 def test_each_turn_keeps_one_key_however_often_it_is_read(client):
     first = read_session(client, alpha(client), Rules())
     again = read_session(client, alpha(client), Rules(max_chars=300))
@@ -88,7 +114,7 @@ def test_each_turn_keeps_one_key_however_often_it_is_read(client):
     assert keys == [again.key(t) for t in again.turns] and len(set(keys)) == 2
 
 
-@pytest.mark.parametrize("client", ["claude-code", "codex"])
+@pytest.mark.parametrize("client", CLIENTS)
 def test_the_daemons_memory_settings_shape_what_is_kept(client):
     plain = read_session(client, alpha(client), Rules(redact_secrets=False))
     assert SECRET in kept(plain)[0]
@@ -99,7 +125,7 @@ def test_the_daemons_memory_settings_shape_what_is_kept(client):
     assert all(len(text) <= 200 for text in kept(short))
 
 
-@pytest.mark.parametrize("client", ["claude-code", "codex"])
+@pytest.mark.parametrize("client", CLIENTS)
 def test_turns_before_since_are_skipped(client):
     session = read_session(client, alpha(client), Rules())
     later = read_session(client, alpha(client), Rules(since=session.turns[1].created_at))
@@ -177,5 +203,6 @@ def test_a_task_made_only_of_scaffolding_has_no_human_words(tmp_path):
 
 def test_find_sessions_finds_each_clients_own_files(tmp_path):
     assert len(find_sessions("codex", FIXTURES)) == 2          # rollouts only
+    assert len(find_sessions("gemini-cli", FIXTURES)) == 2     # chats only
     assert len(find_sessions("claude-code", FIXTURES / "claude-code")) == 2
-    assert history.FORMATS == ("claude-code", "codex")
+    assert history.FORMATS == ("claude-code", "codex", "gemini-cli")

@@ -6,9 +6,9 @@ memories live traffic would have made of them (``memproxyctl memory import-histo
         for turn in session.turns:
             print(turn.created_at, turn.skipped or turn.content)
 
-Each reader (``claude_code.py``, ``codex.py``) rebuilds, turn by turn, what the CLI sent and
-received (Anthropic messages for Claude Code, Responses items for Codex; the transcripts hold
-exactly those) and hands it to the *live* extractor (``memory/wire/*``: the client scaffolding
+Each reader (``claude_code.py``, ``codex.py``, ``gemini_cli.py``) rebuilds, turn by turn,
+what the CLI sent and received (Anthropic messages for Claude Code, Responses items for Codex,
+Gemini API contents for Gemini CLI; the transcripts hold exactly those) and hands it to the *live* extractor (``memory/wire/*``: the client scaffolding
 table, side-call rules, tool calls as one line each, the final reply's text), then
 ``turn.memory_text`` and ``redact``. So a turn imported from a transcript is the memory the
 daemon would have stored had the session gone through it; what differs is written in the
@@ -23,21 +23,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memproxyd.memory.history import claude_code, codex
+from memproxyd.memory.history import claude_code, codex, gemini_cli
 from memproxyd.memory.history.transcript import (BEFORE_SINCE, NO_ANSWER, NO_HUMAN, SIDE_CALL,
                                                  HistoryTurn, Rules, Session, parse_time)
 
 __all__ = ["BEFORE_SINCE", "FORMATS", "NO_ANSWER", "NO_HUMAN", "SIDE_CALL", "HistoryTurn",
            "Rules", "Session", "find_sessions", "parse_time", "read_session"]
 
-READERS = {"claude-code": claude_code, "codex": codex}
+READERS = {"claude-code": claude_code, "codex": codex, "gemini-cli": gemini_cli}
 FORMATS = tuple(READERS)
 
 
 def find_sessions(client: str, directory: Path) -> list[Path]:
     """The transcripts of ``client`` under ``directory``, oldest first (by modification
     time): Claude Code's ``<cwd-slug>/<session>.jsonl`` (``~/.claude/projects``), Codex's
-    ``YYYY/MM/DD/rollout-*.jsonl`` (``~/.codex/sessions``)."""
+    ``YYYY/MM/DD/rollout-*.jsonl`` (``~/.codex/sessions``), Gemini CLI's
+    ``<project>/chats/session-*.jsonl`` (``~/.gemini/tmp``)."""
     pattern = READERS[client].PATTERN
     found = [p for p in directory.rglob(pattern) if p.is_file()]
     return sorted(found, key=lambda p: (p.stat().st_mtime, str(p)))
