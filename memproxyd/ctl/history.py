@@ -83,6 +83,8 @@ def mapped(cwd: str, maps: list[tuple[str, str]]) -> str | None:
 
 
 def _progress(done: int, total: int, kept: int) -> None:
+    """The bar of ``memory import``, on a terminal only. (tqdm is installed, but only as a
+    dependency of a dependency: not worth a pinned runtime dependency for one line.)"""
     if sys.stderr.isatty():
         filled = int(30 * done / max(total, 1))
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} sessions, "
