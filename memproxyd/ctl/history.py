@@ -149,8 +149,9 @@ class Import:
             return
         keys.add(key)
         self.kept[project] += 1
-        if self.dry_run:
-            print(f"{project}  {_iso(turn.created_at)}  {_one_line(turn.content)}")
+        if self.dry_run:       # the memory as it would be stored, indented under its place
+            print(f"{project}  {_iso(turn.created_at)}  {session.client} {session.session_id}")
+            print("    " + turn.content.replace("\n", "\n    "))
             return
         self.pending.setdefault(project, []).append({
             "content": turn.content, "created_at": _iso(turn.created_at), "key": key,
@@ -182,11 +183,6 @@ class Import:
             lines.append("working directories no --map named (imported into the default "
                          "project): " + ", ".join(sorted(self.defaulted)))
         return "\n".join(lines)
-
-
-def _one_line(text: str, width: int = 100) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def cmd_import_history(ctx: Context, args) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from memproxyd.ctl import cli
-from memproxyd.memory.history import parse_time
+from memproxyd.memory.history import Rules, parse_time, read_session
 from tests import agents
 from tests.conftest import clis_or_skip, free_port, write_config
 from tests.memory.test_agent_cli_e2e import agent_models
@@ -228,10 +228,14 @@ def test_dry_run_prints_what_it_would_store_and_stores_nothing(daemon, ctl, tran
     code, out = ctl("import-history", "alpha", "--from", "claude-code",
                     str(transcripts / "claude-code"), "--dry-run")
     assert code == 0, out
-    lines = [line for line in out.splitlines() if line.startswith("alpha  ")]
-    assert len(lines) == 3 and "turns that would be stored: 3 (alpha: 3)" in out
-    assert any("deploy key is [REDACTED]" in line for line in lines)
-    assert not any(SECRET in line for line in out.splitlines())
+    heads = [line for line in out.splitlines() if line.startswith("alpha  ")]
+    assert len(heads) == 3 and "turns that would be stored: 3 (alpha: 3)" in out
+    # each memory whole, as it would be stored
+    expected = [t.content for p in sorted((transcripts / "claude-code").rglob("*.jsonl"))
+                for t in read_session("claude-code", p, Rules()).turns]
+    for content in expected:
+        assert "\n    " + content.replace("\n", "\n    ") + "\n" in out
+    assert any("deploy key is [REDACTED]" in c for c in expected) and SECRET not in out
     assert memories(daemon, "alpha") == []
 
 
