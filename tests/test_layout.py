@@ -16,7 +16,10 @@ SCRIPTS = REPO / "scripts"
 ROOT = "memproxyd.app"
 BACKENDS = ("memproxyd.memory.wire", "memproxyd.memory.sqlite", "memproxyd.memory.postgres",
             "memproxyd.memory.supermemory")
-CTL_ALLOWED = ("memproxyd.config", "memproxyd.registry", "memproxyd.addresses")
+# and the transcript readers (pure: files in, memories out), so import-history stores what
+# live traffic would have, through the daemon's API (memproxyd/ctl/history.py says why)
+CTL_ALLOWED = ("memproxyd.config", "memproxyd.registry", "memproxyd.addresses",
+               "memproxyd.memory.history")
 
 
 def module_name(path: Path, top: Path, prefix: str) -> str:

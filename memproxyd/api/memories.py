@@ -1,9 +1,12 @@
 """The memory HTTP API: the same auth as the gateway; on a project port ``user_id`` is the
 project and naming another one is refused (403).
 
-    POST   /v1/memories               {"user_id", "content", "metadata"?} or
-                                      {"user_id", "memories": [{"content", "metadata"?}]}
+    POST   /v1/memories               {"user_id", "content", "metadata"?, "created_at"?, "key"?}
+                                      or {"user_id", "memories": [{"content", ...}]}
                                       → 201 {"data": [memory]}
+                                      created_at: when it happened (ISO 8601, default now);
+                                      key: an item whose key the user has stored already
+                                      is not stored again (the stored one is returned)
     POST   /v1/memories/search        {"user_id", "query", "limit"?} → {"results": [...]}
     GET    /v1/memories?user_id=&limit=&cursor=   → {"data": [...], "next_cursor"}
     GET    /v1/memories/{id}?user_id=             → memory
@@ -19,7 +22,9 @@ nothing is written.
 """
 from __future__ import annotations
 
+import datetime
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +42,8 @@ MAX_SEARCH_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 MAX_QUERY_CHARS = 10_000        # a search string; recall itself uses [memory] max_query_chars
 MAX_METADATA_BYTES = 16_384     # one memory's metadata, as JSON
+MAX_KEY_CHARS = 200             # an item's idempotency key
+FUTURE_SLACK = 86_400           # seconds: a created_at this far ahead is a clock, not a typo
 
 
 def _user_id(request: web.Request, given: Any) -> str:
@@ -78,7 +85,37 @@ def _new_memory(item: Any, max_chars: int, redact_secrets: bool) -> NewMemory:
                        "metadata_too_large")
     if redact_secrets:      # metadata is stored and shown like content: redacted alike
         content, metadata = redact(content), redact_value(metadata)
-    return NewMemory(content, metadata)
+    return NewMemory(content, metadata, _key(item.get("key")),
+                     _created_at(item.get("created_at")))
+
+
+def _created_at(value: Any) -> float | None:
+    """Unix seconds of an item's ``created_at``: ISO 8601 (``2026-05-01T09:30:00Z``, an
+    offset, or none: UTC), from 1970 to a day ahead; None when not given."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value) if isinstance(value, str) else None
+        if parsed is not None and parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        at = parsed.timestamp() if parsed is not None else None
+    except (ValueError, OverflowError):      # (year 1 with an offset: before datetime's min)
+        at = None
+    if at is None:
+        raise ApiError(400, "'created_at' must be an ISO 8601 time such as "
+                       "2026-05-01T09:30:00Z", "invalid_created_at")
+    if not 0 <= at <= time.time() + FUTURE_SLACK:
+        raise ApiError(400, "'created_at' must be from 1970 up to now", "invalid_created_at")
+    return at
+
+
+def _key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_KEY_CHARS:
+        raise ApiError(400, f"'key' must be a non-empty string of at most {MAX_KEY_CHARS} "
+                       "characters", "invalid_key")
+    return value
 
 
 def _store(request: web.Request):

@@ -56,7 +56,9 @@ GEMINI = _body([], {"contents": {"type": "array", "items": GEMINI_CONTENT},
                     "systemInstruction": GEMINI_CONTENT, "tools": {"type": "array", "items": OBJ},
                     "generationConfig": OBJ})
 MEMORY = _body(["content"], {"content": {"type": "string", "minLength": 1},
-                             "metadata": ANY_OBJECT})
+                             "metadata": ANY_OBJECT,
+                             "created_at": {"type": "string", "format": "date-time"},
+                             "key": {"type": "string", "minLength": 1, "maxLength": 200}})
 MEMORY_ADD = {"anyOf": [_body(["content"], {"user_id": USER_ID, **MEMORY["properties"]}),
                         _body(["memories"], {"user_id": USER_ID, "memories": {
                             "type": "array", "minItems": 1, "maxItems": 1000,

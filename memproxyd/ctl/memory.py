@@ -2,14 +2,18 @@
 
     memproxyctl memory search alpha "deploy steps" --limit 3
     memproxyctl memory export alpha > alpha.jsonl
+    memproxyctl memory import beta alpha.jsonl         # content, metadata and created_at
+    memproxyctl memory import-history alpha --from claude-code ~/.claude/projects  (history.py)
 """
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import urllib.parse
 from pathlib import Path
 
+from memproxyd.ctl import history
 from memproxyd.ctl.client import EXIT_OK, EXIT_REFUSED, Context, CtlError, DaemonDown, notice
 
 PAGE_SIZE = 100      # memories per page when listing or exporting
@@ -106,8 +110,22 @@ def _read_jsonl(path: str) -> list[dict]:
                 or not obj["content"].strip() or not isinstance(obj.get("metadata") or {}, dict):
             raise CtlError(f"{path}:{number}: expected an object with a non-empty 'content' "
                            "string and an optional 'metadata' object; nothing imported")
-        items.append({"content": obj["content"], "metadata": obj.get("metadata") or {}})
+        item = {"content": obj["content"], "metadata": obj.get("metadata") or {}}
+        if obj.get("created_at") is not None:     # as export writes it: kept
+            item["created_at"] = _created_at(obj["created_at"], f"{path}:{number}")
+        items.append(item)
     return items
+
+
+def _created_at(value, where: str) -> str:
+    """An exported memory's ``created_at``, checked before anything is sent (the daemon
+    checks it again: from 1970 up to now)."""
+    try:
+        datetime.datetime.fromisoformat(value if isinstance(value, str) else "")
+    except ValueError:
+        raise CtlError(f"{where}: 'created_at' must be an ISO 8601 time such as "
+                       "2026-05-01T09:30:00Z; nothing imported") from None
+    return value
 
 
 def _progress(done: int, total: int) -> None:
@@ -179,6 +197,7 @@ def add_memory_parsers(sub) -> None:
                                      "help": "a call's x-memproxy-trace-id (usage rows have it)"}),
                     (("--json",), {"action": "store_true"})]),
     }
+    history.add_parser(msub)
     retry = msub.add_parser("retry-dead", help="retry the outbox's dead letters (exchanges "
                             "the backend rejected for good), every user's")
     retry.set_defaults(func=cmd_memory_retry_dead)

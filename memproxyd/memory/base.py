@@ -73,6 +73,8 @@ class NewMemory:
     metadata: dict[str, Any] = attrs.field(factory=dict)
     # Stable id for idempotent delivery (outbox); None = the backend makes one.
     key: str | None = None
+    # When it happened (unix seconds), e.g. an imported turn's own time; None = now.
+    created_at: float | None = None
 
 
 @attrs.frozen

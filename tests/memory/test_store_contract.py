@@ -172,6 +172,17 @@ async def test_memories_survive_reopen(backend, store):
     assert [h.id for h in await reopened.search("alice", "restarts", 5)] == [m.id]
 
 
+async def test_a_memory_keeps_the_time_it_happened_when_given_one(backend, store):
+    old, new = await store.add_many("alice", [
+        NewMemory("we moved the cron job to fridays", created_at=1_746_178_200.0),
+        NewMemory("the cron job now runs hourly")])
+    assert old.created_at == 1_746_178_200.0 and new.created_at > 1_746_178_200.0 + 10 ** 7
+    reopened = await backend.open()
+    assert (await reopened.get("alice", old.id)).created_at == 1_746_178_200.0
+    found = {m.id: m.created_at for m in await reopened.search("alice", "cron job", 5)}
+    assert found[old.id] == 1_746_178_200.0
+
+
 async def test_search_with_only_stop_words_returns_nothing(store):
     await store.add("alice", "something")
     assert await store.search("alice", "what is the", 5) == []

@@ -146,8 +146,11 @@ class PostgresStore(MemoryStore):
         firsts: dict[str, int] = {}     # key → index of its first item in this batch
         fresh = [i for i, item in enumerate(items)
                  if item.key is None or firsts.setdefault(item.key, i) == i]
+        now = time.time()
         new = {i: Memory(secrets.token_hex(8), user_id, items[i].content,
-                         dict(items[i].metadata), time.time()) for i in fresh}
+                         dict(items[i].metadata),
+                         now if items[i].created_at is None else items[i].created_at)
+               for i in fresh}
         async with self.db.connection() as conn, conn.transaction():
             scope = _UserScope(conn, user_id)
             inserted = await self._insert(scope, items, fresh, new, vectors)

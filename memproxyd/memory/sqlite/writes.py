@@ -76,7 +76,7 @@ def insert(scope: UserScope, item: NewMemory, seq: int, group: int,
     """(the memory, whether it is new): an item whose key is stored is not stored twice
     (the insert yields to the user's unique key; only then is the stored one read)."""
     memory = Memory(secrets.token_hex(8), scope.user_id, item.content, dict(item.metadata),
-                    time.time())
+                    time.time() if item.created_at is None else item.created_at)
     inserted = scope.execute(
         "INSERT INTO memories(seq, id, user_id, key, content, metadata, created_at, grp)"
         " VALUES (:seq, :id, :user_id, :key, :content, :metadata, :created_at, :grp)"
