@@ -60,6 +60,16 @@ def check_bind_safety(config: Config) -> None:
 
 async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
                 reload_path=None) -> int:
+    # a task at once: a start that fails (unsafe bind, port taken) cancels it below instead
+    # of leaving a coroutine never awaited (a RuntimeWarning at exit)
+    shutdown = asyncio.ensure_future(shutdown)
+    try:
+        return await _serve(config, shutdown, on_ready, reload_path)
+    finally:
+        shutdown.cancel()
+
+
+async def _serve(config: Config, shutdown: asyncio.Future, on_ready, reload_path) -> int:
     check_bind_safety(config)
     started = time.perf_counter()
     app = create_app(config)
@@ -109,6 +119,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check(config: Config, path) -> int:
+    """``memproxyd --check``: what the daemon would refuse at start (a config error, a
+    non-loopback address without keys) exits 2; models whose key variable is unset are
+    listed (they answer ``model_unavailable``; the daemon starts and serves the others)."""
+    try:
+        check_bind_safety(config)
+    except StartupError as exc:
+        print(f"memproxyd: {path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"memproxyd: {path}: ok ({len(config.model_list)} models)")
+    from memproxyd.deployments import DeploymentTable
+    for name, variable in DeploymentTable(config).unavailable().items():
+        print(f"memproxyd: model {name!r} is unavailable: {variable} is not set")
+    return EXIT_OK
+
+
 # The daemon allocates much per request and keeps a large long-lived heap (the memory index):
 # at CPython's defaults (700, 10, 10) the collector runs every few requests and rescans that
 # heap often. Measured at concurrency 32 (scripts/bench.py's load): +5 % requests/s with
@@ -125,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memproxyd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
-        print(f"memproxyd: {path}: ok ({len(config.model_list)} models)")
-        return EXIT_OK
+        return check(config, path)
     logs.configure(args.log_format or config.server.log_format,
                    args.log_level or config.server.log_level)
     os.umask(0o077)   # what the daemon creates (database, WAL, registry) is the owner's alone

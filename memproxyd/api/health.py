@@ -1,5 +1,7 @@
 """Liveness and readiness: ``GET /health`` (no auth; the daemon answers) and
-``GET /health/readiness`` (the memory backend and its outbox, ``MemoryService.health``)."""
+``GET /health/readiness`` (the memory backend and its outbox, ``MemoryService.health``, and
+the models that answer ``model_unavailable`` because their key variable is not set: ready
+all the same, since every other model works)."""
 from __future__ import annotations
 
 from aiohttp import web
@@ -13,7 +15,9 @@ async def health(request: web.Request) -> web.Response:
 
 async def readiness(request: web.Request) -> web.Response:
     memory = await request.app[appkeys.MEMORY].health()
-    return web.json_response({"status": "ready", "memory": memory})
+    unset = request.app[appkeys.STATE].deployments.unavailable()
+    return web.json_response({"status": "ready", "memory": memory, "models_unavailable": {
+        name: f"{variable} is not set" for name, variable in unset.items()}})
 
 
 def add_routes(app: web.Application) -> None:

@@ -127,7 +127,7 @@ async def test_models_lists_configured_and_marks_unavailable(daemon):
     assert listing["needs-key"].model_extra["available"] is False
     with pytest.raises(openai.APIStatusError) as info:
         await client(daemon).chat.completions.create(model="needs-key", messages=user("x"))
-    assert info.value.status_code == 503
+    assert info.value.status_code == 400
     assert "MEMPROXY_TEST_UNSET_KEY" in info.value.message
 
 
