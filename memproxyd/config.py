@@ -198,6 +198,13 @@ class RouterConfig:
 
 
 @attrs.frozen
+class LoggingConfig:
+    # one INFO line per request (memproxyd.access): method, path, status, who, model,
+    # deployment, memory, overhead and upstream ms, trace id; never a body, query or key
+    access_log: bool = True
+
+
+@attrs.frozen
 class Config:
     path: str = ""
     server: ServerConfig = ServerConfig()
@@ -211,6 +218,7 @@ class Config:
     usage: UsageConfig = UsageConfig()
     tracing: TracingConfig = TracingConfig()
     access: AccessConfig = AccessConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @property
     def state_dir(self) -> Path:
