@@ -104,6 +104,16 @@ def cmd_list_projects(ctx: Context, args) -> int:
     return EXIT_OK
 
 
+def _listener_error(listener: dict) -> str:
+    """`` (reason; failed N times, next try in S s)`` for a failed listener, else ``""``."""
+    if not listener.get("error"):
+        return ""
+    retry = listener.get("retry_in")
+    tries = f"; failed {listener.get('failures', 1)} times, next try in {retry:.0f} s" \
+        if retry is not None else ""
+    return f" ({listener['error']}{tries})"
+
+
 def cmd_status(ctx: Context, args) -> int:
     status = ctx.client.call("GET", "/admin/status", admin=True)
     if args.json:
@@ -114,8 +124,8 @@ def cmd_status(ctx: Context, args) -> int:
     print(f"memproxyd {status.get('version', '?')} up {status.get('uptime_s', 0):.0f}s, "
           f"gateway {gateway.get('host')}:{gateway.get('port')}")
     for listener in status.get("listeners", []):
-        error = f" ({listener['error']})" if listener.get("error") else ""
-        print(f"  listener {listener['name']} :{listener['port']} {listener['state']}{error}")
+        print(f"  listener {listener['name']} :{listener['port']} {listener['state']}"
+              f"{_listener_error(listener)}")
     print(f"  sessions: {sessions.get('count', 0)}")
     print(f"  memory: {json.dumps(status.get('memory', {}), sort_keys=True)}")
     return EXIT_OK
