@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run CONFIG=~/.config/memproxyd/memproxyd.toml ARGS="--port 9000 --state-dir /tmp/m"`
 CONFIG ?= etc/memproxyd.toml
+ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install browser run test check bench soak install-service clean
@@ -17,7 +19,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/memproxyd --config $(CONFIG)
+	$(BIN)/memproxyd --config $(CONFIG) $(ARGS)
 
 test: install browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -32,7 +34,7 @@ browser:
 	    else echo "no chromium (needs root and apt-get to install): the /ui browser test will skip"; fi; }
 
 check: install
-	$(BIN)/memproxyd --check --config $(CONFIG)
+	$(BIN)/memproxyd --check --config $(CONFIG) $(ARGS)
 
 # The published comparison (README, Benchmarks): memproxyd and the LiteLLM proxy on one fake
 # upstream. matplotlib (the chart) is bench-only, installed here, never a runtime dependency;

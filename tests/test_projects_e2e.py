@@ -52,7 +52,7 @@ def test_add_project_at_runtime_serves_with_the_projects_identity(gateway, capsy
     raw = chat_on(port, "from the IDE")
     assert raw.headers["x-memproxy-user-id"] == "alpha"   # the port beats the header
     assert raw.parse().choices[0].message.content == "echo: from the IDE"
-    assert run_ctl(gateway, "remove-project", "alpha") == 0
+    assert run_ctl(gateway, "remove-project", "alpha", "--yes") == 0
     wait_for(lambda: not port_open(port), message="listener still open after removal")
     assert "alpha" not in read_registry(gateway.config.parent / "state" / "projects.json")
 
@@ -119,7 +119,7 @@ def test_ctl_exit_codes_against_running_and_stopped_daemon(gateway, capsys):
     assert run_ctl(gateway, "add-project", "delta", "--port", str(port)) == 0
     assert run_ctl(gateway, "add-project", "delta") == 1            # duplicate
     assert run_ctl(gateway, "add-project", "bad name") == 1         # invalid
-    assert run_ctl(gateway, "remove-project", "nope") == 1
+    assert run_ctl(gateway, "remove-project", "nope", "--yes") == 1
     assert run_ctl(gateway, "reload") == 0
     assert run_ctl(gateway, "ide-config", "delta", "--client", "claude-code") == 0
     assert f"ANTHROPIC_BASE_URL=http://127.0.0.1:{port}" in capsys.readouterr().out

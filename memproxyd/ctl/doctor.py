@@ -274,7 +274,7 @@ def _default_model(ctx: Context) -> str:
 
 def add_doctor_parser(sub) -> None:
     p = sub.add_parser("doctor", help="check that a project works end to end for a client")
-    p.add_argument("project")
+    p.add_argument("project", help="the project to check (its port, memory and MCP server)")
     p.add_argument("--client", default="env", choices=sorted(ideconfig.TARGETS),
                    help="whose protocol the model call uses (default: env, OpenAI chat)")
     p.add_argument("--model", help="model_name to call (default: demo, else the first)")
