@@ -88,6 +88,7 @@ def test_google_genai_sdk_gets_failed_precondition(gateway):
     assert rows(gateway, "gem") == [("needs-key", 400)]
 
 
+@pytest.mark.e2e
 def test_codex_cli_sends_one_request_for_an_unset_key(gateway, tmp_path):
     clis = clis_or_skip(("codex",))
     home = agents.write_codex_home(tmp_path / "codex-home", f"{gateway.url}/v1")
