@@ -219,8 +219,10 @@ def _add_project_parsers(sub) -> None:
     p.set_defaults(func=cmd_ide_config)
     p = sub.add_parser("mcp", help="serve a project's memory as MCP tools on stdio")
     p.add_argument("project", nargs="?",
-                   help="project (or user id) whose memory to serve; default: "
+                   help="registered project whose memory to serve; default: "
                         "[identity] default_user_id")
+    p.add_argument("--user-id", action="store_true",
+                   help="PROJECT is a user id that is no registered project (on purpose)")
     p.set_defaults(func=cmd_mcp)
     p = sub.add_parser("config", help="which config file is in use, and why")
     p.add_argument("what", choices=("path", "show"),
