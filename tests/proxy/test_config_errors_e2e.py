@@ -102,6 +102,18 @@ def test_codex_cli_sends_one_request_for_an_unset_key(gateway, tmp_path):
     assert rows(gateway, "codex-key") == [("needs-key", 400)]     # was 30 with a 503
 
 
+@pytest.mark.e2e
+def test_claude_code_sends_one_request_for_an_unset_key(gateway, tmp_path):
+    clis = clis_or_skip(("claude",))
+    (tmp_path / "work").mkdir()
+    run = agents.run_claude(clis, gateway.url, tmp_path / "work", "hello", model="needs-key",
+                            headers={"x-memory-user-id": "claude-key"})
+    assert run.returncode != 0
+    assert "MEMPROXY_TEST_UNSET_KEY is not set" in run.stdout + run.stderr
+    assert [row for row in rows(gateway, "claude-key") if row[0] == "needs-key"] == [
+        ("needs-key", 400)]
+
+
 def test_readiness_and_check_name_the_models_whose_key_is_unset(gateway):
     with urllib.request.urlopen(f"{gateway.url}/health/readiness") as answer:
         ready = json.loads(answer.read())
