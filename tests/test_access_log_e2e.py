@@ -96,7 +96,9 @@ def test_a_client_hanging_up_at_a_streams_end_is_info_not_an_error(json_daemon):
     for _ in range(20):
         _hang_up_at_the_streams_end(daemon.url)
     lines = access_lines(daemon, "/v1/chat/completions", 20)
-    assert [line["status"] for line in lines] == [200] * 20   # each had its whole reply
+    # 200: the upstream's stream had ended (the whole reply relayed); 499: it had not yet
+    # when the client left, and the call was cancelled
+    assert len(lines) == 20 and {line["status"] for line in lines} <= {200, 499}
     assert "client hung up path=/v1/chat/completions" in daemon.log()
     errors = [line for line in json_lines(daemon) if line["level"] in ("ERROR", "CRITICAL")]
     assert errors == []
