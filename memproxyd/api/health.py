@@ -1,7 +1,10 @@
 """Liveness and readiness: ``GET /health`` (no auth; the daemon answers) and
-``GET /health/readiness`` (the memory backend and its outbox, ``MemoryService.health``, and
-the models that answer ``model_unavailable`` because their key variable is not set: ready
-all the same, since every other model works)."""
+``GET /health/readiness`` (no auth: the memory backend and its outbox,
+``MemoryService.health``). Readiness is 503 ``starting`` until every user's index is built
+after a start (a recall then answers at once), and it shows counts and states only: paths,
+database names, URLs and process ids are for ``/admin/status``. It also names the models
+that answer ``model_unavailable`` because their key variable is not set (ready all the same:
+every other model works); which variable is for ``memproxyd --check`` and ``/v1/models``."""
 from __future__ import annotations
 
 from aiohttp import web
@@ -13,11 +16,23 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+PUBLIC_FIELDS = ("backend", "vectors", "pgvector", "reachable", "pool", "schema_version",
+                 "schema_versions")
+PUBLIC_OUTBOX = ("depth", "pending", "dead", "error")
+
+
 async def readiness(request: web.Request) -> web.Response:
-    memory = await request.app[appkeys.MEMORY].health()
-    unset = request.app[appkeys.STATE].deployments.unavailable()
-    return web.json_response({"status": "ready", "memory": memory, "models_unavailable": {
-        name: f"{variable} is not set" for name, variable in unset.items()}})
+    service = request.app[appkeys.MEMORY]
+    health = await service.health()
+    memory = {k: health[k] for k in PUBLIC_FIELDS if k in health}
+    if "outbox" in health:
+        memory["outbox"] = {k: health["outbox"][k] for k in PUBLIC_OUTBOX
+                            if k in health["outbox"]}
+    ready = service.ready
+    memory["index"] = "ready" if ready else "building"
+    unset = sorted(request.app[appkeys.STATE].deployments.unavailable())
+    return web.json_response({"status": "ready" if ready else "starting", "memory": memory,
+                              "models_unavailable": unset}, status=200 if ready else 503)
 
 
 def add_routes(app: web.Application) -> None:

@@ -30,7 +30,7 @@ from memproxyd.appkeys import PROJECT
 from memproxyd.errors import ApiError
 from memproxyd.identity import validate_user_id
 from memproxyd.memory.base import InvalidCursor, MemoryError_, NewMemory, NotSupported, RetryLater
-from memproxyd.memory.redact import redact
+from memproxyd.memory.redact import redact, redact_value
 
 MAX_BATCH = 1000
 MAX_SEARCH_LIMIT = 100
@@ -76,7 +76,9 @@ def _new_memory(item: Any, max_chars: int, redact_secrets: bool) -> NewMemory:
     if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
         raise ApiError(400, f"'metadata' is larger than {MAX_METADATA_BYTES} bytes as JSON",
                        "metadata_too_large")
-    return NewMemory(redact(content) if redact_secrets else content, metadata)
+    if redact_secrets:      # metadata is stored and shown like content: redacted alike
+        content, metadata = redact(content), redact_value(metadata)
+    return NewMemory(content, metadata)
 
 
 def _store(request: web.Request):

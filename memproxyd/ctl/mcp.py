@@ -24,7 +24,7 @@ from pydantic import Field
 
 from memproxyd import registry
 from memproxyd.config import USER_ID_RE
-from memproxyd.ctl.client import EXIT_OK, Client, Context, CtlError, DaemonDown, notice
+from memproxyd.ctl.client import EXIT_OK, Client, Context, CtlError, DaemonDown
 
 SEARCH_LIMIT_MAX = 100   # the memory API's own bound for search
 LIST_LIMIT_MAX = 100     # below the API's 1000: a page is read by a model

@@ -9,7 +9,9 @@ a tap that remembers the exchange once the reply is complete.
   ``turn``, ``is_housekeeping``, ``inject`` and a ``ReplyCollector`` (``answer``,
   ``tool_calls``).
 * **Recall** runs the user's search within ``recall_timeout_ms``; on timeout or any error the
-  call goes on without memory (``x-memproxy-memory: error``). ``skipped`` means policy
+  call goes on without memory (``x-memproxy-memory: error``). Just after a start, a recall
+  first waits up to ``WARM_WAIT_S`` for the user's index (the search process starting and
+  indexing what the file holds: ~0.3-1 s), so the first call after a restart recalls too. ``skipped`` means policy
   chose not to use memory for this call (model opted out, Memory Router deployment,
   housekeeping call, write-only mode, nothing to search with); ``none`` that nothing relevant
   was found.
@@ -66,6 +68,7 @@ from memproxyd.state import RuntimeState
 log = logging.getLogger(__name__)
 
 MODES = ("on", "off", "read", "write")
+WARM_WAIT_S = 2.0       # the longest a recall waits for its index just after a start
 MODE_HEADER = "x-memory-mode"
 CONVERSATION_HEADER = "x-memproxy-conversation-id"
 CLAUDE_SESSION_HEADER = "x-claude-code-session-id"
@@ -99,6 +102,10 @@ class MemoryService:
 
     def status(self) -> dict[str, Any]:
         return self.store.status()
+
+    @property
+    def ready(self) -> bool:
+        return self.store.ready
 
     async def health(self) -> dict[str, Any]:
         """``status`` and the outbox: entries waiting, dead letters (failed for good), read
@@ -149,6 +156,8 @@ class MemoryService:
         if mode == "off" or not self._enabled_for(call):
             call.memory_status = "off"
             return call.body, None
+        for name in (CONVERSATION_HEADER, CLAUDE_SESSION_HEADER):
+            _text_header(call, name)
         try:
             return await self._prepare(call, session, mode)
         except Exception as exc:  # memory never fails the call
@@ -251,6 +260,9 @@ class MemoryService:
         try:
             found = self.store.search_now(call.user_id, query, wanted, distinct=True)
             if found is None:
+                warming = self.store.warming(call.user_id)
+                if warming is not None:     # just started: wait for this user's index briefly
+                    await asyncio.wait([warming], timeout=WARM_WAIT_S)
                 found = await _within(self.store.recall(call.user_id, query, wanted, session,
                                                         metadata=True),
                                       memory.recall_timeout_ms / 1000)
@@ -299,9 +311,11 @@ class MemoryService:
         if not turn.human or not (answer or turn.steps):
             return
         memory = self.config.memory
-        human = redact(turn.human) if memory.redact_secrets else turn.human
-        answer = redact(answer) if memory.redact_secrets else answer
-        content = memory_text(human, turn.steps, answer, memory.max_memory_chars)
+        human, steps = turn.human, turn.steps
+        if memory.redact_secrets:   # each part before the text is cut to length (a cut key
+            human, answer = redact(human), redact(answer)           # would no longer match)
+            steps = tuple(redact(step) for step in steps)   # tool calls: [Bash: export K=...]
+        content = memory_text(human, steps, answer, memory.max_memory_chars)
         metadata = {"source": "exchange", "model": call.deployment.name,
                     "protocol": call.protocol, "time": time.time()}
         conversation = call.request.headers.get(CONVERSATION_HEADER)
@@ -353,6 +367,17 @@ class MemoryService:
         return await self.store.forget_all(user_id, session)
 
 
+def _text_header(call: Call, name: str) -> None:
+    """A header memory reads must be text: bytes that are not UTF-8 (aiohttp keeps them as
+    lone surrogates) are the client's error, a 400, not a memory failure nobody sees."""
+    value = call.request.headers.get(name)
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, f"invalid {name}: not UTF-8 text", "invalid_header") from None
+
+
 def _strings(value: Any):
     """Every string in a request's JSON, in order."""
     if isinstance(value, str):
@@ -390,6 +415,8 @@ class NoMemory:
 
     def status(self) -> dict[str, Any]:
         return {"backend": "off"}
+
+    ready = True
 
     async def health(self) -> dict[str, Any]:
         return self.status()
