@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import urllib.parse
 
@@ -168,8 +169,23 @@ def cmd_config(ctx: Context, args) -> int:
           "them (use --url)")
     if ctx.config_path.resolve() == PACKAGED_CONFIG.resolve():
         print(f"# to change it: copy it to {user_config_path()} and edit that")
-    print(ctx.config_path.read_text(), end="")
+    for line in ctx.config_path.read_text().splitlines():
+        print(_hide_secret(line))
     return EXIT_OK
+
+
+_SECRET_LINE = re.compile(r"^(\s*(?:api_key|admin_key|keys|dsn|aws_secret_access_key|"
+                          r"aws_session_token)\s*=\s*)(.+)$")
+
+
+def _hide_secret(line: str) -> str:
+    """A secret written into the file itself is shown as ``"<hidden>"``; an
+    ``os.environ/NAME`` reference (or an empty value) is shown as it is."""
+    match = _SECRET_LINE.match(line)
+    if not match or "os.environ/" in match.group(2) or match.group(2).split("#")[0].strip() \
+            in ('""', "[]"):
+        return line
+    return f'{match.group(1)}"<hidden>"   # written in the file; config show never prints it'
 
 
 def cmd_mcp(ctx: Context, args) -> int:

@@ -754,6 +754,11 @@ def test_config_path_and_show_say_which_file_and_why(tmp_path, monkeypatch, caps
     assert f"# config: {user} (the per-user config" in out
     assert f"{user} (exists)" in out and "daemon URL: http://127.0.0.1:9911" in out
     assert out.endswith("port = 9911\n" + f'state_dir = "{tmp_path / "st"}"\n')
+    user.write_text('[server]\nadmin_key = "os.environ/ADM"\n[auth]\nkeys = ["sk-literal-secret-1"]\n')
+    assert cli.main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "sk-literal-secret-1" not in out and 'keys = "<hidden>"' in out
+    assert 'admin_key = "os.environ/ADM"' in out
     other = tmp_path / "other.toml"
     other.write_text("")
     monkeypatch.setenv("MEMPROXYD_CONFIG", str(other))
