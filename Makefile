@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run CONFIG=~/.config/memproxyd/memproxyd.toml ARGS="--port 9000 --state-dir /tmp/m"`
 CONFIG ?= etc/memproxyd.toml
+ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install browser run test check bench soak install-service clean
+.PHONY: install browser agents run test test-e2e check bench soak install-service clean
 
 install: $(STAMP)
 
@@ -17,14 +19,27 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/memproxyd --config $(CONFIG)
+	$(BIN)/memproxyd --config $(CONFIG) $(ARGS)
 
-test: install browser
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# Offline but for PyPI (the .venv): every upstream is a fake on loopback, every client an
+# official SDK. The tests that drive real agent CLIs or a browser are `make test-e2e`.
+test: install
+	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+# The real clients: Claude Code, Codex, Gemini CLI, opencode and Continue's cn from npm (pinned
+# in tests/agents.py, into ~/.cache/memproxyd-test-agents, once), and the /ui page in
+# Debian's chromium (apt-get, as root). What cannot be installed skips, saying why.
+test-e2e: install browser agents
+	$(BIN)/python -m pytest -q -m e2e $(PYTEST_ARGS)
+
+agents: install
+	$(BIN)/python -m tests.agents
 
 # The /ui test drives Debian's chromium (playwright's own browser download is not used).
 # Installed here when missing and possible (root with apt-get); otherwise that test skips.
 browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  echo "installing Debian's chromium for the /ui browser test (apt-get, as root)"
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
@@ -32,7 +47,7 @@ browser:
 	    else echo "no chromium (needs root and apt-get to install): the /ui browser test will skip"; fi; }
 
 check: install
-	$(BIN)/memproxyd --check --config $(CONFIG)
+	$(BIN)/memproxyd --check --config $(CONFIG) $(ARGS)
 
 # The published comparison (README, Benchmarks): memproxyd and the LiteLLM proxy on one fake
 # upstream. matplotlib (the chart) is bench-only, installed here, never a runtime dependency;

@@ -203,6 +203,13 @@ class RouterConfig:
 
 
 @attrs.frozen
+class LoggingConfig:
+    # one INFO line per request (memproxyd.access): method, path, status, who, model,
+    # deployment, memory, overhead and upstream ms, trace id; never a body, query or key
+    access_log: bool = True
+
+
+@attrs.frozen
 class Config:
     path: str = ""
     server: ServerConfig = ServerConfig()
@@ -216,6 +223,7 @@ class Config:
     usage: UsageConfig = UsageConfig()
     tracing: TracingConfig = TracingConfig()
     access: AccessConfig = AccessConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @property
     def state_dir(self) -> Path:
@@ -228,16 +236,45 @@ class Config:
         return self.state_dir / "projects.json"
 
 
-def find_config_path(explicit: str | None = None) -> Path:
-    """``--config``, else ``$MEMPROXYD_CONFIG``, else /etc/memproxyd, else the packaged default."""
+def user_config_path() -> Path:
+    """The per-user config: ``$XDG_CONFIG_HOME/memproxyd/memproxyd.toml``
+    (``~/.config/memproxyd/memproxyd.toml`` when the variable is unset)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "memproxyd" / "memproxyd.toml"
+
+
+def config_source(explicit: str | None = None) -> tuple[Path, str]:
+    """The config file in use and why: ``--config``, else ``$MEMPROXYD_CONFIG``, else the
+    per-user config, else ``/etc/memproxyd/memproxyd.toml``, else the packaged default (the
+    first that is given or exists)."""
     if explicit:
-        return Path(explicit)
+        return Path(explicit), "given with --config"
     env = os.environ.get("MEMPROXYD_CONFIG")
     if env:
-        return Path(env)
+        return Path(env), "named by $MEMPROXYD_CONFIG"
+    user = user_config_path()
+    if user.exists():
+        return user, "the per-user config ($XDG_CONFIG_HOME/memproxyd, else ~/.config)"
     if DEFAULT_SYSTEM_CONFIG.exists():
-        return DEFAULT_SYSTEM_CONFIG
-    return PACKAGED_CONFIG
+        return DEFAULT_SYSTEM_CONFIG, f"the system config (no {user})"
+    return PACKAGED_CONFIG, (f"the packaged default: no --config, no $MEMPROXYD_CONFIG, "
+                             f"no {user}, no {DEFAULT_SYSTEM_CONFIG}")
+
+
+def find_config_path(explicit: str | None = None) -> Path:
+    """``config_source``'s path."""
+    return config_source(explicit)[0]
+
+
+def with_overrides(config: Config, **server) -> Config:
+    """``config`` with ``[server]`` values given on the command line (``memproxyd --port``,
+    ``--host``, ``--state-dir``; None: not given), validated like the file's own."""
+    given = {key: value for key, value in server.items() if value is not None}
+    if not given:
+        return config
+    config = attrs.evolve(config, server=attrs.evolve(config.server, **given))
+    _validate(config, "the command line")
+    return config
 
 
 def load_config(path: Path) -> Config:

@@ -26,7 +26,8 @@ from aiohttp import web
 from memproxyd import __version__, appkeys, logs
 from memproxyd.addresses import is_loopback
 from memproxyd.app import create_app, warm_up
-from memproxyd.config import Config, ConfigError, find_config_path, load_config, resolve_secret
+from memproxyd.config import (Config, ConfigError, config_source, load_config, resolve_secret,
+                              with_overrides)
 from memproxyd.errors import ApiError
 
 log = logging.getLogger("memproxyd")
@@ -59,7 +60,19 @@ def check_bind_safety(config: Config) -> None:
 
 
 async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
-                reload_path=None) -> int:
+                reload_path=None, overrides: dict | None = None) -> int:
+    """``overrides``: the ``[server]`` values of the command line, kept over each reload."""
+    # a task at once: a start that fails (unsafe bind, port taken) cancels it below instead
+    # of leaving a coroutine never awaited (a RuntimeWarning at exit)
+    shutdown = asyncio.ensure_future(shutdown)
+    try:
+        return await _serve(config, shutdown, on_ready, reload_path, overrides)
+    finally:
+        shutdown.cancel()
+
+
+async def _serve(config: Config, shutdown: asyncio.Future, on_ready, reload_path,
+                 overrides) -> int:
     check_bind_safety(config)
     started = time.perf_counter()
     app = create_app(config)
@@ -82,7 +95,7 @@ async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
         state = app[appkeys.STATE]
         state.gateway_ports.update(s.getsockname()[1] for s in site._server.sockets)
         if reload_path is not None:
-            state.reload = lambda: reload(app, reload_path)
+            state.reload = lambda: reload(app, reload_path, overrides)
         await app[appkeys.LISTENERS].start(runner)
         log.info("memproxyd ready version=%s address=%s:%s seconds=%.3f", __version__,
                  config.server.host, sorted(state.gateway_ports)[0],
@@ -104,12 +117,34 @@ async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="memproxyd", description="memory gateway daemon")
     parser.add_argument("--config", help="config file (default: $MEMPROXYD_CONFIG, "
+                        "$XDG_CONFIG_HOME/memproxyd/memproxyd.toml (~/.config/...), "
                         "/etc/memproxyd/memproxyd.toml, the packaged default)")
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument("--host", help="listen address, instead of [server] host")
+    parser.add_argument("--port", type=int, help="gateway port, instead of [server] port")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="memory database, registry, outbox: instead of [server] state_dir")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-format", choices=("json", "text"))
     parser.add_argument("--version", action="version", version=__version__)
     return parser.parse_args(argv)
+
+
+def check(config: Config, path, why: str = "") -> int:
+    """``memproxyd --check``: what the daemon would refuse at start (a config error, a
+    non-loopback address without keys) exits 2; models whose key variable is unset are
+    listed (they answer ``model_unavailable``; the daemon starts and serves the others)."""
+    try:
+        check_bind_safety(config)
+    except StartupError as exc:
+        print(f"memproxyd: {path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"memproxyd: {path}: ok ({len(config.model_list)} models)" +
+          (f"; {why}" if why else ""))
+    from memproxyd.deployments import DeploymentTable
+    for name, variable in DeploymentTable(config).unavailable().items():
+        print(f"memproxyd: model {name!r} is unavailable: {variable} is not set")
+    return EXIT_OK
 
 
 # The daemon allocates much per request and keeps a large long-lived heap (the memory index):
@@ -121,29 +156,30 @@ GC_THRESHOLDS = (20_000, 20, 20)
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    path = find_config_path(args.config)
+    path, why = config_source(args.config)
+    overrides = {"host": args.host, "port": args.port, "state_dir": args.state_dir}
     try:
-        config = load_config(path)
+        config = with_overrides(load_config(path), **overrides)
     except ConfigError as exc:
         print(f"memproxyd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
-        print(f"memproxyd: {path}: ok ({len(config.model_list)} models)")
-        return EXIT_OK
+        return check(config, path, why)
     logs.configure(args.log_format or config.server.log_format,
                    args.log_level or config.server.log_level)
     os.umask(0o077)   # what the daemon creates (database, WAL, registry) is the owner's alone
-    log.info("config loaded path=%s", path)
+    log.info("config loaded path=%s source=%s overrides=%s", path, why,
+             ",".join(k for k, v in overrides.items() if v is not None) or "-")
     gc.set_threshold(*GC_THRESHOLDS)
     try:
-        return asyncio.run(_run(config, path))
+        return asyncio.run(_run(config, path, overrides))
     except StartupError as exc:
         log.error("%s", exc)
         print(f"memproxyd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
 
-async def _run(config: Config, path) -> int:
+async def _run(config: Config, path, overrides: dict | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     app_ref: list[web.Application] = []
@@ -158,14 +194,15 @@ async def _run(config: Config, path) -> int:
 
     def on_hup() -> None:
         if app_ref:
-            task = asyncio.create_task(_reload_from_signal(app_ref[0], path))
+            task = asyncio.create_task(_reload_from_signal(app_ref[0], path, overrides))
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop_signal)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    return await serve(config, stop.wait(), on_ready=app_ref.append, reload_path=path)
+    return await serve(config, stop.wait(), on_ready=app_ref.append, reload_path=path,
+                       overrides=overrides)
 
 
 # Read once at start; a reload reports a change to them as needing a restart.
@@ -187,13 +224,14 @@ def restart_needed(old: Config, new: Config) -> list[str]:
     return [key for key in RESTART_KEYS if value(old, key) != value(new, key)]
 
 
-async def reload(app: web.Application, path) -> dict:
-    """Re-read the config and the registry (SIGHUP, ``memproxyctl reload``). A config that is
-    invalid, or would leave a non-loopback listener without keys, changes nothing."""
+async def reload(app: web.Application, path, overrides: dict | None = None) -> dict:
+    """Re-read the config and the registry (SIGHUP, ``memproxyctl reload``), the command
+    line's ``overrides`` kept. A config that is invalid, or would leave a non-loopback
+    listener without keys, changes nothing."""
     state = app[appkeys.STATE]
     async with state.reload_lock:
         try:
-            config = load_config(path)
+            config = with_overrides(load_config(path), **(overrides or {}))
             restart = restart_needed(state.config, config)
             # listeners keep the address the daemon bound; the rest applies at once
             config = attrs.evolve(config, server=attrs.evolve(
@@ -210,9 +248,9 @@ async def reload(app: web.Application, path) -> dict:
     return {"reloaded": True, "needs_restart": restart}
 
 
-async def _reload_from_signal(app: web.Application, path) -> None:
+async def _reload_from_signal(app: web.Application, path, overrides=None) -> None:
     try:
-        await reload(app, path)
+        await reload(app, path, overrides)
     except ApiError:
         pass   # already logged
     except Exception:

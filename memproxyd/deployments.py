@@ -15,7 +15,8 @@ takes the whole requested name (LiteLLM's convention): ``claude-*`` → ``anthro
 ``claude-sonnet-4`` as ``anthropic/claude-sonnet-4``.
 
 Keys written as ``os.environ/NAME`` are resolved on each use: a model whose variable is unset
-is unavailable (listed as such, 503 on use) and every other model keeps working.
+is unavailable (listed as such, a 400 ``model_unavailable`` on use, see ``errors.py`` for why
+not a 5xx) and every other model keeps working.
 """
 from __future__ import annotations
 
@@ -62,7 +63,10 @@ class Deployment:
     def api_key(self) -> str | None:
         missing = self.missing_key()
         if missing:
-            raise ApiError(503, f"model {self.name!r} is unavailable: {missing} is not set",
+            raise ApiError(400, f"model {self.name!r} is unavailable: {missing} is not set in "
+                                f"memproxyd's environment. Set {missing} where memproxyd runs "
+                                "(the shell of `memproxyd`/`make run`, or the service's "
+                                "Environment=) and restart it, or use another model",
                            "model_unavailable")
         return resolve_secret(self.params.api_key) if self.params.api_key else None
 
@@ -131,6 +135,16 @@ class DeploymentTable:
             entry.litellm_params, model=target.replace("*", fill)))
         wire, upstream = wire_of(concrete)
         return Deployment(model, concrete, wire, upstream)
+
+    def unavailable(self) -> dict[str, str]:
+        """Model name → the key variable it lacks, for every exact name whose key is unset
+        (``memproxyd --check``, ``/health/readiness``)."""
+        out = {}
+        for name, entry in self.exact.items():
+            missing = Deployment(name, entry, *wire_of(entry)).missing_key()
+            if missing:
+                out[name] = missing
+        return out
 
     def listing(self) -> list[dict]:
         """OpenAI ``/v1/models`` data; unavailable models carry ``available: false``."""

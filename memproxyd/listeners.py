@@ -4,10 +4,17 @@ Each project in the registry gets a ``TCPSite`` on the daemon's own ``AppRunner`
 app, the same handlers, in-process; the middleware maps the bound port to the project name,
 which becomes the request's identity. ``reconcile`` runs under a lock: listeners whose spec is
 gone or changed stop first (their ports free up), then new ones start. A listener that fails
-to bind records its error (shown in ``status``) and the others, and the gateway, keep serving.
+to bind records its error (shown in ``status`` and ``/ui``) and the others, and the gateway,
+keep serving.
 
-Reconcile runs at start, when the registry file's mtime changes (polled every second), on
-SIGHUP / ``memproxyctl reload``, and after each admin API change.
+A failed listener heals: while its project is in the registry it is tried again with
+backoff (1 s, 2 s, 4 s, ... at most 60 s), so a port that frees up (a previous daemon still
+draining, another program that exits) is served again without a reload. Its status shows
+the reason, the failures so far and the seconds to the next try.
+
+Reconcile runs at start, when the registry file's mtime changes (polled every second), when a
+failed listener's next try is due, on SIGHUP / ``memproxyctl reload``, and after each admin
+API change.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 import attrs
@@ -25,6 +33,7 @@ from memproxyd.state import RuntimeState
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0    # seconds before a failed listener's next try, doubled
 
 
 @attrs.frozen
@@ -40,14 +49,19 @@ class Listener:
     site: web.TCPSite | None = None
     bound_port: int | None = None
     error: str = ""
+    failures: int = 0                   # binds failed in a row
+    retry_at: float | None = None       # time.monotonic() of the next try, when failed
 
     @property
     def state(self) -> str:
         return "listening" if self.site is not None else "failed"
 
     def to_json(self) -> dict:
-        return {"name": self.spec.name, "port": self.spec.port, "state": self.state,
-                "error": self.error or None}
+        out = {"name": self.spec.name, "port": self.spec.port, "state": self.state,
+               "error": self.error or None, "failures": self.failures}
+        if self.retry_at is not None:
+            out["retry_in"] = round(max(self.retry_at - time.monotonic(), 0.0), 1)
+        return out
 
 
 class Listeners:
@@ -101,14 +115,17 @@ class Listeners:
             wanted = {p.name: ListenerSpec(p.name, host, p.port) for p in projects.values()}
             self._state.project_models = {p.name: p.models for p in projects.values()
                                           if p.models}   # [access]: applies at once
+            failures = {}      # a failed listener tried again keeps its count (backoff)
             for name, listener in list(self._listeners.items()):
                 if wanted.get(name) != listener.spec or listener.site is None:
+                    if wanted.get(name) == listener.spec:
+                        failures[name] = listener.failures
                     await self._stop(name)
             for name, spec in wanted.items():
                 if name not in self._listeners:
-                    await self._start(spec)
+                    await self._start(spec, failures.get(name, 0))
 
-    async def _start(self, spec: ListenerSpec) -> None:
+    async def _start(self, spec: ListenerSpec, failures: int = 0) -> None:
         listener = Listener(spec)
         self._listeners[spec.name] = listener
         site = web.TCPSite(self._runner, spec.host, spec.port, reuse_address=True)
@@ -116,15 +133,22 @@ class Listeners:
             await site.start()
         except OSError as exc:
             listener.error = f"cannot listen on {spec.host}:{spec.port}: {exc.strerror or exc}"
-            log.error("project listener failed project=%s port=%s error=%s",
-                      spec.name, spec.port, exc.strerror or exc)
+            listener.failures = failures + 1
+            delay = min(RETRY_MAX, RETRY_FIRST * 2 ** failures)
+            listener.retry_at = time.monotonic() + delay
+            # the first failure is an error; the retries that follow, one line each
+            (log.error if not failures else log.info)(
+                "project listener failed project=%s port=%s error=%s failures=%d "
+                "retry_in=%.0f", spec.name, spec.port, exc.strerror or exc,
+                listener.failures, delay)
             with contextlib.suppress(Exception):
                 await site.stop()
             return
         listener.site = site
         listener.bound_port = site._server.sockets[0].getsockname()[1]
         self._state.project_ports[listener.bound_port] = spec.name
-        log.info("project listener started project=%s port=%s", spec.name, listener.bound_port)
+        log.info("project listener started project=%s port=%s%s", spec.name,
+                 listener.bound_port, f" after_failures={failures}" if failures else "")
 
     async def _stop(self, name: str) -> None:
         listener = self._listeners.pop(name)
@@ -156,9 +180,19 @@ class Listeners:
         except OSError:
             return None
 
+    def _retry_due(self) -> bool:
+        now = time.monotonic()
+        return any(listener.retry_at is not None and listener.retry_at <= now
+                   for listener in self._listeners.values())
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            if self._registry_mtime() != self._mtime:
-                log.info("registry changed, reconciling path=%s", self.registry_path)
-                await self.reconcile()
+            try:
+                if self._registry_mtime() != self._mtime:
+                    log.info("registry changed, reconciling path=%s", self.registry_path)
+                    await self.reconcile()
+                elif self._retry_due():
+                    await self.reconcile()
+            except Exception:   # the watcher outlives one bad pass; the next one tries again
+                log.exception("reconcile failed path=%s", self.registry_path)

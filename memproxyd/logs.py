@@ -1,4 +1,17 @@
-"""Logging, configured once by the entry point: JSON lines (python-json-logger) or text."""
+"""Logging, configured once by the entry point: JSON lines (python-json-logger) or text.
+
+The access log (``memproxyd.access``, ``[logging] access_log``) is one INFO line per answered
+request, its fields as JSON keys (in text, ``key=value`` after the message)::
+
+    {"level": "INFO", "logger": "memproxyd.access", "message": "POST /v1/responses 200",
+     "method": "POST", "path": "/v1/responses", "status": 200, "user_id": "alpha",
+     "project": "alpha", "model": "gpt-5-codex", "deployment": "gpt-5-codex",
+     "memory": "injected", "overhead_ms": 3.1, "upstream_ms": 812.4, "duration_ms": 815.5,
+     "trace_id": "4bf9..."}
+
+Only the path (never the query string: the Gemini API can carry ``?key=``), never a body,
+header or key. A client that hung up is status 499.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,6 +21,25 @@ from memproxyd.tracing import LogFilter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s trace_id=%(trace_id)s"
 log = logging.getLogger("memproxyd.http")
+ACCESS = logging.getLogger("memproxyd.access")
+ACCESS_FIELDS = ("method", "path", "status", "user_id", "project", "model", "deployment",
+                 "memory", "overhead_ms", "upstream_ms", "duration_ms")
+
+
+def access(fields: dict) -> None:
+    """One access log line; ``fields``: ``ACCESS_FIELDS``, each a string, number or None."""
+    ACCESS.info("%s %s %s", fields["method"], fields["path"], fields["status"], extra=fields)
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``; an access line gets its fields as ``key=value`` after it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.name != ACCESS.name:
+            return text
+        return text + "".join(f" {key}={getattr(record, key, None)}" for key in ACCESS_FIELDS
+                              if key not in ("method", "path", "status"))
 
 
 class ClientErrorFilter(logging.Filter):
@@ -37,7 +69,7 @@ def configure(fmt: str = "json", level: str = "INFO") -> None:
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

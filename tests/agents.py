@@ -183,3 +183,13 @@ def scrub(record: dict, paths: dict[str, str]) -> dict:
     for real, fake in sorted(paths.items(), key=lambda p: -len(p[0])):
         text = text.replace(real, fake)
     return json.loads(text)
+
+
+if __name__ == "__main__":    # make test-e2e: install (once) and say what and where
+    import sys
+    print(f"agent CLIs for the e2e tests, from npm into {CACHE}: {' '.join(PACKAGES.values())}")
+    try:
+        print(f"ready: {install_clis(commands=tuple(PACKAGES))}")
+    except Unavailable as exc:
+        print(f"not installed ({exc}): the tests that drive them will skip, saying why")
+    sys.exit(0)

@@ -152,3 +152,45 @@ def test_the_daemon_runs_with_its_garbage_collector_thresholds(tmp_path, monkeyp
         gc.set_threshold(*before)
         os.umask(umask)          # main() sets the daemon's
     assert seen["thresholds"] == daemon.GC_THRESHOLDS != before
+
+
+def test_port_host_and_state_dir_flags_override_the_file_across_reloads(tmp_path, openai_fake):
+    from tests.conftest import free_port
+    config = write_config(tmp_path, openai_fake.url)       # its own port and state dir
+    port, state = free_port(), tmp_path / "elsewhere"
+    proc = subprocess.Popen([sys.executable, "-m", "memproxyd", "--config", str(config),
+                             "--port", str(port), "--host", "127.0.0.1",
+                             "--state-dir", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        request = urllib.request.Request(url + "/admin/projects", method="POST",
+                                         data=json.dumps({"name": "flagged"}).encode(),
+                                         headers={"content-type": "application/json"})
+        urllib.request.urlopen(request, timeout=5).read()
+        assert "flagged" in (state / "projects.json").read_text()
+        assert not (tmp_path / "state" / "projects.json").exists()
+        reload = urllib.request.Request(url + "/admin/reload", method="POST", data=b"{}")
+        answer = json.loads(urllib.request.urlopen(reload, timeout=5).read())
+        assert answer["needs_restart"] == []          # the flags still hold after a reload
+        assert "flagged" in urllib.request.urlopen(url + "/admin/projects").read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert "overrides=host,port,state_dir" in out
+
+
+def test_bad_flag_values_exit_2_naming_the_flag(tmp_path, openai_fake):
+    config = write_config(tmp_path, openai_fake.url)
+    bad = subprocess.run([sys.executable, "-m", "memproxyd", "--config", str(config),
+                          "--port", "70000", "--check"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "the command line: 'server.port' expected 0-65535" in bad.stderr

@@ -51,7 +51,8 @@ def test_missing_environment_key_disables_only_that_model(monkeypatch):
     assert listing == {"a": False, "b": True}
     with pytest.raises(ApiError) as info:
         deployments.lookup("a").api_key()
-    assert info.value.status == 503 and "MEMPROXY_T_KEY" in info.value.message
+    assert info.value.status == 400 and "MEMPROXY_T_KEY" in info.value.message
+    assert info.value.code == "model_unavailable"
     monkeypatch.setenv("MEMPROXY_T_KEY", "sk-now-set")
     assert deployments.lookup("a").api_key() == "sk-now-set"
 

@@ -53,7 +53,7 @@ def test_add_project_at_runtime_serves_with_the_projects_identity(gateway, capsy
     raw = chat_on(port, "from the IDE")
     assert raw.headers["x-memproxy-user-id"] == "alpha"   # the port beats the header
     assert raw.parse().choices[0].message.content == "echo: from the IDE"
-    assert run_ctl(gateway, "remove-project", "alpha") == 0
+    assert run_ctl(gateway, "remove-project", "alpha", "--yes") == 0
     wait_for(lambda: not port_open(port), message="listener still open after removal")
     assert "alpha" not in read_registry(gateway.config.parent / "state" / "projects.json")
 
@@ -64,7 +64,8 @@ def test_status_lists_listeners_and_admin_is_gateway_only(gateway, capsys):
     capsys.readouterr()
     assert run_ctl(gateway, "status", "--json") == 0
     status = json.loads(capsys.readouterr().out)
-    assert {"name": "beta", "port": port, "state": "listening", "error": None} in status["listeners"]
+    assert {"name": "beta", "port": port, "state": "listening", "error": None,
+            "failures": 0} in status["listeners"]
     assert status["gateway"]["port"] == gateway.port
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/status", timeout=5)
@@ -96,7 +97,7 @@ def test_a_removed_projects_open_connections_never_reach_the_next_project_on_its
     first = kept.getresponse()
     first.read()
     assert first.getheader("x-memproxy-user-id") == "alpha"
-    assert run_ctl(gateway, "remove-project", "alpha") == 0
+    assert run_ctl(gateway, "remove-project", "alpha", "--yes") == 0
     assert run_ctl(gateway, "add-project", "beta", "--port", str(port)) == 0
     try:
         kept.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
@@ -110,8 +111,8 @@ def test_a_removed_projects_open_connections_never_reach_the_next_project_on_its
     assert "Traceback" not in gateway.log()
 
 
-def test_one_taken_port_does_not_stop_the_daemon_or_other_projects(
-        tmp_path, openai_fake, start_daemon):
+def test_a_taken_port_fails_alone_says_why_and_heals_when_it_frees(
+        tmp_path, openai_fake, start_daemon, capsys):
     config = write_config(tmp_path, openai_fake.url)
     registry = tmp_path / "state" / "projects.json"
     good = free_port()
@@ -131,7 +132,19 @@ def test_one_taken_port_does_not_stop_the_daemon_or_other_projects(
         assert states["good"]["state"] == "listening"
         assert states["blocked"]["state"] == "failed"
         assert str(taken) in states["blocked"]["error"]
+        assert states["blocked"]["failures"] >= 1 and states["blocked"]["retry_in"] <= 60
         assert urllib.request.urlopen(daemon.url + "/health").status == 200
+        assert cli.main(["--config", str(config), "status"]) == 0
+        line = [x for x in capsys.readouterr().out.splitlines() if "listener blocked" in x][0]
+        assert f"failed (cannot listen on 127.0.0.1:{taken}: " in line
+        assert "next try in" in line
+    # the port is free again: the listener heals on its own, no reload
+    wait_for(lambda: port_open(taken), timeout=20, message="failed listener never retried")
+    assert chat_on(taken).headers["x-memproxy-user-id"] == "blocked"
+    status = json.loads(urllib.request.urlopen(daemon.url + "/admin/status").read())
+    healed = {item["name"]: item for item in status["listeners"]}["blocked"]
+    assert (healed["state"], healed["error"], healed["failures"]) == ("listening", None, 0)
+    assert "retry_in" not in healed
 
 
 def test_registry_edited_while_running_is_picked_up(gateway):
@@ -146,7 +159,7 @@ def test_ctl_exit_codes_against_running_and_stopped_daemon(gateway, capsys):
     assert run_ctl(gateway, "add-project", "delta", "--port", str(port)) == 0
     assert run_ctl(gateway, "add-project", "delta") == 1            # duplicate
     assert run_ctl(gateway, "add-project", "bad name") == 1         # invalid
-    assert run_ctl(gateway, "remove-project", "nope") == 1
+    assert run_ctl(gateway, "remove-project", "nope", "--yes") == 1
     assert run_ctl(gateway, "reload") == 0
     assert run_ctl(gateway, "ide-config", "delta", "--client", "claude-code") == 0
     assert f"ANTHROPIC_BASE_URL=http://127.0.0.1:{port}" in capsys.readouterr().out

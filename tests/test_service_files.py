@@ -78,12 +78,12 @@ def test_system_unit_has_lifecycle_and_hardening(tmp_path, bindir, config):
     assert unit["ExecStart"] == [f'{exe} --config "{config}"']
     assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert unit["Restart"] == ["on-failure"]
-    assert unit["StateDirectory"] == ["memproxyd"]
+    assert "StateDirectory" not in unit          # state_dir is not /var/lib/memproxyd
     assert f'"MEMPROXYD_CONFIG={config}"' in unit["Environment"]
     assert unit["User"] == [pwd.getpwuid(os.getuid()).pw_name]
     assert unit["WantedBy"] == ["multi-user.target"]
     for key, value in {"ProtectSystem": "strict", "ProtectHome": "read-only",
-                       "NoNewPrivileges": "yes", "PrivateTmp": "yes"}.items():
+                       "NoNewPrivileges": "yes", "PrivateTmp": "no"}.items():  # tmp_path: /tmp
         assert unit[key] == [value]
     assert unit["ReadWritePaths"] == [f'"-{tmp_path / "state"}"']
 
@@ -197,3 +197,39 @@ def test_user_unit_passes_systemd_analyze_verify(tmp_path, bindir, config):
     runtime.mkdir(mode=0o700)
     env = {} if os.environ.get("XDG_RUNTIME_DIR") else {"XDG_RUNTIME_DIR": str(runtime)}
     _verify(tmp_path / "out" / "memproxyd.service", "--user", env=env)
+
+
+def test_state_directory_only_where_it_is_the_state_dir_and_private_tmp_unless_under_tmp():
+    user = pwd.getpwuid(os.getuid()).pw_name
+    default_state = installer.expand_for(user, "~/.local/state/memproxyd")
+    config = Path("/etc/memproxyd/memproxyd.toml")
+    kwargs = dict(bindir=Path("/usr/bin"), config=config, user=user)
+    user_unit = directives(installer.render("user", state_dirs=[default_state], **kwargs))
+    assert user_unit["StateDirectory"] == ["memproxyd"] and user_unit["PrivateTmp"] == ["yes"]
+    system_unit = directives(installer.render("system", state_dirs=[default_state], **kwargs))
+    assert "StateDirectory" not in system_unit            # /var/lib/memproxyd is not it
+    system_unit = directives(installer.render("system", state_dirs=[Path("/var/lib/memproxyd")],
+                                              **kwargs))
+    assert system_unit["StateDirectory"] == ["memproxyd"]
+    in_tmp = installer.render("user", state_dirs=[default_state], bindir=Path("/usr/bin"),
+                              config=Path("/tmp/mine.toml"), user=user)
+    assert directives(in_tmp)["PrivateTmp"] == ["no"]
+    assert "/tmp/mine.toml is under /tmp" in in_tmp
+
+
+def test_without_a_config_the_packaged_default_is_copied_to_the_users_config(
+        tmp_path, bindir, capsys, monkeypatch):
+    if installer.config_source()[0] != installer.PACKAGED_CONFIG:
+        pytest.skip("a config exists on this machine (/etc/memproxyd)")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")     # the installed entry point
+    assert install("--user", "--output", tmp_path / "out") == 0
+    mine = tmp_path / "xdg" / "memproxyd" / "memproxyd.toml"
+    assert mine.read_text() == installer.PACKAGED_CONFIG.read_text()
+    assert f"wrote {mine}" in capsys.readouterr().out
+    unit = directives((tmp_path / "out" / "memproxyd.service").read_text())
+    assert unit["ExecStart"] == [f'"{bindir}/memproxyd" --config "{mine}"']
+    # the next install finds that file, as the daemon will, and leaves it alone
+    mine.write_text(mine.read_text() + "# edited\n")
+    assert install("--user", "--output", tmp_path / "out2") == 0
+    assert mine.read_text().endswith("# edited\n")

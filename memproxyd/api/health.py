@@ -2,7 +2,9 @@
 ``GET /health/readiness`` (no auth: the memory backend and its outbox,
 ``MemoryService.health``). Readiness is 503 ``starting`` until every user's index is built
 after a start (a recall then answers at once), and it shows counts and states only: paths,
-database names, URLs and process ids are for ``/admin/status``."""
+database names, URLs and process ids are for ``/admin/status``. It also names the models
+that answer ``model_unavailable`` because their key variable is not set (ready all the same:
+every other model works); which variable is for ``memproxyd --check`` and ``/v1/models``."""
 from __future__ import annotations
 
 from aiohttp import web
@@ -28,8 +30,9 @@ async def readiness(request: web.Request) -> web.Response:
                             if k in health["outbox"]}
     ready = service.ready
     memory["index"] = "ready" if ready else "building"
-    return web.json_response({"status": "ready" if ready else "starting", "memory": memory},
-                             status=200 if ready else 503)
+    unset = sorted(request.app[appkeys.STATE].deployments.unavailable())
+    return web.json_response({"status": "ready" if ready else "starting", "memory": memory,
+                              "models_unavailable": unset}, status=200 if ready else 503)
 
 
 def add_routes(app: web.Application) -> None:

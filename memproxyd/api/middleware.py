@@ -19,6 +19,7 @@ from aiohttp import web
 from memproxyd import appkeys
 from memproxyd.appkeys import PREPARED, PROJECT, STARTED, USER_ID
 from memproxyd.errors import ApiError, error_response, protocol_of, sse_error_event
+from memproxyd.observe.meter import CALL
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ async def gateway_middleware(request: web.Request, handler):
             raise
         failure = ApiError(exc.status, _reason(exc))
     except ConnectionResetError:
-        raise   # the client went away mid-response; nothing left to tell it
+        return _client_gone(request, user_id)
     except Exception:
         log.exception("request failed path=%s user_id=%s", request.path, user_id)
         failure = ApiError(500, "internal error in memproxyd")
@@ -107,6 +108,21 @@ async def _end_started(request: web.Request, started: web.StreamResponse,
     except (ConnectionError, RuntimeError):
         pass   # the client is gone, or the stream had already ended
     return started
+
+
+def _client_gone(request: web.Request, user_id: str) -> web.StreamResponse:
+    """The client hung up: often just after a stream's last event, before its end was
+    written (the openai SDK closes at ``[DONE]``). An event, not a server fault: one INFO
+    line, where aiohttp would log a 500 with a traceback at ERROR. The answer is the
+    relayed stream when the whole reply went out (``Call.relayed``: its usage row says 200),
+    else nginx's 499; aiohttp's attempt to finish it meets the closed connection quietly."""
+    call = request.get(CALL)
+    complete = call is not None and call.relayed is not None
+    log.info("client hung up path=%s user_id=%s reply_complete=%s", request.path, user_id,
+             complete)
+    if complete:
+        return call.relayed
+    return web.StreamResponse(status=499, reason="Client Closed Request")
 
 
 def _reason(exc: web.HTTPException) -> str:

@@ -124,7 +124,8 @@ def _paths() -> dict:
             "post": _op("Gemini API: generateContent, streamGenerateContent (alt=sse), "
                         "countTokens", GEMINI, (target, alt))}
     paths["/health"] = {"get": {**_op("Liveness (no auth)", tag="health"), "security": []}}
-    paths["/health/readiness"] = {"get": _op("Readiness, memory and outbox", tag="health")}
+    paths["/health/readiness"] = {"get": _op("Readiness, memory and outbox, models whose key "
+                                               "is unset", tag="health")}
     paths["/openapi.json"] = {"get": {**_op("This document", tag="health"), "security": []}}
     paths.update(_memory_paths())
     paths.update(_admin_paths())

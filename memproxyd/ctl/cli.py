@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import urllib.parse
 
-from memproxyd import registry
+from memproxyd import __version__, registry
 from memproxyd.addresses import is_loopback
-from memproxyd.config import ConfigError
+from memproxyd.config import DEFAULT_SYSTEM_CONFIG, PACKAGED_CONFIG, ConfigError, user_config_path
 from memproxyd.ctl.client import (EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, Context, CtlError,
-                                  DaemonDown, notice)
+                                  DaemonDown, confirm, notice)
 from memproxyd.ctl import ideconfig
 from memproxyd.ctl.doctor import add_doctor_parser
 from memproxyd.ctl.memory import add_memory_parsers
@@ -71,13 +72,19 @@ def cmd_add_project(ctx: Context, args) -> int:
 
 
 def cmd_remove_project(ctx: Context, args) -> int:
+    if not args.yes and not confirm(
+            f"remove project {args.name!r} and stop its listener? Its memories stay (under "
+            f"user id {args.name!r}; `memproxyctl memory forget {args.name} --all` deletes "
+            "them)"):
+        return EXIT_REFUSED
     name = urllib.parse.quote(args.name, safe="")
     try:
         project = ctx.client.call("DELETE", f"/admin/projects/{name}", admin=True)["project"]
     except DaemonDown as exc:
         _offline(ctx, exc)
         project = registry.remove_project(ctx.config.registry_path, args.name).to_json()
-    print(f"removed project {project['name']} (port {project['port']})")
+    print(f"removed project {project['name']} (port {project['port']}); its memories stay "
+          f"under user id {project['name']!r}")
     return EXIT_OK
 
 
@@ -104,6 +111,16 @@ def cmd_list_projects(ctx: Context, args) -> int:
     return EXIT_OK
 
 
+def _listener_error(listener: dict) -> str:
+    """`` (reason; failed N times, next try in S s)`` for a failed listener, else ``""``."""
+    if not listener.get("error"):
+        return ""
+    retry = listener.get("retry_in")
+    tries = f"; failed {listener.get('failures', 1)} times, next try in {retry:.0f} s" \
+        if retry is not None else ""
+    return f" ({listener['error']}{tries})"
+
+
 def cmd_status(ctx: Context, args) -> int:
     status = ctx.client.call("GET", "/admin/status", admin=True)
     if args.json:
@@ -114,8 +131,8 @@ def cmd_status(ctx: Context, args) -> int:
     print(f"memproxyd {status.get('version', '?')} up {status.get('uptime_s', 0):.0f}s, "
           f"gateway {gateway.get('host')}:{gateway.get('port')}")
     for listener in status.get("listeners", []):
-        error = f" ({listener['error']})" if listener.get("error") else ""
-        print(f"  listener {listener['name']} :{listener['port']} {listener['state']}{error}")
+        print(f"  listener {listener['name']} :{listener['port']} {listener['state']}"
+              f"{_listener_error(listener)}")
     print(f"  sessions: {sessions.get('count', 0)}")
     print(f"  memory: {json.dumps(status.get('memory', {}), sort_keys=True)}")
     return EXIT_OK
@@ -133,6 +150,42 @@ def cmd_ide_config(ctx: Context, args) -> int:
         raise CtlError(f"no project named {args.name!r} (see: memproxyctl list-projects)")
     print(ideconfig.render(ctx, project, args.client))
     return EXIT_OK
+
+
+def cmd_config(ctx: Context, args) -> int:
+    """``config path``: the file in use (stdout) and why (stderr). ``config show``: that,
+    the lookup order, what memproxyctl derives from it, then the file itself."""
+    if args.what == "path":
+        print(ctx.config_path)
+        notice(f"# {ctx.config_why}")
+        return EXIT_OK
+    print(f"# config: {ctx.config_path} ({ctx.config_why})")
+    print("# lookup order: --config, $MEMPROXYD_CONFIG, " + ", ".join(
+        f"{path} ({'exists' if path.exists() else 'missing'})"
+        for path in (user_config_path(), DEFAULT_SYSTEM_CONFIG)) + ", the packaged default")
+    print(f"# daemon URL: {ctx.url}{'' if ctx.url_explicit else ' (from [server] host, port)'}"
+          f"; state_dir: {ctx.config.state_dir}; registry: {ctx.config.registry_path}")
+    print("# memproxyd --host/--port/--state-dir override the file; memproxyctl does not see "
+          "them (use --url)")
+    if ctx.config_path.resolve() == PACKAGED_CONFIG.resolve():
+        print(f"# to change it: copy it to {user_config_path()} and edit that")
+    for line in ctx.config_path.read_text().splitlines():
+        print(_hide_secret(line))
+    return EXIT_OK
+
+
+_SECRET_LINE = re.compile(r"^(\s*(?:api_key|admin_key|keys|dsn|aws_secret_access_key|"
+                          r"aws_session_token)\s*=\s*)(.+)$")
+
+
+def _hide_secret(line: str) -> str:
+    """A secret written into the file itself is shown as ``"<hidden>"``; an
+    ``os.environ/NAME`` reference (or an empty value) is shown as it is."""
+    match = _SECRET_LINE.match(line)
+    if not match or "os.environ/" in match.group(2) or match.group(2).split("#")[0].strip() \
+            in ('""', "[]"):
+        return line
+    return f'{match.group(1)}"<hidden>"   # written in the file; config show never prints it'
 
 
 def cmd_mcp(ctx: Context, args) -> int:
@@ -157,14 +210,16 @@ def _port(text: str) -> int:
 
 def _add_project_parsers(sub) -> None:
     p = sub.add_parser("add-project", help="map a project to its own listener port")
-    p.add_argument("name")
+    p.add_argument("name", help="project name: letters, digits, . _ - (its memories' user id)")
     p.add_argument("--port", type=_port, help="default: first free port of [server] project_ports")
     p.add_argument("--description", default="")
     p.add_argument("--models", help="comma-separated model names (wildcards allowed) the "
                                     "project may use; default: the [access] rules")
     p.set_defaults(func=cmd_add_project)
-    p = sub.add_parser("remove-project", help="remove a project and stop its listener")
-    p.add_argument("name")
+    p = sub.add_parser("remove-project", help="remove a project and stop its listener (its "
+                                             "memories stay)")
+    p.add_argument("name", help="the project to remove")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_remove_project)
     p = sub.add_parser("list-projects", help="projects, ports and listener states")
     p.add_argument("--json", action="store_true")
@@ -175,21 +230,30 @@ def _add_project_parsers(sub) -> None:
     sub.add_parser("reload", help="reload config and registry (like SIGHUP)").set_defaults(
         func=cmd_reload)
     p = sub.add_parser("ide-config", help="print the settings to paste into a client")
-    p.add_argument("name")
+    p.add_argument("name", help="the project whose port the client should use")
     p.add_argument("--client", required=True, choices=sorted(ideconfig.TARGETS))
     p.set_defaults(func=cmd_ide_config)
     p = sub.add_parser("mcp", help="serve a project's memory as MCP tools on stdio")
     p.add_argument("project", nargs="?",
-                   help="project (or user id) whose memory to serve; default: "
+                   help="registered project whose memory to serve; default: "
                         "[identity] default_user_id")
+    p.add_argument("--user-id", action="store_true",
+                   help="PROJECT is a user id that is no registered project (on purpose)")
     p.set_defaults(func=cmd_mcp)
+    p = sub.add_parser("config", help="which config file is in use, and why")
+    p.add_argument("what", choices=("path", "show"),
+                   help="path: the file (stdout) and why (stderr); show: also the lookup "
+                        "order, the daemon URL and state dir, and the file")
+    p.set_defaults(func=cmd_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="memproxyctl", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="config file (default: $MEMPROXYD_CONFIG, "
+                        "$XDG_CONFIG_HOME/memproxyd/memproxyd.toml (~/.config/...), "
                         "/etc/memproxyd/memproxyd.toml, the packaged default)")
     parser.add_argument("--url", help="daemon URL (default: from [server] host and port)")
+    parser.add_argument("--version", action="version", version=f"memproxyctl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_project_parsers(sub)
     add_memory_parsers(sub)

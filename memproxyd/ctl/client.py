@@ -13,7 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from memproxyd.config import Config, find_config_path, load_config, resolve_secret
+from memproxyd.config import Config, config_source, load_config, resolve_secret
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_DOWN = 0, 1, 2, 3
 HTTP_TIMEOUT = 30.0  # seconds
@@ -94,7 +94,7 @@ def _http_error(exc: urllib.error.HTTPError, method: str, path: str) -> tuple[st
 
 class Context:
     def __init__(self, args: argparse.Namespace):
-        self.config_path = find_config_path(args.config)
+        self.config_path, self.config_why = config_source(args.config)
         self.config: Config = load_config(self.config_path)
         # named by the user rather than found: others starting memproxyctl must name them too
         self.config_explicit = bool(args.config or os.environ.get("MEMPROXYD_CONFIG"))
@@ -124,3 +124,15 @@ def _first_key(config: Config) -> str | None:
 
 def notice(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def confirm(question: str) -> bool:
+    """``question`` answered y on a terminal; without one (a script), no: the caller's
+    ``--yes`` is the way to say it there."""
+    if not sys.stdin.isatty():
+        notice(f"{question}\nnot confirmed: no terminal to ask on; pass --yes")
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False

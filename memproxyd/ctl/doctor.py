@@ -125,7 +125,10 @@ class Doctor:
         if status != 200:
             error = payload.get("error") if isinstance(payload, dict) else None
             message = error.get("message") if isinstance(error, dict) else payload
-            raise Failed(f"{self.model} on {path} answered {status}: {message}", _fix(status))
+            code = error.get("code") if isinstance(error, dict) else None
+            code = code if isinstance(code, str) else None
+            raise Failed(f"{self.model} on {path} answered {status}: {message}",
+                         _fix(status, code))
         return path, headers
 
     def model_call(self) -> str:
@@ -194,12 +197,19 @@ class Doctor:
                 pass
 
 
-def _fix(status: int) -> str:
-    return {401: "set MEMPROXY_API_KEY to one of [auth] keys",
-            403: "the project may not use this model ([access] or add-project --models)",
-            404: "name a model_name of model_list: --model NAME",
-            503: "the model's key variable is unset: export it and `memproxyctl reload`",
-            }.get(status, "see the daemon's log for the upstream's error")
+_FIXES = {
+    "model_unavailable": "set the model's key variable where memproxyd runs and restart it, "
+                         "or --model NAME (`memproxyd --check` lists such models)",
+    "model_not_allowed": "the project may not use this model ([access] or add-project "
+                         "--models), or --model NAME",
+    401: "set MEMPROXY_API_KEY to one of [auth] keys",
+    404: "name a model_name of model_list: --model NAME",
+}
+
+
+def _fix(status: int, code: str | None = None) -> str:
+    return _FIXES.get(code) or _FIXES.get(status) or \
+        "see the daemon's log for the upstream's error"
 
 
 def _mcp_tools(command: list[str]) -> list[str]:
@@ -264,7 +274,7 @@ def _default_model(ctx: Context) -> str:
 
 def add_doctor_parser(sub) -> None:
     p = sub.add_parser("doctor", help="check that a project works end to end for a client")
-    p.add_argument("project")
+    p.add_argument("project", help="the project to check (its port, memory and MCP server)")
     p.add_argument("--client", default="env", choices=sorted(ideconfig.TARGETS),
                    help="whose protocol the model call uses (default: env, OpenAI chat)")
     p.add_argument("--model", help="model_name to call (default: demo, else the first)")

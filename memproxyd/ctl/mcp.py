@@ -6,7 +6,9 @@ The tools call the running daemon's memory API through the same client as
 ``memproxyctl memory`` (gateway URL and key from the config, ``$MEMPROXY_API_KEY`` first),
 with PROJECT as the ``user_id``: the MCP client sees exactly the memories that calls through
 the project's port recall, and never another project's. Without PROJECT the owner is
-``[identity] default_user_id``, the memory of gateway calls that name no one.
+``[identity] default_user_id``, the memory of gateway calls that name no one. A PROJECT that
+is not registered is refused at start (a typo would write to a new, empty memory), unless
+``--user-id`` says it is a user id of the gateway's on purpose.
 
 Every failure (daemon down, key refused, unknown id, bad limit) is an MCP tool error the
 model can read; the server keeps running. ``ctl.py`` imports this module only when the
@@ -20,8 +22,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from memproxyd import registry
 from memproxyd.config import USER_ID_RE
-from memproxyd.ctl.client import EXIT_OK, Client, Context, CtlError, DaemonDown, notice
+from memproxyd.ctl.client import EXIT_OK, Client, Context, CtlError, DaemonDown
 
 SEARCH_LIMIT_MAX = 100   # the memory API's own bound for search
 LIST_LIMIT_MAX = 100     # below the API's 1000: a page is read by a model
@@ -132,20 +135,31 @@ def owner_of(ctx: Context, project: str | None) -> str:
     return owner
 
 
-def _warn_if_unregistered(ctx: Context, project: str) -> None:
-    """A typo would silently start a new, empty memory: say so on stderr (the client's log)."""
+def _check_registered(ctx: Context, project: str) -> None:
+    """A misspelled project would silently start a new, empty memory, and a warning on
+    stderr is hidden by the MCP clients (Claude Code keeps it in a log): refuse to start
+    instead, which the client shows as a failed server. The daemon's projects, or with the
+    daemon down the registry file; a daemon that does not say (a remote one refusing the
+    admin API) leaves it to the tools."""
     try:
-        projects = ctx.client.call("GET", "/admin/projects", admin=True)["projects"]
+        names = {p.get("name") for p in
+                 ctx.client.call("GET", "/admin/projects", admin=True)["projects"]}
+    except DaemonDown:
+        try:
+            names = set(registry.read_registry(ctx.config.registry_path))
+        except registry.RegistryError:
+            return
     except (CtlError, KeyError, TypeError):
-        return  # daemon down or not ours to ask: the tools will say what is wrong
-    if project not in {p.get("name") for p in projects}:
-        notice(f"memproxyctl mcp: {project!r} is not a registered project; its memories are "
-               f"kept under the user id {project!r} all the same")
+        return
+    if project not in names:
+        raise CtlError(f"no project named {project!r} (projects: "
+                       f"{', '.join(sorted(names)) or 'none'}); to serve the memory of a "
+                       "user id that is no project, add --user-id")
 
 
 def cmd_mcp(ctx: Context, args) -> int:
     owner = owner_of(ctx, args.project)
-    if args.project:
-        _warn_if_unregistered(ctx, args.project)
+    if args.project and not args.user_id:
+        _check_registered(ctx, args.project)
     build_server(MemoryTools(ctx.client, owner)).run("stdio")
     return EXIT_OK

@@ -14,7 +14,8 @@ import urllib.parse
 from pathlib import Path
 
 from memproxyd.ctl import history
-from memproxyd.ctl.client import EXIT_OK, EXIT_REFUSED, Context, CtlError, DaemonDown, notice
+from memproxyd.ctl.client import (EXIT_OK, EXIT_REFUSED, Context, CtlError, DaemonDown, confirm,
+                                  notice)
 
 PAGE_SIZE = 100      # memories per page when listing or exporting
 IMPORT_BATCH = 100   # memories per POST when importing
@@ -69,6 +70,9 @@ def cmd_memory_forget(ctx: Context, args) -> int:
     if args.all == bool(args.ids):
         raise CtlError("memory forget: give memory IDs or --all (not both)")
     if args.all:
+        if not args.yes and not confirm(f"delete every memory of {args.user!r}? This cannot "
+                                        "be undone (`memory export` keeps a copy)"):
+            return EXIT_REFUSED
         query = {"user_id": args.user, "all": "true"}
         data = ctx.client.call("DELETE", "/v1/memories", query=query)
         print(f"forgot {data.get('deleted', 0)} memories of {args.user}")
@@ -181,16 +185,20 @@ def add_memory_parsers(sub) -> None:
     memory = sub.add_parser("memory", help="manage a user's memories (needs the daemon)")
     msub = memory.add_subparsers(dest="memory_command", metavar="SUBCOMMAND", required=True)
     specs = {  # name: (function, help, [(args, kwargs), ...])
-        "add": (cmd_memory_add, "store one memory", [(("text",), {})]),
+        "add": (cmd_memory_add, "store one memory", [
+            (("text",), {"help": "the memory's text"})]),
         "search": (cmd_memory_search, "search memories, best first", [
-            (("query",), {}), (("--limit",), {"type": int}),
+            (("query",), {"help": "what to look for"}), (("--limit",), {"type": int}),
             (("--json",), {"action": "store_true"})]),
         "list": (cmd_memory_list, "list all memories", [(("--json",), {"action": "store_true"})]),
         "forget": (cmd_memory_forget, "delete memories by id, or all of them", [
-            (("ids",), {"nargs": "*", "metavar": "ID"}), (("--all",), {"action": "store_true"})]),
+            (("ids",), {"nargs": "*", "metavar": "ID", "help": "memory ids (memory list)"}),
+            (("--all",), {"action": "store_true", "help": "every memory of the user"}),
+            (("--yes", "-y"), {"action": "store_true",
+                               "help": "with --all: do not ask for confirmation"})]),
         "export": (cmd_memory_export, "all memories as JSONL on stdout", []),
         "import": (cmd_memory_import, "add memories from a JSONL file ('-' = stdin)",
-                   [(("file",), {})]),
+                   [(("file",), {"help": "JSONL, one {\"content\": ...} a line; - = stdin"})]),
         "why": (cmd_memory_why, "why a memory block was injected: the turns of the call's "
                 "conversation, each block's memories and scores", [
                     (("trace_id",), {"metavar": "TRACE_ID",

@@ -18,7 +18,7 @@ import time
 import attrs
 from aiohttp import web
 
-from memproxyd import appkeys, tracing
+from memproxyd import appkeys, logs, tracing
 from memproxyd.appkeys import PROJECT, STARTED, USER_ID
 from memproxyd.observe.meter import CALL, METER, REQUESTED, Row
 
@@ -49,6 +49,9 @@ async def observe_middleware(request: web.Request, handler):
             response = call.relayed
         elif isinstance(exc, ConnectionResetError):
             response = CLIENT_GONE
+        else:   # cancelled before anything was complete: no row, but an access line
+            _access(request, CLIENT_GONE, 499, time.perf_counter() - request.get(
+                STARTED, time.perf_counter()), None)
         raise
     finally:
         if span is not None:
@@ -106,6 +109,26 @@ def record(request: web.Request, response: web.StreamResponse, ended: float) -> 
     ledger = app.get(appkeys.LEDGER)
     if ledger is not None and (call is not None or REQUESTED in request):
         ledger.add(_row(request, call, meter, status, latency, overhead, started))
+    _access(request, response, status, latency, overhead)
+
+
+def _access(request: web.Request, response, status: int, latency: float,
+            overhead: float | None) -> None:
+    """The access log line (``logs.access``), when ``[logging] access_log`` is on."""
+    if not request.app[appkeys.STATE].config.logging.access_log:
+        return
+    call = request.get(CALL)
+    upstream = None
+    if call is not None and overhead is not None:
+        upstream = round(max(latency * 1000 - overhead, 0.0), 3)
+    logs.access({
+        "method": request.method, "path": request.path, "status": status,
+        "user_id": request.get(USER_ID), "project": request.get(PROJECT),
+        "model": (call.deployment.name if call is not None else request.get(REQUESTED)) or None,
+        "deployment": call.deployment.params.model if call is not None else None,
+        "memory": call.memory_status if call is not None else None,
+        "overhead_ms": overhead, "upstream_ms": upstream,
+        "duration_ms": round(latency * 1000, 3)})
 
 
 def _call_metrics(metrics, call, meter, status: int, overhead: float | None,

@@ -13,8 +13,9 @@ The models a user id may use, first match wins:
 3. ``default_models``.
 
 Names and patterns are shell-style wildcards (``fnmatch``, case-sensitive), matched against
-the model name the client asked for. A refused call is a 403 in the protocol's own shape (and
-a usage ledger row); ``/v1/models`` lists only what the caller may use. Rules and project
+the model name the client asked for. A refused call is a 400 ``model_not_allowed`` in the
+protocol's own shape (not a 403, which Codex retries five times and Claude Code reads as a
+failed login: see ``errors.py``), naming what the caller may use, and a usage ledger row; ``/v1/models`` lists only what the caller may use. Rules and project
 lists are read from the current config and registry, so a reload applies them at once.
 """
 from __future__ import annotations
@@ -46,10 +47,16 @@ def may_use(state: RuntimeState, user_id: str, model: str) -> bool:
 
 
 def check(request: web.Request, user_id: str, model: str) -> None:
-    """Raise the 403 of a model ``user_id`` may not use."""
-    if may_use(request.app[appkeys.STATE], user_id, model):
+    """Raise the 400 of a model ``user_id`` may not use, naming what it may use."""
+    state = request.app[appkeys.STATE]
+    if may_use(state, user_id, model):
         return
-    raise ApiError(403, f"model {model!r} is not allowed for {user_id!r} (see [access])",
+    patterns = allowed(state, user_id)
+    where = (f"the project's own list (`memproxyctl add-project {user_id} --models ...`)"
+             if state.project_models.get(user_id) else "[access] in memproxyd's config")
+    raise ApiError(400, f"model {model!r} is not allowed for {user_id!r}: it may use "
+                        f"{', '.join(patterns) or 'no model'} ({where}); choose one of "
+                        "those, or change that list and run `memproxyctl reload`",
                    "model_not_allowed")
 
 

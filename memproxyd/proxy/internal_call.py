@@ -34,7 +34,8 @@ async def complete(dep: Deployment, session: UserSession, messages: list[dict], 
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise RetryLater(f"model {dep.name} unreachable: {type(exc).__name__}") from None
     except ApiError as exc:   # litellm's failures, and a model whose key is not set
-        if exc.status in (429, 502, 503, 504) or exc.status >= 500:
+        if exc.status in (429, 502, 503, 504) or exc.status >= 500 or \
+                exc.code == "model_unavailable":   # a key set at the next start: try later
             raise RetryLater(f"model {dep.name}: {exc.message}") from None
         raise MemoryError_(f"model {dep.name}: {exc.message}") from None
 

@@ -14,6 +14,8 @@ import pytest
 from memproxyd.ctl import cli
 from tests.conftest import free_port, write_config
 
+pytestmark = pytest.mark.e2e   # real agent CLIs (npm) or Chromium: make test-e2e
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

@@ -109,7 +109,7 @@ def test_add_project_without_port_picks_from_configured_range(make_config, run, 
     (["add-project", "beta", "--port", "70000"], "out of range"),
     (["add-project", "beta", "--port", "many"], "invalid port"),
     (["add-project", "alpha"], "already exists"),
-    (["remove-project", "nope"], "no project named 'nope'"),
+    (["remove-project", "nope", "--yes"], "no project named 'nope'"),
     (["ide-config", "nope", "--client", "env"], "no project named 'nope'"),
     (["ide-config", "alpha", "--client", "vim"], "invalid choice"),
     ([], "required"),
@@ -148,14 +148,14 @@ def test_remove_and_list_projects_offline(run, registry_path):
     listed = json.loads(out)["projects"]
     assert [(p["name"], p["port"], p["state"]) for p in listed] == [
         ("alpha", ports[0], "stopped"), ("beta", ports[1], "stopped")]
-    code, out, _ = run("remove-project", "alpha")
+    code, out, _ = run("remove-project", "alpha", "--yes")
     assert code == 0 and f"removed project alpha (port {ports[0]})" in out
     code, out, _ = run("list-projects")
     assert code == 0 and "alpha" not in out and "beta" in out and "second" in out
 
 
 @pytest.mark.parametrize("argv", [["list-projects"], ["add-project", "gamma"],
-                                  ["remove-project", "alpha"], ["ide-config", "alpha",
+                                  ["remove-project", "alpha", "--yes"], ["ide-config", "alpha",
                                                                 "--client", "env"]])
 def test_corrupt_registry_exits_2_and_is_left_unchanged(run, registry_path, argv):
     registry_path.parent.mkdir(parents=True)
@@ -180,7 +180,7 @@ def test_bad_config_exits_2(tmp_path, run, content, message):
 
 @pytest.mark.parametrize("argv", [["status"], ["reload"], ["memory", "add", "u", "a fact"],
                                   ["memory", "search", "u", "fact"], ["memory", "list", "u"],
-                                  ["memory", "forget", "u", "--all"], ["memory", "export", "u"],
+                                  ["memory", "forget", "u", "--all", "--yes"], ["memory", "export", "u"],
                                   ["memory", "import", "u", "{jsonl}"]])
 def test_commands_needing_the_daemon_exit_3_when_it_is_down(run, tmp_path, argv):
     jsonl = tmp_path / "one.jsonl"
@@ -536,7 +536,7 @@ def test_daemon_refusal_exits_1_with_its_message(live):
     assert live("add-project", "alpha")[0] == 0
     code, _, err = live("add-project", "alpha")
     assert code == 1 and "HTTP 409" in err and "'alpha' already exists" in err
-    code, _, err = live("remove-project", "ghost")
+    code, _, err = live("remove-project", "ghost", "--yes")
     assert code == 1 and "HTTP 404" in err and "no project named 'ghost'" in err
 
 
@@ -547,7 +547,7 @@ def test_remove_list_and_ide_config_use_the_daemons_projects(live):
     assert code == 0 and "alpha" in out and "listening" in out
     code, out, _ = live("ide-config", "beta", "--client", "cursor")
     assert code == 0 and "http://127.0.0.1:8802/v1" in out
-    code, out, _ = live("remove-project", "alpha")
+    code, out, _ = live("remove-project", "alpha", "--yes")
     assert code == 0 and "removed project alpha (port 8801)" in out
     code, out, _ = live("list-projects", "--json")
     assert [p["name"] for p in json.loads(out)["projects"]] == ["beta"]
@@ -616,7 +616,7 @@ def test_memory_add_search_list_and_forget(live, fake_daemon):
     assert code == 0 and "m1" in out and "m2" in out and "m3" not in out
     code, out, err = live("memory", "forget", "alice", "m1", "m404")
     assert code == 1 and "forgot m1" in out and "no memory 'm404'" in err
-    code, out, _ = live("memory", "forget", "alice", "--all")
+    code, out, _ = live("memory", "forget", "alice", "--all", "--yes")
     assert code == 0 and "forgot 1 memories of alice" in out
     assert json.loads(live("memory", "list", "bob", "--json")[1])[0]["id"] == "m3"
 
@@ -693,3 +693,75 @@ def test_daemon_down_on_another_host_never_edits_the_local_registry(run, registr
 def test_localhost_url_counts_as_this_machine(run):
     code, out, err = run("list-projects", url=f"http://localhost:{free_port()}")
     assert code == 0 and "no projects" in out
+
+
+# -- confirmations, --version, help, config ------------------------------------------------
+
+def test_remove_project_asks_first_and_says_the_memories_stay(run, registry_path):
+    assert run("add-project", "alpha", "--port", str(free_port()))[0] == 0
+    code, out, err = run("remove-project", "alpha")        # no terminal to ask on
+    assert code == 1 and out == ""
+    assert "Its memories stay" in err and "pass --yes" in err
+    assert set(read_registry(registry_path)) == {"alpha"}
+    code, out, _ = run("remove-project", "alpha", "--yes")
+    assert code == 0 and "its memories stay under user id 'alpha'" in out
+    assert read_registry(registry_path) == {}
+
+
+def test_forget_all_asks_first_and_deletes_nothing_unconfirmed(live, fake_daemon):
+    code, out, err = live("memory", "forget", "alice", "--all")
+    assert code == 1 and "cannot be undone" in err and "pass --yes" in err
+    assert not [r for r in fake_state(fake_daemon).get("requests", [])
+                if r.get("method") == "DELETE"]
+
+
+def test_version(run, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser().parse_args(["--version"])
+    assert info.value.code == 0
+    from memproxyd import __version__
+    assert capsys.readouterr().out.strip() == f"memproxyctl {__version__}"
+
+
+def _positionals(parser, path=()):
+    for action in parser._actions:
+        if action.choices and isinstance(action.choices, dict):     # subcommands
+            for name, sub in action.choices.items():
+                yield from _positionals(sub, path + (name,))
+        elif not action.option_strings and action.dest != "help":
+            yield path, action
+
+
+def test_every_positional_argument_has_help():
+    missing = [(" ".join(path), action.dest) for path, action in _positionals(cli.build_parser())
+               if not action.help]
+    assert missing == []
+
+
+def test_config_path_and_show_say_which_file_and_why(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert cli.main(["config", "path"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("default.toml") and "the packaged default" in err
+    user = tmp_path / "xdg" / "memproxyd" / "memproxyd.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text(f'[server]\nport = 9911\nstate_dir = "{tmp_path / "st"}"\n')
+    assert cli.main(["config", "path"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(user) and "per-user config" in err
+    assert cli.main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert f"# config: {user} (the per-user config" in out
+    assert f"{user} (exists)" in out and "daemon URL: http://127.0.0.1:9911" in out
+    assert out.endswith("port = 9911\n" + f'state_dir = "{tmp_path / "st"}"\n')
+    user.write_text('[server]\nadmin_key = "os.environ/ADM"\n[auth]\nkeys = ["sk-literal-secret-1"]\n')
+    assert cli.main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "sk-literal-secret-1" not in out and 'keys = "<hidden>"' in out
+    assert 'admin_key = "os.environ/ADM"' in out
+    other = tmp_path / "other.toml"
+    other.write_text("")
+    monkeypatch.setenv("MEMPROXYD_CONFIG", str(other))
+    assert cli.main(["config", "path"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(other) and "$MEMPROXYD_CONFIG" in err

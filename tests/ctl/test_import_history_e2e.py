@@ -87,6 +87,7 @@ def iso_second(timestamp: str) -> str:
 
 # -- the real CLIs, through the daemon ------------------------------------------------------
 
+@pytest.mark.e2e   # real agent CLIs (npm): make test-e2e
 def test_real_cli_sessions_are_imported_once_at_their_own_time_with_secrets_redacted(
         daemon, ctl, tmp_path):
     bin_dir = clis_or_skip()
@@ -147,6 +148,7 @@ def test_real_cli_sessions_are_imported_once_at_their_own_time_with_secrets_reda
     assert len(memories(daemon, "default")) == 4
 
 
+@pytest.mark.e2e   # real agent CLIs (npm): make test-e2e
 def test_real_gemini_cli_sessions_are_imported_once_at_their_own_time(daemon, ctl, tmp_path):
     bin_dir = clis_or_skip(("gemini",))
     workdir = tmp_path / "repo"

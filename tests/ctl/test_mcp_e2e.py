@@ -4,6 +4,8 @@ calls each tool, checking what the daemon's memory API then holds."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import urllib.parse
 import urllib.request
@@ -124,7 +126,7 @@ async def test_memory_list_pages_with_the_cursor_it_returns(daemon):
     memory_api(daemon, "POST", "/v1/memories", {"user_id": "pager", "memories": [
         {"content": f"page fact number {i}"} for i in range(5)]})
     seen = []
-    async with mcp_session(daemon.config, "pager") as session:
+    async with mcp_session(daemon.config, "pager", "--user-id") as session:
         page = await call(session, "memory_list", limit=2)
         while True:
             assert len(page["memories"]) <= 2
@@ -185,7 +187,7 @@ async def test_a_wrong_key_is_a_tool_error_that_never_shows_a_key(daemon, tmp_pa
 async def test_daemon_down_is_a_tool_error_and_the_same_server_works_once_it_is_up(
         tmp_path, openai_fake):
     config = config_for(tmp_path, openai_fake.url, port=free_port())
-    async with mcp_session(config, "alpha") as session:
+    async with mcp_session(config, "alpha", "--user-id") as session:   # no registry yet
         message = await error_of(session, "memory_search", query="anything")
         assert "memproxyd daemon is unreachable" in message and "not running" in message
         assert "unreachable" in await error_of(session, "memory_add", content="a fact")
@@ -197,15 +199,18 @@ async def test_daemon_down_is_a_tool_error_and_the_same_server_works_once_it_is_
             daemon.stop()
 
 
-async def test_an_unregistered_project_is_served_with_a_warning_on_stderr(daemon, tmp_path):
-    errlog = tmp_path / "stderr.txt"
-    async with mcp_session(daemon.config, "alpah", errlog=errlog) as session:
-        await call(session, "memory_list")
-    assert "'alpah' is not a registered project" in errlog.read_text()
-    errlog_alpha = tmp_path / "alpha.txt"
-    async with mcp_session(daemon.config, "alpha", errlog=errlog_alpha) as session:
-        await call(session, "memory_list")
-    assert "registered" not in errlog_alpha.read_text()
+async def test_an_unregistered_project_is_refused_at_start_unless_named_a_user_id(daemon,
+                                                                                   tmp_path):
+    env = {**os.environ, "MEMPROXY_API_KEY": GATEWAY_KEY}
+    refused = subprocess.run([sys.executable, "-m", "memproxyd.ctl", "--config",
+                              str(daemon.config), "mcp", "alpah"], capture_output=True,
+                             text=True, env=env, stdin=subprocess.DEVNULL, timeout=30)
+    assert refused.returncode == 1
+    assert "no project named 'alpah' (projects: alpha, beta)" in refused.stderr
+    assert "--user-id" in refused.stderr
+    async with mcp_session(daemon.config, "alpah", "--user-id") as session:
+        added = (await call(session, "memory_add", content="on purpose"))["added"]
+    assert [m["id"] for m in stored(daemon, "alpah")] == [added["id"]]
 
 
 # -- the registration ide-config prints is a working server ----------------------------------

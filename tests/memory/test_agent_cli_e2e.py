@@ -18,6 +18,8 @@ from tests.memory.test_agent_memory_e2e import stored
 from tests.memory.test_agent_traffic import FACT, QUESTION
 from tests.prompts import extends_as_the_client_does
 
+pytestmark = pytest.mark.e2e   # real agent CLIs (npm) or Chromium: make test-e2e
+
 
 @pytest.fixture(scope="module")
 def clis():

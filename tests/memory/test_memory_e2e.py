@@ -383,11 +383,11 @@ def test_memproxyctl_memory_commands_against_the_daemon(mem_daemon, tmp_path, ca
     exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(exported) == 151
     assert run("forget", user, hit["id"]) == 0
-    assert run("forget", user, "--all") == 0
+    assert run("forget", user, "--all", "--yes") == 0
     capsys.readouterr()
     assert run("list", user, "--json") == 0
     assert json.loads(capsys.readouterr().out) == []
-    assert run("forget", "../bad", "--all") == 1
+    assert run("forget", "../bad", "--all", "--yes") == 1
 
 
 async def test_opted_out_and_router_models_skip_memory(tmp_path, openai_fake, start_daemon):

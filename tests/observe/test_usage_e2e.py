@@ -271,8 +271,8 @@ def test_calls_refused_before_the_upstream_have_rows_too(daemon):
     user = f"u-{uuid.uuid4().hex[:8]}"
     with pytest.raises(openai.NotFoundError):
         oai(daemon, user).chat.completions.create(model="no-such-model", messages=ask("x"))
-    with pytest.raises(openai.InternalServerError):     # 503: its key variable is not set
+    with pytest.raises(openai.BadRequestError):     # its key variable is not set
         oai(daemon, user).chat.completions.create(model="needs-key", messages=ask("x"))
     rows = rows_of(daemon, user)
     assert [(r["model"], r["status"], r["deployment"]) for r in rows] == [
-        ("no-such-model", 404, ""), ("needs-key", 503, "")]
+        ("no-such-model", 404, ""), ("needs-key", 400, "")]

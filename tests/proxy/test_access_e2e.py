@@ -42,17 +42,17 @@ def usage_rows(daemon, user: str) -> list[dict]:
 def test_gateway_denies_in_each_protocols_shape_and_records_the_refusal(gateway):
     assert oai(gateway.url).chat.completions.create(
         model="gpt-ok", messages=ask("allowed")).choices[0].message.content == "echo: allowed"
-    with pytest.raises(openai.PermissionDeniedError) as denied:
+    with pytest.raises(openai.BadRequestError) as denied:
         oai(gateway.url).chat.completions.create(model="demo", messages=ask("no"))
     assert denied.value.body["code"] == "model_not_allowed"
     claude = anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0,
                                  default_headers={"x-memory-user-id": "plain"})
-    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+    with pytest.raises(anthropic.BadRequestError) as refused:
         claude.messages.create(model="demo", max_tokens=8, messages=ask("no"))
     assert refused.value.body["type"] == "error"
-    assert refused.value.body["error"]["type"] == "permission_error"
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
     rows = usage_rows(gateway, "plain")
-    assert [(r["model"], r["status"]) for r in rows] == [("demo", 403), ("demo", 403),
+    assert [(r["model"], r["status"]) for r in rows] == [("demo", 400), ("demo", 400),
                                                          ("gpt-ok", 200)]
 
 
@@ -71,10 +71,10 @@ def test_a_projects_own_model_list_on_its_port(gateway, capsys):
     project_url = f"http://127.0.0.1:{port}"
     assert oai(project_url).chat.completions.create(model="gpt-ok", messages=ask("hi"))
     # gpt-500 matches default_models, but the project's own list is narrower
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.BadRequestError):
         oai(project_url).chat.completions.create(model="gpt-500", messages=ask("hi"))
     assert model_ids(project_url, "ignored") == {"gpt-ok"}
-    assert ("gpt-500", 403) in {(r["model"], r["status"]) for r in usage_rows(gateway, "beta")}
+    assert ("gpt-500", 400) in {(r["model"], r["status"]) for r in usage_rows(gateway, "beta")}
 
 
 def test_reload_applies_new_rules_at_once(gateway):
@@ -83,5 +83,5 @@ def test_reload_applies_new_rules_at_once(gateway):
                                               'default_models = ["demo"]')
     gateway.config.write_text(text)
     assert cli.main(["--config", str(gateway.config), "reload"]) == 0
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.BadRequestError):
         oai(gateway.url).chat.completions.create(model="gpt-ok", messages=ask("after"))

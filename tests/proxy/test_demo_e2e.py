@@ -10,7 +10,17 @@ import anthropic
 import openai
 import pytest
 
-from tests.conftest import GATEWAY_KEY
+from tests.conftest import GATEWAY_KEY, Daemon, write_config
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, openai_fake):
+    """One daemon for the module: the demo model answers through litellm, whose import (~4 s
+    of CPU) each daemon pays once; these tests only read."""
+    config = write_config(tmp_path_factory.mktemp("demo"), openai_fake.url,
+                          auth=f'keys = ["{GATEWAY_KEY}"]')
+    with Daemon(config) as running:
+        yield running
 
 
 def oai(daemon) -> openai.AsyncOpenAI:

@@ -57,7 +57,9 @@ async function loadProjects() {
     const urls = baseUrls(p.port);
     return el("tr", { "data-project": p.name },
       el("td", {}, p.name), el("td", { class: "num" }, p.port),
-      el("td", { class: `state-${p.state}`, title: p.error || "" }, p.state),
+      el("td", { class: `state-${p.state}` }, p.state,
+        p.error ? el("div", { class: "state-error" }, p.error +
+          (p.retry_in != null ? ` (trying again in ${Math.ceil(p.retry_in)} s)` : "")) : ""),
       el("td", {}, copyable(urls.openai)), el("td", {}, copyable(urls.anthropic)),
       el("td", {}, (p.models || ["(access rules)"]).join(", ")));
   });
