@@ -155,7 +155,7 @@ class ModelEntry:
 class MemoryConfig:
     backend: str = "sqlite"                 # sqlite | postgres | supermemory | off
     top_k: int = 5
-    min_score: float = 0.0
+    min_score: float = 0.15                 # 0-1: a share of the query's best possible match
     recall_timeout_ms: int = 250
     max_block_chars: int = 4000
     query_strategy: str = "last_user"       # last_user | last_user_plus_previous | all_user

@@ -43,7 +43,8 @@ def fuse(scope, lexical: list[tuple[int, float]], qvec, limit: int) -> list[tupl
         for rank, seq in enumerate(ranking):
             fused[seq] = fused.get(seq, 0.0) + 1.0 / (RRF_K + rank + 1)
     best = sorted(fused, key=fused.__getitem__, reverse=True)[:limit]
-    return [(seq, fused[seq]) for seq in best]
+    top = 2.0 / (RRF_K + 1)        # first in both rankings: the best possible, 1.0
+    return [(seq, fused[seq] / top) for seq in best]
 
 
 def normalise(vector) -> array:

@@ -202,9 +202,10 @@ class UserIndex:
 
     def search(self, terms: list[str], limit: int,
                distinct: bool = False) -> list[tuple[int, float]]:
-        """(seq, score) best first for the stemmed query ``terms`` (``maxscore.search``): a
-        slot's twins beside it, newest first, or with ``distinct`` only its newest memory."""
-        ranked = maxscore.search(self, terms, limit)
+        """(seq, score 0-1) best first for the stemmed query ``terms`` (``maxscore.search``,
+        request words ``text.weak``): a slot's twins beside it, newest first, or with
+        ``distinct`` only its newest memory."""
+        ranked = maxscore.search(self, terms, limit, text.weak(terms))
         if not self.twins:
             return [(self.seqs[slot], score) for slot, score in ranked]
         out: list[tuple[int, float]] = []
