@@ -41,7 +41,7 @@ from collections import defaultdict
 from itertools import chain, islice
 from typing import Any
 
-from memproxyd.memory import terms as text
+from memproxyd.memory import terms as text, when
 from memproxyd.memory.base import Memory, loads
 from memproxyd.memory.sqlite import maxscore
 from memproxyd.memory.sqlite.maxscore import lazy_numpy
@@ -223,11 +223,15 @@ class UserIndex:
             return None
         return self.stored[slot] if self.seqs[slot] == seq else self._twin_stored.get(seq)
 
-    def hits(self, terms: list[str], limit: int, distinct: bool = False) -> list[tuple]:
+    def hits(self, terms: list[str], limit: int, distinct: bool = False,
+             question: when.Question | None = None) -> list[tuple]:
         """``search`` with each memory's stored fields: (seq, score, stored) best first
-        (``as_memories`` makes them memories)."""
-        return [(seq, score, self.stored_of(seq))
-                for seq, score in self.search(terms, limit, distinct)]
+        (``as_memories`` makes them memories); for a ``question`` about time, the
+        ``when.POOL * limit`` best reordered by ``when.rerank``."""
+        timed = question is not None and question.timed
+        found = [(seq, score, self.stored_of(seq)) for seq, score
+                 in self.search(terms, when.POOL * limit if timed else limit, distinct)]
+        return when.rerank(question, found, limit) if timed else found
 
     def _renormalise(self, postings: Postings, norms) -> None:
         np = lazy_numpy()

@@ -35,7 +35,7 @@ import sqlite3
 import sys
 import threading
 
-from memproxyd.memory import terms
+from memproxyd.memory import terms, when
 from memproxyd.memory.sqlite import lexical
 from memproxyd.memory.sqlite.db import read_only
 from memproxyd.memory.sqlite.rows import UserScope
@@ -81,7 +81,7 @@ class Worker:
             request, _, query, limit, distinct = args
             try:
                 stems = terms.stems(terms.query_terms(query))
-                return (request, index.hits(stems, limit, distinct))
+                return (request, index.hits(stems, limit, distinct, when.Question.of(query)))
             except Exception as exc:            # told to the caller; the worker goes on
                 return (request, f"{type(exc).__name__}: {exc}")
         if kind == "add":

@@ -26,7 +26,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from memproxyd.memory import terms as text, vectors
+from memproxyd.memory import terms as text, vectors, when
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
 from memproxyd.memory.sqlite import lexical, writes
 from memproxyd.memory.sqlite.db import GroupCommit, Migration, SqliteReaders, SqliteThread
@@ -284,7 +284,8 @@ class SqliteStore(MemoryStore):
         terms = text.stems(text.query_terms(query))
         # The hits' fields are in the index: no statement on the loop (reading them by
         # primary key cost ~40 µs of the loop's time at concurrency 32, measured).
-        return lexical.as_memories(user_id, index.hits(terms, limit, distinct), metadata)
+        return lexical.as_memories(user_id, index.hits(terms, limit, distinct,
+                                                       when.Question.of(query)), metadata)
 
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         return await self._search(user_id, query, limit, session)
@@ -310,7 +311,7 @@ class SqliteStore(MemoryStore):
             if not terms and qvec is None:
                 return []
             index = await self._index(user_id)
-            hits = index.hits(terms, wanted, distinct)
+            hits = index.hits(terms, wanted, distinct, when.Question.of(query))
         if qvec is None:
             return lexical.as_memories(user_id, hits, metadata)
         ranked = [(seq, score) for seq, score, _ in hits]
