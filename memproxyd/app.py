@@ -114,7 +114,7 @@ def _make_store(app: web.Application, db=None):
     from memproxyd.memory.sqlite.store import SqliteStore
     # searches in a process of their own, beside the event loop (search_worker.py)
     return SqliteStore(config.state_dir / "memory.db", embedder=_embedder(app),
-                       search_process=True)
+                       search_process=True, vector_weight=config.memory.vector_weight)
 
 
 def _make_outbox(config: Config, store, db=None):
