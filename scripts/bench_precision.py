@@ -105,7 +105,11 @@ def run(src: Path, min_score: float | None) -> dict:
                 report.memories(url)      # the outbox delivers before the next story
         finally:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:    # a loaded machine: do not leave it behind
+                proc.kill()
+                proc.wait()
     fake.stop()
     injected = sum(c["injected"] for c in counts.values())
     relevant = sum(c["relevant"] for c in counts.values())
