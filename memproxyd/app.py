@@ -110,11 +110,12 @@ def _make_store(app: web.Application, db=None):
         return SupermemoryStore(config.supermemory)
     if config.memory.backend == "postgres":
         from memproxyd.memory.postgres.store import PostgresStore
-        return PostgresStore(db, embedder=_embedder(app))
+        return PostgresStore(db, embedder=_embedder(app),
+                             vector_weight=config.memory.vector_weight)
     from memproxyd.memory.sqlite.store import SqliteStore
     # searches in a process of their own, beside the event loop (search_worker.py)
     return SqliteStore(config.state_dir / "memory.db", embedder=_embedder(app),
-                       search_process=True)
+                       search_process=True, vector_weight=config.memory.vector_weight)
 
 
 def _make_outbox(config: Config, store, db=None):

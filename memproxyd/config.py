@@ -155,12 +155,13 @@ class ModelEntry:
 class MemoryConfig:
     backend: str = "sqlite"                 # sqlite | postgres | supermemory | off
     top_k: int = 5
-    min_score: float = 0.0
+    min_score: float = 0.15                 # 0-1: a share of the query's best possible match
     recall_timeout_ms: int = 250
     max_block_chars: int = 4000
     query_strategy: str = "last_user"       # last_user | last_user_plus_previous | all_user
     max_query_chars: int = 2000
     embedding_model: str = ""               # a model_name from model_list; "" = lexical only
+    vector_weight: float = 0.1              # the vectors' share of a fused score (0-1)
     redact_secrets: bool = True
     max_content_chars: int = 32000
     include_models: tuple[str, ...] = ()    # opt-in list; empty = every model
@@ -409,6 +410,8 @@ def _check_models(config: Config) -> str | None:
         name = getattr(config.memory, key)
         if name and name not in names:
             return f"'memory.{key}' names no model in model_list: {name!r}"
+    if not 0.0 <= config.memory.vector_weight <= 1.0:
+        return "'memory.vector_weight' expected a number from 0 to 1"
     if config.memory.max_memory_chars < 200:
         return "'memory.max_memory_chars' expected at least 200"
     return None

@@ -4,6 +4,8 @@
     python scripts/bench_recall.py ../shared/bench/locomo-dev --url http://127.0.0.1:8764 --key K
     python scripts/bench_recall.py ../shared/bench/locomo-dev --direct   # SqliteStore in-process
     python scripts/bench_recall.py ../shared/bench/locomo-dev --direct --backend postgres [--dsn D]
+    python scripts/bench_recall.py ../shared/bench/locomo-dev --direct --embedder wordllama \
+        [--vector-weight 0.4]     # vectors from a local model (``pip install wordllama``)
 
 Each conversation file becomes one user id (``locomo-<n>-<random>``); every turn becomes one
 memory ``"<speaker>: <text>"`` (plus `` [image: <caption>]`` where the turn shared one) with
@@ -39,9 +41,12 @@ class DirectClient:
     """A store in-process: SqliteStore on a temporary file, or PostgresStore on ``dsn`` (a
     throwaway local server when none is given, see ``tests/pgcluster.py``)."""
 
-    def __init__(self, backend: str = "sqlite", dsn: str | None = None):
+    def __init__(self, backend: str = "sqlite", dsn: str | None = None, embedder=None,
+                 vector_weight: float | None = None):
         self.backend = backend
         self.dsn = dsn
+        self.embedder = embedder
+        self.vector_weight = vector_weight
 
     async def __aenter__(self):
         from memproxyd.memory.base import NewMemory
@@ -49,7 +54,9 @@ class DirectClient:
         self._new = NewMemory
         self._tmp = tempfile.TemporaryDirectory()
         self.store, self._close = await open_store(self.backend, Path(self._tmp.name),
-                                                   self.dsn)
+                                                   self.dsn, self.embedder)
+        if self.vector_weight is not None:
+            self.store.vector_weight = self.vector_weight
         return self
 
     async def __aexit__(self, *exc):
@@ -100,6 +107,18 @@ class HttpClient:
         params = {"user_id": user_id, "all": "true"}
         async with self.http.delete(f"{self.url}/v1/memories", params=params) as resp:
             resp.raise_for_status()
+
+
+def wordllama_embedder():
+    """An embedder from WordLlama's bundled 256-dimension model (``pip install wordllama``),
+    loaded from the package itself: no download."""
+    import wordllama
+    model = wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent,
+                                     disable_download=True)
+
+    async def embed(texts, session):
+        return model.embed(texts).tolist()
+    return embed
 
 
 def distractors(folder: Path, path: Path, n: int) -> list[list[dict]]:
@@ -156,13 +175,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: a throwaway local server)")
     parser.add_argument("--distractors", type=int, default=0,
                         help="other memories stored first in each user's memory")
+    parser.add_argument("--embedder", choices=("wordllama",),
+                        help="--direct with vectors from a local model (its package installed)")
+    parser.add_argument("--vector-weight", type=float,
+                        help="the vectors' share of a fused score (default: the store's)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every miss at 10")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    client = (DirectClient(args.backend, args.dsn) if args.direct
+    embedder = wordllama_embedder() if args.embedder == "wordllama" else None
+    client = (DirectClient(args.backend, args.dsn, embedder, args.vector_weight) if args.direct
               else HttpClient(args.url, args.key))
 
     async def go():

@@ -129,6 +129,14 @@ class Journal:
             return self.store.shared or len(wanted) > 1
         return self.store.shared and not all(w in entry[1] for w in wanted)
 
+    def block_of(self, user_id: str, conversation: str | None, fingerprint: str) -> str:
+        """The block the newest turn of these human words (``turn_key``) got in the
+        conversation, when in memory ("" otherwise): what its answer must not be
+        remembered with (``echo.py``)."""
+        entry = self._cache.get((user_id, conversation)) if conversation else None
+        turns = [i for i in entry[1].values() if i.fingerprint == fingerprint] if entry else []
+        return max(turns, key=lambda i: i.ordinal).block if turns else ""
+
     async def record(self, user_id: str, conversation: str, injection: Injection) -> None:
         """A new turn's injection: in memory at once, in the store before this returns."""
         key = (user_id, conversation)

@@ -32,7 +32,8 @@ a tap that remembers the exchange once the reply is complete.
   secrets redacted, written to the durable outbox *before the response ends* under a key made
   from the turn (a retried call is stored once); the outbox worker delivers it to the store
   with retries. The injected block is never part of what is stored, not even when the model
-  echoes it back in its reply.
+  echoes it back in its reply, nor what the answer quotes from the turn's block (``echo.py``:
+  an answer that is only the memory again is not remembered at all).
 * **Never fails the call**: an unexpected error while preparing (a malformed body the
   adapters did not foresee) sends the client's body unchanged with ``error``; one while
   reading the reply stops remembering that exchange and leaves the relayed bytes alone.
@@ -55,6 +56,7 @@ from memproxyd.config import Config
 from memproxyd.errors import ANTHROPIC, COMPLETIONS, GEMINI, RESPONSES, ApiError
 from memproxyd.memory.base import MemoryStore, NewMemory
 from memproxyd.memory.block import format_block, without_block
+from memproxyd.memory.echo import without_echo
 from memproxyd.memory.redact import redact
 from memproxyd.memory.tap import RememberTap
 from memproxyd.memory.turn import Turn, memory_text, recall_query
@@ -307,7 +309,8 @@ class MemoryService:
         words asked again in a conversation the client does not name, and answered
         differently, are a memory of their own. Every retry of the delivery carries the same
         key (idempotent)."""
-        answer = without_block(answer)
+        answer = without_echo(without_block(answer), self.journal.block_of(
+            call.user_id, call.conversation, turn_key(turn.human)))
         if not turn.human or not (answer or turn.steps):
             return
         memory = self.config.memory

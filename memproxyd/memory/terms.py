@@ -36,6 +36,25 @@ yourselves oh yeah yes hey hi okay ok um uh wow really thing things lot lots
 kind sort maybe much many something anything everything someone anyone everyone
 """.split())
 
+# Request words: what people say to an assistant around the topic ("please read the notes and
+# tell me ..."). Searched, but only to order what a topic word found: never the only reason a
+# memory is recalled (``weak``). Stemmed when first used.
+WEAK_WORDS = frozenset("""
+please pls thanks thank tell show explain help need want look check give remember recall
+mind try say ask describe summarize summarise list sure quick quickly exactly actually
+basically read know let
+""".split())
+_weak_stems: frozenset[str] | None = None
+
+
+def weak(stems_: list[str]) -> frozenset[str]:
+    """The request words among the stemmed query ``stems_`` (``WEAK_WORDS``)."""
+    global _weak_stems
+    if _weak_stems is None:
+        _weak_stems = frozenset(stems(sorted(WEAK_WORDS)))
+    return _weak_stems.intersection(stems_)
+
+
 # Irregular forms the porter stemmer cannot join with their base form.
 _IRREGULAR = {
     "went": "go", "gone": "go", "goes": "go", "ran": "run", "bought": "buy", "brought": "bring",

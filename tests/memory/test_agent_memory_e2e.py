@@ -83,8 +83,10 @@ def test_replayed_claude_code_sessions_store_one_short_memory_per_turn(daemon, a
     assert sent["system"] == calls[5]["system"]        # the client's system, untouched
     assert "BLUEFIN" in block and "system-reminder" not in block and len(block) < 1000
     assert b"From memory: " in body
-    memories = stored(daemon, 3)
-    assert len(memories) == 3 and memories[0].startswith(f"User: {QUESTION}\nAssistant: ")
+    # the answer only quoted its block: the memory again, not remembered again (the
+    # exchange is committed before the reply ends: no outbox between it and the store)
+    memories = stored(daemon, 2)
+    assert len(memories) == 2 and not any("From memory" in m for m in memories)
     assert not any("<session>" in m or "title" in m for m in memories)   # no side call
 
 

@@ -211,3 +211,27 @@ async def test_vectors_fuse_with_lexical_ranking_when_an_embedder_is_given(backe
     hits = await store.search("alice", "cat", 1)
     assert [h.content for h in hits] == ["my kitten sleeps all day"]
     assert calls[-1] == ["cat"]
+
+
+async def test_scores_are_shares_of_the_best_match_and_request_words_find_nothing(backend):
+    store = await backend.open()
+    await store.add_many("alice", [NewMemory("deploy the cluster to staging"),
+                                   NewMemory("the deploy window is friday"),
+                                   NewMemory("please water the plants")])
+    hits = await store.search("alice", "deploy cluster", 3)
+    assert hits[0].content == "deploy the cluster to staging" and hits[0].score >= 0.9
+    assert all(0 < h.score <= 1 for h in hits) and hits[1].score < hits[0].score
+    assert await store.search("alice", "please tell me", 3) == []
+
+
+async def test_vectors_never_push_an_exact_lexical_hit_below_a_vague_one(backend):
+    async def embedder(texts, session):
+        # the question and the vague memory point one way, the exact hit another
+        return [[0.0, 1.0] if "booked" in t else [1.0, 0.0] for t in texts]
+
+    store = await backend.open(embedder)
+    await store.add("alice", "the feline vaccination is booked for march")
+    await store.add("alice", "cats purr when happy")
+    hits = await store.search("alice", "feline vaccination", 2)
+    assert [h.content for h in hits][0] == "the feline vaccination is booked for march"
+    assert all(0 < h.score <= 1 for h in hits)

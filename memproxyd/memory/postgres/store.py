@@ -21,8 +21,12 @@ Ranking carries over the SQLite store's ideas (see ``sqlite_store``):
    (``pg_stats``): a sum over terms shaped like BM25's.
 4. Bounded work: the rarest terms whose rows stay within ``POSTINGS_BUDGET``, the newest rows
    only when even the rarest term is that common (``pg_stats.choose_terms``).
-5. With an embedder, vector similarity is fused with the lexical ranking by reciprocal rank
-   fusion; through pgvector where the database has it, else in process (``pg_vectors``).
+5. Scores are shares (0-1) of the best possible match: a memory holding each chosen term once
+   in its own words (``_ideal``); request words (``terms.WEAK_WORDS``) are left out of the
+   query, so they are never the reason for a hit.
+6. With an embedder, vectors (smoothed with their batch neighbours') are fused with the
+   lexical score, weighted toward it (``vector_weight``), through pgvector where the database
+   has it, else in process (``pg_vectors``).
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ NEAR_WEIGHT = 0.4         # the memories just before and after
 FAR_WEIGHT = 0.3          # the ones after those
 FAR = 2                   # how far out the far context reaches
 VECTOR_CANDIDATES = pg_vectors.CANDIDATES   # lexical hits fused with the vector ranking
+VECTOR_WEIGHT = 0.1       # ``[memory] vector_weight``'s default (``pg_vectors.fuse``)
 # ts_rank's weights are listed {D, C, B, A}.
 # Normalisation 32 (rank / (rank + 1)): a term's weight saturates with repetition, like BM25's
 # k1; on the LoCoMo dev split it ranks as well as the SQLite store (recall@10 0.825 vs 0.828,
@@ -122,9 +127,12 @@ def _context(items: list[NewMemory], i: int) -> tuple[str, str]:
 class PostgresStore(MemoryStore):
     name = "postgres"
 
-    def __init__(self, db: PgDatabase, *, embedder: Embedder | None = None):
+    def __init__(self, db: PgDatabase, *, embedder: Embedder | None = None,
+                 vector_weight: float = VECTOR_WEIGHT):
         self.db = db
         self.embedder = embedder
+        self.vector_weight = vector_weight      # the vectors' share of a fused score
+        self._unit_rank: float | None = None    # ``_ideal``'s ts_rank, asked once
         self.stats = term_stats.TermStats()
         self.pgvector: bool | None = None      # None: not known yet (database unreachable)
 
@@ -142,7 +150,9 @@ class PostgresStore(MemoryStore):
     async def add_many(self, user_id: str, items: list[NewMemory], session=None) -> list[Memory]:
         if not items:
             return []
-        vectors = await self._embed([item.content for item in items], session)
+        embedded = await self._embed([item.content for item in items], session)
+        # each vector with its batch neighbours' (the batch is the memory's context)
+        embedded = vectors.smooth(embedded) if embedded else embedded
         firsts: dict[str, int] = {}     # key → index of its first item in this batch
         fresh = [i for i, item in enumerate(items)
                  if item.key is None or firsts.setdefault(item.key, i) == i]
@@ -153,7 +163,7 @@ class PostgresStore(MemoryStore):
                for i in fresh}
         async with self.db.connection() as conn, conn.transaction():
             scope = _UserScope(conn, user_id)
-            inserted = await self._insert(scope, items, fresh, new, vectors)
+            inserted = await self._insert(scope, items, fresh, new, embedded)
             keys = [items[i].key for i in fresh if i not in inserted]
             existing = {r["key"]: _memory(r) for r in await scope.rows(
                 f"SELECT {_COLUMNS}, m.key FROM memories m WHERE m.user_id = $1"
@@ -214,7 +224,8 @@ class PostgresStore(MemoryStore):
         return [_memory(r) for r in page], encode_cursor(page[-1]["seq"]) if more else None
 
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
-        terms = text.query_terms(query)
+        # request words ("please", "tell", ...) are never the reason for a hit: left out
+        terms = [t for t in text.query_terms(query) if t not in text.WEAK_WORDS]
         qvec = None
         if self.embedder is not None and query.strip():
             qvec = (await self._embed([query], session) or [None])[0]
@@ -226,17 +237,20 @@ class PostgresStore(MemoryStore):
             scope = _UserScope(conn, user_id)
             lexical = await self._lexical(scope, terms, VECTOR_CANDIDATES if qvec else limit)
             if qvec is None:
-                return [_memory(row, row["r"]) for row in lexical]
-            rows = {row["seq"]: row for row in lexical}
+                return [_memory(row, score) for row, score in lexical]
+            rows = {row["seq"]: row for row, _ in lexical}
             similar = await pg_vectors.nearest(scope, _COLUMNS, qvec, list(rows),
                                                bool(self.pgvector))
-        for row in similar:
+        for row, _ in similar:
             rows.setdefault(row["seq"], row)
-        fused = pg_vectors.fuse([[r["seq"] for r in lexical], [r["seq"] for r in similar]],
-                                limit)
+        fused = pg_vectors.fuse({row["seq"]: score for row, score in lexical},
+                                {row["seq"]: sim for row, sim in similar},
+                                self.vector_weight, limit)
         return [_memory(rows[seq], score) for seq, score in fused]
 
     async def _lexical(self, scope: _UserScope, terms: list[str], limit: int) -> list:
+        """(row, score 0-1) best first: each score a share of the best possible match, a
+        memory holding each chosen term once in its own words (``_ideal``)."""
         weighted, share = await self.stats.choose_terms(scope.conn, terms)
         if not weighted:
             return []
@@ -245,11 +259,22 @@ class PostgresStore(MemoryStore):
         ranks = " + ".join(f"ts_rank($2::float4[], m.tsv, ${i}::tsquery, {SATURATE})"
                            f" * ${i + 1}" for i in range(6, 6 + 2 * len(weighted), 2))
         args = [a for query, idf in weighted for a in (query, idf)]
-        return await scope.rows(
+        rows = await scope.rows(
             f"SELECT {_COLUMNS}, ({ranks})::float8 AS r FROM memories m WHERE m.user_id = $1"
             f" AND m.tsv @@ $3::tsquery AND {'m.seq' if by_seq else 'm.seq + 0'} >= $4"
             " ORDER BY r DESC, m.seq DESC LIMIT $5", RANK_WEIGHTS,
             " | ".join(f"({q})" for q, _ in weighted), floor, limit, *args)
+        ideal = sum(idf for _, idf in weighted) * await self._ideal(scope.conn) or 1.0
+        return [(row, min(1.0, row["r"] / ideal)) for row in rows]
+
+    async def _ideal(self, conn) -> float:
+        """The saturated ``ts_rank`` of one term said once in a memory's own words (weight
+        ``A``): a term's share of the best possible match, before its IDF (asked once)."""
+        if self._unit_rank is None:
+            self._unit_rank = float(await conn.fetchval(
+                "SELECT ts_rank($1::float4[], setweight(to_tsvector('english', 'memory'), 'A'),"
+                f" to_tsquery('english', 'memory'), {SATURATE})", RANK_WEIGHTS))
+        return self._unit_rank
 
     @staticmethod
     async def _floor(scope: _UserScope, share: float) -> tuple[int, bool]:

@@ -9,12 +9,12 @@ Embeddings are stored as unit-length ``real[]``, so the store works with or with
 * without it, the lexical hits and the newest ``CANDIDATES`` memories are compared in process,
   as the SQLite store does.
 
-The two rankings are fused by reciprocal rank fusion (Cormack et al., 2009): ranks, never the
-scores' scales, are compared.
+The two are fused by score, weighted toward the lexical one (``fuse``), as in the SQLite store.
 """
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import asyncpg
 
@@ -22,7 +22,6 @@ from memproxyd.memory.base import MemoryError_
 
 log = logging.getLogger(__name__)
 
-RRF_K = 60
 CANDIDATES = 200
 
 
@@ -58,30 +57,43 @@ async def enable(db) -> bool | None:
         return None
 
 
-async def nearest(scope, columns: str, qvec, lexical: list[int], pgvector: bool) -> list:
-    """The candidates' rows (with ``embedding``), most similar to ``qvec`` first."""
+async def nearest(scope, columns: str, qvec, lexical: list[int],
+                  pgvector: bool) -> list[tuple[Any, float]]:
+    """(row, cosine) of the lexical hits and the candidates by vector: with pgvector the
+    ``CANDIDATES`` nearest of all the user's memories, else the newest ``CANDIDATES``
+    (compared here, with numpy)."""
     q = unit(qvec)
     if pgvector:
-        return await scope.rows(
-            f"SELECT {columns} FROM memories m WHERE m.user_id = $1"
-            " AND m.embedding IS NOT NULL AND cardinality(m.embedding) = $3"
-            " ORDER BY m.embedding::vector <=> $2::text::vector LIMIT $4",
-            "[" + ",".join(repr(x) for x in q) + "]", len(q), CANDIDATES)
+        literal = "[" + ",".join(repr(x) for x in q) + "]"
+        rows = await scope.rows(
+            f"SELECT {columns}, 1 - (m.embedding::vector <=> $2::text::vector) AS sim"
+            " FROM memories m WHERE m.user_id = $1 AND m.embedding IS NOT NULL"
+            " AND cardinality(m.embedding) = $3 AND (m.seq = ANY($5::bigint[]) OR m.seq IN"
+            " (SELECT seq FROM memories WHERE user_id = $1 AND embedding IS NOT NULL"
+            " AND cardinality(embedding) = $3"
+            " ORDER BY embedding::vector <=> $2::text::vector LIMIT $4))",
+            literal, len(q), CANDIDATES, lexical)
+        return [(r, float(r["sim"])) for r in rows]
     rows = await scope.rows(
         f"SELECT {columns}, m.embedding FROM memories m WHERE m.user_id = $1"
         " AND m.embedding IS NOT NULL AND (m.seq = ANY($2::bigint[]) OR m.seq >="
         " (SELECT coalesce(min(s.seq), 0) FROM (SELECT seq FROM memories WHERE user_id = $1"
         " AND embedding IS NOT NULL ORDER BY seq DESC LIMIT $3) s))", lexical, CANDIDATES)
-    scored = [(sum(a * b for a, b in zip(q, r["embedding"])), r["seq"], r) for r in rows
-              if len(r["embedding"]) == len(q)]
-    return [r for _, _, r in sorted(scored, key=lambda s: (s[0], s[1]), reverse=True)]
+    rows = [r for r in rows if len(r["embedding"]) == len(q)]
+    if not rows:
+        return []
+    import numpy
+    sims = numpy.array([r["embedding"] for r in rows], dtype=numpy.float32) @ numpy.array(
+        q, dtype=numpy.float32)
+    return list(zip(rows, sims.tolist()))
 
 
-def fuse(rankings: list[list[int]], limit: int) -> list[tuple[int, float]]:
-    """(seq, fused score), best first."""
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, seq in enumerate(ranking):
-            fused[seq] = fused.get(seq, 0.0) + 1.0 / (RRF_K + rank + 1)
-    best = sorted(fused, key=fused.__getitem__, reverse=True)[:limit]
-    return [(seq, fused[seq]) for seq in best]
+def fuse(lexical: dict[int, float], similar: dict[int, float], weight: float,
+         limit: int) -> list[tuple[int, float]]:
+    """(seq, fused score) best first: ``(1 - weight) * lexical + weight * cosine`` (a
+    negative cosine counts 0; both 0-1), as the SQLite store (``memory/vectors.py``)."""
+    fused = {seq: (1 - weight) * score for seq, score in lexical.items()}
+    for seq, sim in similar.items():
+        fused[seq] = fused.get(seq, 0.0) + weight * max(0.0, sim)
+    best = sorted(fused, key=lambda seq: (-fused[seq], -seq))[:limit]
+    return [(seq, fused[seq]) for seq in best if fused[seq] > 0]

@@ -41,7 +41,7 @@ from collections import defaultdict
 from itertools import chain, islice
 from typing import Any
 
-from memproxyd.memory import terms as text
+from memproxyd.memory import terms as text, vectors, when
 from memproxyd.memory.base import Memory, loads
 from memproxyd.memory.sqlite import maxscore
 from memproxyd.memory.sqlite.maxscore import lazy_numpy
@@ -98,6 +98,7 @@ class UserIndex:
         self._owners: Any = ()             # scratch (numpy) for ``_matched``
         self._densed: dict[Postings, None] = {}   # postings with a dense lookup, oldest first
         self._places: Any = ()             # 0, 1, 2, ... (numpy) for ``_matched``
+        self.vectors = vectors.UserVectors()      # a unit vector per slot, when embedded
 
     def __len__(self) -> int:
         """Live memories, twins included."""
@@ -109,8 +110,9 @@ class UserIndex:
         return len(self.seqs) - len(self.deleted)
 
     def add_batch(self, rows: list[tuple]) -> None:
-        """Index a batch of (seq, content[, stored]) in order; each row's context is its
-        batch. ``stored``: the memory's (id, content, metadata JSON, created_at)."""
+        """Index a batch of (seq, content[, stored[, vector]]) in order; each row's context is
+        its batch. ``stored``: the memory's (id, content, metadata JSON, created_at);
+        ``vector``: its packed unit vector (``vectors.pack``) or None."""
         # alone in its batch with its fields, a row is stemmed only if it is not a twin
         alone = len(rows) == 1 and len(rows[0]) > 2
         self.add_stemmed([(row[0], None if alone else index_stems(row[1]), *row[2:])
@@ -118,7 +120,7 @@ class UserIndex:
 
     def add_stemmed(self, rows: list[tuple]) -> None:
         """``add_batch`` with each row's ``index_stems`` already made (off the event loop), or
-        None to make them here if needed: (seq, stems[, stored]). Rows already indexed are
+        None to make them here if needed: (seq, stems[, stored[, vector]]). Rows already indexed are
         skipped (a write seen twice is indexed once)."""
         if len(rows) == 1 and self._twin(rows[0]):
             return
@@ -134,6 +136,8 @@ class UserIndex:
                     weighted[term] += weight
                 length += len(terms[j])
             self._append(seq, weighted, length, stored[0] if stored else None)
+            if len(stored) > 1:          # (seq, stems, stored, packed vector or None)
+                self.vectors.put(self.slot_of[seq], stored[1])
             if len(rows) == 1 and stored:
                 self._texts.setdefault(stored[0][1], self.slot_of[seq])
 
@@ -200,11 +204,18 @@ class UserIndex:
         """Mostly deleted postings: worth rebuilding from the database."""
         return len(self.deleted) > 1000 and len(self.deleted) > len(self.seqs) // 4
 
-    def search(self, terms: list[str], limit: int,
-               distinct: bool = False) -> list[tuple[int, float]]:
-        """(seq, score) best first for the stemmed query ``terms`` (``maxscore.search``): a
-        slot's twins beside it, newest first, or with ``distinct`` only its newest memory."""
-        ranked = maxscore.search(self, terms, limit)
+    def search(self, terms: list[str], limit: int, distinct: bool = False, qvec=None,
+               weight: float = 0.0) -> list[tuple[int, float]]:
+        """(seq, score 0-1) best first for the stemmed query ``terms`` (``maxscore.search``,
+        request words ``text.weak``), fused with the query's vector ``qvec`` when given
+        (``vectors.fuse``, ``weight``): a slot's twins beside it, newest first, or with
+        ``distinct`` only its newest memory."""
+        if qvec is None:
+            ranked = maxscore.search(self, terms, limit, text.weak(terms))
+        else:
+            ranked = vectors.fuse(self.vectors, maxscore.search(
+                self, terms, max(limit, vectors.CANDIDATES), text.weak(terms)),
+                qvec, weight, limit, len(self.seqs), self.deleted)
         if not self.twins:
             return [(self.seqs[slot], score) for slot, score in ranked]
         out: list[tuple[int, float]] = []
@@ -222,11 +233,16 @@ class UserIndex:
             return None
         return self.stored[slot] if self.seqs[slot] == seq else self._twin_stored.get(seq)
 
-    def hits(self, terms: list[str], limit: int, distinct: bool = False) -> list[tuple]:
+    def hits(self, terms: list[str], limit: int, distinct: bool = False,
+             question: when.Question | None = None, qvec=None,
+             weight: float = 0.0) -> list[tuple]:
         """``search`` with each memory's stored fields: (seq, score, stored) best first
-        (``as_memories`` makes them memories)."""
-        return [(seq, score, self.stored_of(seq))
-                for seq, score in self.search(terms, limit, distinct)]
+        (``as_memories`` makes them memories); for a ``question`` about time, the
+        ``when.POOL * limit`` best reordered by ``when.rerank``."""
+        timed = question is not None and question.timed
+        found = [(seq, score, self.stored_of(seq)) for seq, score in self.search(
+            terms, when.POOL * limit if timed else limit, distinct, qvec, weight)]
+        return when.rerank(question, found, limit) if timed else found
 
     def _renormalise(self, postings: Postings, norms) -> None:
         np = lazy_numpy()
@@ -279,7 +295,7 @@ def _grown(dense, slot: int):
 
 
 def build(rows: list[tuple]) -> UserIndex:
-    """An index of the rows (seq, group, content[, stored]), oldest first; consecutive rows
+    """An index of the rows (seq, group, content[, stored[, vector]]), oldest first; consecutive rows
     of one group are a batch (each other's context)."""
     index = UserIndex()
     batch: list[tuple] = []

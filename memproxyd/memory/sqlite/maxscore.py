@@ -24,31 +24,73 @@ POSTINGS_BUDGET = 15_000   # postings one search may score in full
 PRUNE_CHECK = 512          # a term with more postings than this is worth a MaxScore check
 DENSE_SHARE = 8            # a term in 1/8 of the memories is looked up densely (``_dense``)
 DENSE_TERMS = 16           # dense lookups kept per user (the most recently used terms)
+WEAK_WEIGHT = 0.5          # a request word's share of its IDF weight
+WEAK_POOL = 4              # request words reorder the 4 * limit best found by topic words
 
 
-def search(index, terms: list[str], limit: int) -> list[tuple[int, float]]:
-    """(slot, score) best first for the stemmed query ``terms``."""
+def search(index, terms: list[str], limit: int,
+           weak: frozenset[str] = frozenset()) -> list[tuple[int, float]]:
+    """(slot, score) best first for the stemmed query ``terms``, each score normalised to
+    the query's best possible match (``ideal``): 0-1. The ``weak`` terms (request words,
+    ``terms.weak``) only add to memories the other terms found (the ``WEAK_POOL * limit``
+    best of them), at ``WEAK_WEIGHT``: a memory is never a hit by request words alone."""
     count = index.live_slots
-    lists = sorted((index.postings[t] for t in set(terms) if t in index.postings),
+    present = [t for t in set(terms) if t in index.postings]
+    lists = sorted((index.postings[t] for t in present if t not in weak),
                    key=lambda p: len(p.slots))
     if not count or not lists:
         return []
     weights, rest = _bounds(index, lists, count)
-    return _score(index, lists, weights, rest, limit)
+    extra = sorted((index.postings[t] for t in present if t in weak), key=lambda p: len(p.slots))
+    if not extra:
+        ranked = _score(index, lists, weights, rest, limit)
+    else:
+        found = _score(index, lists, weights, rest, max(limit, WEAK_POOL * limit))
+        more, more_rest = _bounds(index, extra, count, WEAK_WEIGHT)
+        ranked = _complete(index, *_arrays(found), extra, more, more_rest, limit)
+        weights += more
+        lists += extra
+    best = ideal(index, lists, weights, len(set(terms).difference(present, weak)), count)
+    return [(slot, min(1.0, score / best)) for slot, score in ranked]
 
 
-def _bounds(index, lists: list, count: int) -> tuple[list[float], list[float]]:
-    """Each term's IDF weight (its impacts brought to the current normalisation), and
-    ``rest[i]``: the most the terms from the i-th on can add to any one memory."""
+def ideal(index, lists: list, weights: list[float], unknown: int, count: int) -> float:
+    """The score of the query's best possible match: a memory that holds every term of the
+    query with the largest BM25 part any memory has for it; a topic word no memory has
+    counts as if one memory had it once, at the average length (a request word no memory
+    has does not count). What a search's scores are divided by, so 1.0 means "as good as
+    this store can match this question" and 0.3 "a third of the question's weight"."""
+    return (sum(w * p.peak for w, p in zip(weights, lists))
+            + unknown * idf(1, count + 1)) or 1.0
+
+
+def idf(hits: int, count: int) -> float:
+    """Lucene's BM25 IDF, ``log(1 + (N - n + 0.5) / (n + 0.5))``: positive for every term,
+    even one in most of a small store's memories (FTS5's ``log((N - n + 0.5) / (n + 0.5))``
+    gives it ~0, so two memories that both say "deploy" scored nothing for "deploy")."""
+    return math.log(1 + (count - hits + 0.5) / (hits + 0.5))
+
+
+def _arrays(found: list[tuple[int, float]]):
+    """(slots, scores) of ``found`` as numpy arrays, ordered by slot."""
+    np = lazy_numpy()
+    found = sorted(found)
+    return (np.array([slot for slot, _ in found], dtype=np.int32),
+            np.array([score for _, score in found], dtype=np.float32))
+
+
+def _bounds(index, lists: list, count: int,
+            scale: float = 1.0) -> tuple[list[float], list[float]]:
+    """Each term's IDF weight (times ``scale``; its impacts brought to the current
+    normalisation), and ``rest[i]``: the most the terms from the i-th on can add to any one
+    memory."""
     index._drift(count)
     weights = []
-    generation, log = index._generation, math.log
+    generation = index._generation
     for postings in lists:
         # deleted memories keep their postings until a rebuild: never more hits than
-        # live memories (the log's argument would go below zero)
-        hits = min(len(postings.slots), count)
-        idf = log((count - hits + 0.5) / (hits + 0.5))
-        weights.append(idf if idf > 0 else 1e-6)
+        # live memories
+        weights.append(scale * idf(min(len(postings.slots), count), count))
         if postings.generation != generation:
             index._renormalise(postings, index._current_norms())
     rest = [0.0] * (len(lists) + 1)

@@ -1,5 +1,5 @@
 """Memory rows of the sqlite store: the user scope every statement goes through, rows as
-``Memory``, list cursors, fetching ranked hits.
+``Memory``.
 
 Isolation: ``UserScope`` refuses SQL that does not bind ``:user_id`` and always binds it to
 the scope's user.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from memproxyd.memory import vectors
 from memproxyd.memory.base import Memory
 
 COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at"
@@ -38,16 +37,3 @@ def memory(row: tuple, score: float = 0.0) -> Memory:
 
 def rows(conn, user_id: str, sql: str, params: dict) -> list[tuple]:
     return UserScope(conn, user_id).rows(sql, **params)
-
-
-def fetch(conn, user_id: str, ranked: list[tuple[int, float]], qvec,
-          limit: int) -> list[Memory]:
-    """The memories of the ranked seqs, in order (fused with vector similarity when
-    ``qvec``, the memories then scored by the fusion)."""
-    scope = UserScope(conn, user_id)
-    if qvec is not None:
-        ranked = vectors.fuse(scope, ranked, qvec, limit)
-    marks = ",".join(str(int(seq)) for seq, _ in ranked) or "NULL"
-    rows = {r[0]: r for r in scope.rows(f"SELECT {COLUMNS} FROM memories m"
-                                        f" WHERE m.user_id = :user_id AND m.seq IN ({marks})")}
-    return [memory(rows[seq], score) for seq, score in ranked if seq in rows]

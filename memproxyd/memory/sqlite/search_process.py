@@ -91,14 +91,16 @@ class SearchProcess:
         if messages and self._stdin is not None and not self._stdin.is_closing():
             self._stdin.write(frame(messages))
 
-    async def search(self, user_id: str, query: str, limit: int,
-                     distinct: bool = False) -> list[tuple]:
-        """(seq, score, stored) best first, from the worker's index of the user."""
+    async def search(self, user_id: str, query: str, limit: int, distinct: bool = False,
+                     qvec=None, weight: float = 0.0) -> list[tuple]:
+        """(seq, score, stored) best first, from the worker's index of the user (fused with
+        the query's vector ``qvec`` at ``weight`` when given)."""
         if self._stdin is None or self._stdin.is_closing():
             raise SearchUnavailable("the search process is restarting")
         request = next(self._requests)
         future = self._pending[request] = asyncio.get_running_loop().create_future()
-        self.send(("search", request, user_id, query, limit, distinct))
+        fused = () if qvec is None else ([float(x) for x in qvec], weight)
+        self.send(("search", request, user_id, query, limit, distinct, *fused))
         try:
             return await future
         finally:

@@ -9,12 +9,14 @@ Reads frames from stdin, answers on stdout. A frame is a 4-byte big-endian lengt
 pickled list of messages, handled in order:
 
 * ``("add", user_id, batches)``: committed rows as the store's writes return them, each
-  batch ``[(seq, stems or None, stored), ...]`` with ``stored`` = (id, content, metadata
-  JSON, created_at); its own context, as in the store (``UserIndex.add_stemmed``).
+  batch ``[(seq, stems or None, stored, vector), ...]`` with ``stored`` = (id, content,
+  metadata JSON, created_at) and ``vector`` the packed (smoothed) vector or None; its own
+  context, as in the store (``UserIndex.add_stemmed``).
 * ``("remove", user_id, seqs)``, ``("reset", user_id)`` (every memory of the user forgotten),
   ``("build", user_id)`` (index the user now: the store's warm-up).
-* ``("search", request, user_id, query, limit, distinct)``: answered with
-  ``(request, [(seq, score, stored), ...])`` or ``(request, "error text")``.
+* ``("search", request, user_id, query, limit, distinct[, qvec, weight])``: answered with
+  ``(request, [(seq, score, stored), ...])`` or ``(request, "error text")``; with the
+  query's vector (a list of floats) fused with the user's vectors at ``weight``.
 
 Why the indexes stay exact: the daemon sends a write's rows after its commit, and every
 message down one pipe, in order. A user is indexed from the file (a read-only connection) the
@@ -35,7 +37,7 @@ import sqlite3
 import sys
 import threading
 
-from memproxyd.memory import terms
+from memproxyd.memory import terms, when
 from memproxyd.memory.sqlite import lexical
 from memproxyd.memory.sqlite.db import read_only
 from memproxyd.memory.sqlite.rows import UserScope
@@ -43,11 +45,12 @@ from memproxyd.memory.sqlite.rows import UserScope
 
 def load(conn: sqlite3.Connection, user_id: str) -> lexical.UserIndex:
     """The user's index from their rows, oldest first, batches by group."""
-    return lexical.build([(seq, grp, content, (mid, content, metadata, created_at))
-                          for seq, grp, mid, content, metadata, created_at
+    return lexical.build([(seq, grp, content, (mid, content, metadata, created_at), vector)
+                          for seq, grp, mid, content, metadata, created_at, vector
                           in UserScope(conn, user_id).rows(
-        "SELECT seq, grp, id, content, metadata, created_at FROM memories"
-        " WHERE user_id = :user_id ORDER BY seq")])
+        "SELECT m.seq, m.grp, m.id, m.content, m.metadata, m.created_at, v.vector"
+        " FROM memories m LEFT JOIN memory_vectors v ON v.seq = m.seq"
+        " WHERE m.user_id = :user_id ORDER BY m.seq")])
 
 
 class Worker:
@@ -78,10 +81,12 @@ class Worker:
                 threading.Thread(target=self._build, args=(user_id,), daemon=True).start()
             return None
         if kind == "search":
-            request, _, query, limit, distinct = args
+            request, _, query, limit, distinct, *fused = args
             try:
                 stems = terms.stems(terms.query_terms(query))
-                return (request, index.hits(stems, limit, distinct))
+                qvec, weight = fused if fused else (None, 0.0)
+                return (request, index.hits(stems, limit, distinct, when.Question.of(query),
+                                            qvec, weight))
             except Exception as exc:            # told to the caller; the worker goes on
                 return (request, f"{type(exc).__name__}: {exc}")
         if kind == "add":

@@ -1,5 +1,6 @@
 """The embedded memory backend: one SQLite file (WAL) holds every memory durably; an
-in-memory BM25 index per user (``lexical.py``) ranks them; optional vectors.
+in-memory BM25 index per user (``lexical.py``) ranks them; optional vectors, held beside
+it (``vectors.py``).
 
     store = SqliteStore(state_dir / "memory.db")
     await store.open()
@@ -10,7 +11,7 @@ Isolation: every statement that touches memories goes through ``UserScope``, whi
 SQL that does not bind ``:user_id`` and always binds it to the scope's user; each user has an
 index of their own.
 
-Threads: writes run on one writer connection; reads (get, list, vector candidates) on a
+Threads: writes run on one writer connection; reads (get, list) on a
 small pool of reader connections, so they never queue behind the outbox's deliveries. The
 index lives on the event loop: built from the user's rows on first use (on the writer
 thread, in order with the writes), then updated after each committed write -- or, with
@@ -26,11 +27,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from memproxyd.memory import terms as text, vectors
+from memproxyd.memory import terms as text, vectors, when
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
 from memproxyd.memory.sqlite import lexical, writes
 from memproxyd.memory.sqlite.db import GroupCommit, Migration, SqliteReaders, SqliteThread
-from memproxyd.memory.sqlite.rows import (COLUMNS, UserScope, fetch, memory as as_memory,
+from memproxyd.memory.sqlite.rows import (COLUMNS, UserScope, memory as as_memory,
                                           rows as scoped_rows)
 from memproxyd.memory.sqlite.search_process import SearchProcess
 from memproxyd.memory.sqlite.search_worker import load
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 Embedder = Callable[[list, Any], Awaitable[list]]
 READERS = 2               # read connections (each its own thread)
 CHECKPOINT_ROWS = 500     # rows written between WAL checkpoints (on the writer thread)
+VECTOR_WEIGHT = 0.1       # ``[memory] vector_weight``'s default (``vectors.fuse``)
 
 
 def _group_existing(conn: sqlite3.Connection) -> None:
@@ -80,9 +82,11 @@ class SqliteStore(MemoryStore):
     name = "sqlite"
 
     def __init__(self, db_path: Path, *, embedder: Embedder | None = None,
-                 readers: int = READERS, search_process: bool = False):
+                 readers: int = READERS, search_process: bool = False,
+                 vector_weight: float = VECTOR_WEIGHT):
         self.db_path = Path(db_path)
         self.embedder = embedder
+        self.vector_weight = vector_weight      # the vectors' share of a fused score
         self._db = SqliteThread(self.db_path, "memory-store", checkpoint_rows=CHECKPOINT_ROWS)
         self._readers = SqliteReaders(self.db_path, "memory-read", size=readers)
         self.schema_version = 0
@@ -287,7 +291,8 @@ class SqliteStore(MemoryStore):
         terms = text.stems(text.query_terms(query))
         # The hits' fields are in the index: no statement on the loop (reading them by
         # primary key cost ~40 µs of the loop's time at concurrency 32, measured).
-        return lexical.as_memories(user_id, index.hits(terms, limit, distinct), metadata)
+        return lexical.as_memories(user_id, index.hits(terms, limit, distinct,
+                                                       when.Question.of(query)), metadata)
 
     async def search(self, user_id: str, query: str, limit: int, session=None) -> list[Memory]:
         return await self._search(user_id, query, limit, session)
@@ -305,19 +310,16 @@ class SqliteStore(MemoryStore):
         qvec = None
         if self.embedder is not None and query.strip():
             qvec = (await self._embed([query], session) or [None])[0]
-        wanted = vectors.CANDIDATES if qvec is not None else limit
+        weight = self.vector_weight if qvec is not None else 0.0
         if self._searcher is not None:     # the query's terms are made there too
-            hits = await self._searcher.search(user_id, query, wanted, distinct)
+            hits = await self._searcher.search(user_id, query, limit, distinct, qvec, weight)
         else:
             terms = text.stems(text.query_terms(query))
             if not terms and qvec is None:
                 return []
             index = await self._index(user_id)
-            hits = index.hits(terms, wanted, distinct)
-        if qvec is None:
-            return lexical.as_memories(user_id, hits, metadata)
-        ranked = [(seq, score) for seq, score, _ in hits]
-        return await self._readers.run(fetch, user_id, ranked, qvec, limit)
+            hits = index.hits(terms, limit, distinct, when.Question.of(query), qvec, weight)
+        return lexical.as_memories(user_id, hits, metadata)
 
     async def _embed(self, texts: list[str], session) -> list | None:
         return await vectors.embed(self.embedder, texts, session)

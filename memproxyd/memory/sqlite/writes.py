@@ -3,7 +3,8 @@ their own, on the writer thread or (``add_parts_now``) on the event loop.
 
     added = add_parts(conn, [("alice", [[item]]), ("bob", [[other]])])   # one transaction
 
-Each new row comes back as (seq, index stems, stored fields) for the user's in-memory index
+Each new row comes back as (seq, index stems, stored fields, packed vector or None) for the
+user's in-memory index
 (``lexical.UserIndex.add_stemmed``); the stems are made here on the thread; on the loop
 (None) by the index, only for a text it does not have yet.
 Every statement goes through ``UserScope`` (``:user_id`` always bound).
@@ -57,22 +58,25 @@ def write(conn, user_id: str, batches: list[list[NewMemory]],
     seq = conn.execute("SELECT coalesce(max(seq), 0) FROM memories").fetchone()[0]
     for batch in batches:
         added.append([])
-        for item in batch:
-            vector = next(embedded) if embedded is not None else None
+        # each vector with its batch neighbours' (the batch is the memory's context)
+        smoothed = (vectors.smooth([next(embedded) for _ in batch]) if embedded is not None
+                    else [None] * len(batch))
+        for item, vector in zip(batch, smoothed):
+            packed = vectors.pack(vector) if vector is not None else None
             metadata = json.dumps(item.metadata)
             memory, new = insert(scope, item, seq + 1, seq + 1 - len(added[-1]),
-                                       vector, metadata)
+                                       packed, metadata)
             out.append(memory)
             if new:
                 seq += 1
                 added[-1].append((seq, lexical.index_stems(item.content) if stem else None,
                                   (memory.id, memory.content, metadata,
-                                   memory.created_at)))
+                                   memory.created_at), packed))
     return out, added
 
 
 def insert(scope: UserScope, item: NewMemory, seq: int, group: int,
-            vector, metadata: str) -> tuple[Memory, bool]:
+            vector: bytes | None, metadata: str) -> tuple[Memory, bool]:
     """(the memory, whether it is new): an item whose key is stored is not stored twice
     (the insert yields to the user's unique key; only then is the stored one read)."""
     memory = Memory(secrets.token_hex(8), scope.user_id, item.content, dict(item.metadata),
@@ -90,7 +94,7 @@ def insert(scope: UserScope, item: NewMemory, seq: int, group: int,
         return as_memory(existing[0]), False
     if vector is not None:
         scope.execute("INSERT INTO memory_vectors(seq, user_id, vector)"
-                      " VALUES (:seq, :user_id, :vector)", seq=seq, vector=vectors.pack(vector))
+                      " VALUES (:seq, :user_id, :vector)", seq=seq, vector=vector)
     return memory, True
 
 

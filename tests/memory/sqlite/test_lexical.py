@@ -11,22 +11,27 @@ from memproxyd.memory.sqlite import lexical, maxscore
 def exhaustive(index: lexical.UserIndex, terms: list[str], limit: int) -> list[float]:
     """The top ``limit`` scores by scoring every posting of every term, in plain Python: one
     score per live memory, a slot's twins scoring as the slot (the statistics count each
-    distinct text once)."""
+    distinct text once), over the best possible match: every term at its best BM25 part (a
+    term no memory has: as if one had it)."""
     count = index.live_slots
     index._drift(count)
     norms = index._current_norms()
     scores: dict[int, float] = {}
+    ideal = 0.0
     for term in set(terms):
         postings = index.postings.get(term)
         if postings is None:
+            ideal += math.log(1 + (count + 0.5) / 1.5)
             continue
         hits = min(len(postings.slots), count)
-        idf = math.log((count - hits + 0.5) / (hits + 0.5))
-        for slot, f in zip(postings.slots, postings.frequencies):
+        idf = math.log(1 + (count - hits + 0.5) / (hits + 0.5))
+        impacts = [f * (lexical.K1 + 1) / (f + norms[slot])
+                   for slot, f in zip(postings.slots, postings.frequencies)]
+        ideal += idf * max(impacts)
+        for slot, impact in zip(postings.slots, impacts):
             if slot not in index.deleted:
-                impact = f * (lexical.K1 + 1) / (f + norms[slot])
-                scores[slot] = scores.get(slot, 0.0) + (idf if idf > 0 else 1e-6) * impact
-    per_memory = [scores.get(slot, 0.0) for slot in index.slot_of.values()]
+                scores[slot] = scores.get(slot, 0.0) + idf * impact
+    per_memory = [scores.get(slot, 0.0) / ideal for slot in index.slot_of.values()]
     return sorted((s for s in per_memory if s > 0), reverse=True)[:limit]
 
 
@@ -128,3 +133,36 @@ def test_twins_change_no_statistic():
         stems = lexical.text.stems(terms)
         assert ([s for _, s in index.search(stems, 5, distinct=True)]
                 == pytest.approx([s for _, s in once.search(stems, 5)]))
+
+
+def scored(index: lexical.UserIndex, query: str) -> dict[str, float]:
+    return {stored[1]: score for _, score, stored
+            in index.hits(lexical.text.stems(lexical.text.query_terms(query)), 10)}
+
+
+def test_scores_are_shares_of_the_best_possible_match():
+    index = lexical.UserIndex()
+    for seq, said in enumerate(["deploy the cluster to staging", "the deploy window is friday",
+                                "we painted the fence blue"]):
+        alone(index, seq, said)
+    found = scored(index, "deploy cluster")
+    assert found["deploy the cluster to staging"] == pytest.approx(1.0)  # every word, at best
+    assert 0.2 < found["the deploy window is friday"] < 0.6
+    assert "we painted the fence blue" not in found
+    # a word no memory has is part of the question: the same fact matches less of it
+    assert 0.4 < scored(index, "deploy cluster kubernetes")["deploy the cluster to staging"] < 0.8
+
+
+def test_request_words_are_never_the_only_reason_for_a_hit():
+    index = lexical.UserIndex()
+    for seq, said in enumerate(["User: Please deploy the api cluster to staging tonight.",
+                                "User: Can you tell me why the nightly build failed?",
+                                "User: the notes say to use tabs for indentation"]):
+        alone(index, seq, said)
+    found = scored(index, "Please read the notes in CLAUDE.md and tell me the indentation rule")
+    assert list(found) == ["User: the notes say to use tabs for indentation"]
+    assert scored(index, "please tell me") == {}
+    # among what a topic word found, request words still count
+    alone(index, 9, "User: please check the indentation")
+    found = scored(index, "please fix the indentation")
+    assert list(found)[0] == "User: please check the indentation"
