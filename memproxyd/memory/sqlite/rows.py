@@ -12,7 +12,7 @@ import sqlite3
 from memproxyd.memory import vectors
 from memproxyd.memory.base import Memory
 
-COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at"
+COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at, m.pinned"
 
 
 class UserScope:
@@ -32,8 +32,8 @@ class UserScope:
 
 
 def memory(row: tuple, score: float = 0.0) -> Memory:
-    _, mid, user_id, content, metadata, created_at = row[:6]
-    return Memory(mid, user_id, content, json.loads(metadata), created_at, score)
+    _, mid, user_id, content, metadata, created_at, pinned = row[:7]
+    return Memory(mid, user_id, content, json.loads(metadata), created_at, score, bool(pinned))
 
 
 def rows(conn, user_id: str, sql: str, params: dict) -> list[tuple]:

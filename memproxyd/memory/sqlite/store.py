@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from pathlib import Path
@@ -73,6 +74,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE memories ADD COLUMN grp INTEGER",
         _group_existing,
         "DROP TABLE memories_fts",
+    ),
+    (   # pinned memories: in every block of their owner
+        "ALTER TABLE memories ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX memories_user_pinned ON memories(user_id, seq) WHERE pinned",
     ),
 )
 
@@ -218,10 +223,7 @@ class SqliteStore(MemoryStore):
 
     async def delete(self, user_id: str, memory_id: str, session=None) -> bool:
         seqs = await self._db.run(writes.delete, user_id, "AND id = :id", {"id": memory_id})
-        if self._searcher is not None:
-            self._searcher.send(("remove", user_id, seqs))
-        elif user_id in self._indexes:
-            self._indexes[user_id].remove(seqs)
+        self._removed(user_id, seqs)
         return bool(seqs)
 
     async def forget_all(self, user_id: str, session=None) -> int:
@@ -231,6 +233,61 @@ class SqliteStore(MemoryStore):
         elif user_id in self._indexes:
             self._indexes[user_id] = lexical.UserIndex()
         return len(seqs)
+
+    async def update(self, user_id: str, memory_id: str, *, content: str | None = None,
+                     metadata: dict | None = None, pinned: bool | None = None,
+                     session=None) -> Memory | None:
+        """Edit in place; a new text is re-indexed at once (its old postings removed, the new
+        text indexed as a batch of its own: its neighbours' context comes back with the next
+        build of the index) and re-embedded."""
+        changes: dict[str, Any] = {}
+        if content is not None:
+            changes["content"] = content
+        if metadata is not None:
+            changes["metadata"] = json.dumps(metadata)
+        if pinned is not None:
+            changes["pinned"] = int(pinned)
+        vector = None
+        if content is not None and self.embedder is not None:
+            vector = (await self._embed([content], session) or [None])[0]
+        done = await self._db.run(writes.update, user_id, memory_id, changes, vector)
+        if done is None:
+            return None
+        memory, seq = done
+        if content is not None or metadata is not None:
+            self._reindexed(user_id, memory, seq)
+        return memory
+
+    async def move(self, user_id: str, memory_id: str, to_user: str,
+                   session=None) -> Memory | None:
+        done = await self._db.run(writes.move, user_id, memory_id, to_user)
+        if done is None:
+            return None
+        memory, seq = done
+        self._removed(user_id, [seq])
+        self._indexed(to_user, [[_index_row(memory, seq, self._stem)]])
+        return memory
+
+    def _reindexed(self, user_id: str, memory: Memory, seq: int) -> None:
+        self._removed(user_id, [seq])
+        self._indexed(user_id, [[_index_row(memory, seq, self._stem)]])
+
+    def _removed(self, user_id: str, seqs: list[int]) -> None:
+        if self._searcher is not None:
+            self._searcher.send(("remove", user_id, seqs))
+        elif user_id in self._indexes:
+            self._indexes[user_id].remove(seqs)
+
+    async def pinned(self, user_id: str, session=None) -> list[Memory]:
+        rows = await self._readers.run(
+            scoped_rows, user_id, f"SELECT {COLUMNS} FROM memories m WHERE m.user_id ="
+            " :user_id AND m.pinned ORDER BY m.seq DESC", {})
+        return [as_memory(r) for r in rows]
+
+    async def count(self, user_id: str, session=None) -> int | None:
+        rows = await self._readers.run(scoped_rows, user_id, "SELECT count(*) FROM memories"
+                                       " WHERE user_id = :user_id", {})
+        return rows[0][0]
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -295,6 +352,12 @@ class SqliteStore(MemoryStore):
 
     async def _embed(self, texts: list[str], session) -> list | None:
         return await vectors.embed(self.embedder, texts, session)
+
+
+def _index_row(memory: Memory, seq: int, stem: bool) -> tuple:
+    """A stored memory as the index takes a committed row: (seq, stems or None, fields)."""
+    return (seq, lexical.index_stems(memory.content) if stem else None,
+            (memory.id, memory.content, json.dumps(memory.metadata), memory.created_at))
 
 
 def _log_failed_build(task: asyncio.Task) -> None:
