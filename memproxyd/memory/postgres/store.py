@@ -210,7 +210,7 @@ class PostgresStore(MemoryStore):
             sets.append(f"content = ${len(args) + 2}")
             vector = (await self._embed([content], session) or [None])[0]
             args.append(pg_vectors.array_literal(vector) if vector is not None else None)
-            sets.append(f"embedding = ${len(args) + 2}::real[]")
+            sets.append(f"embedding = ${len(args) + 2}::text::real[]")
         if metadata is not None:
             args.append(json.dumps(metadata))
             sets.append(f"metadata = ${len(args) + 2}::jsonb")
