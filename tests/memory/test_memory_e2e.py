@@ -256,11 +256,13 @@ async def test_memory_api_round_trip_and_bad_input_writes_nothing(mem_daemon):
                                       {"content": "Bob prefers coffee"}]})
     assert status == 201 and len(body["data"]) == 2
     tea_id = body["data"][0]["id"]
-    assert set(body["data"][0]) == {"id", "user_id", "content", "metadata", "created_at"}
+    assert set(body["data"][0]) == {"id", "user_id", "content", "metadata", "created_at",
+                                    "pinned", "scope"}
     status, found = await http_json("POST", base + "/search",
                                     json={"user_id": user, "query": "who likes tea", "limit": 1})
     assert status == 200 and found["results"][0]["id"] == tea_id
-    assert set(found["results"][0]) == {"id", "content", "score", "metadata", "created_at"}
+    assert set(found["results"][0]) == {"id", "content", "score", "metadata", "created_at",
+                                        "pinned", "scope"}
     status, one = await http_json("GET", f"{base}/{tea_id}", params={"user_id": user})
     assert status == 200 and one["metadata"] == {"k": 1}
     bad = [
