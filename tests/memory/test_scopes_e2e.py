@@ -282,3 +282,57 @@ def test_scope_personal_needs_a_personal_scope(tmp_path, openai_fake, start_daem
     assert ok(daemon.url, "GET", f"/v1/memories/{memory['id']}", user_id="alpha")
     status, refused = call_api(daemon.url, "GET", "/v1/memories", user_id="a", scope="all")
     assert status == 400 and refused["error"]["code"] == "invalid_scope"
+
+
+def ctl(daemon, capsys, *args) -> tuple[int, str, str]:
+    code = cli.main(["--config", str(daemon.config), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_memproxyctl_edits_pins_promotes_and_round_trips_pins_and_scope(
+        setup, capsys, tmp_path, openai_fake, start_daemon):
+    daemon, ports = setup
+    alpha = port_url(ports, "alpha")
+    tag = uuid.uuid4().hex[:8]
+    first = add(alpha, f"ctl{tag} builds use make")
+    second = add(alpha, f"ctl{tag} prefers vim")
+    code, out, _ = ctl(daemon, capsys, "memory", "edit", "alpha", first["id"],
+                       f"ctl{tag} builds use ninja", "--metadata", '{"why": "faster"}')
+    assert code == 0 and f"edited {first['id']}" in out
+    assert ok(alpha, "GET", f"/v1/memories/{first['id']}")["metadata"] == {"why": "faster"}
+    code, out, err = ctl(daemon, capsys, "memory", "pin", "alpha", first["id"], "nope")
+    assert code == 1 and f"pinned {first['id']}" in out and "no memory 'nope'" in err
+    code, out, _ = ctl(daemon, capsys, "memory", "list", "alpha")
+    [line] = [line for line in out.splitlines() if first["id"] in line]
+    assert "pinned" in line and "ninja" in line
+    assert ctl(daemon, capsys, "memory", "unpin", "alpha", first["id"])[0] == 0
+    assert ok(alpha, "GET", f"/v1/memories/{first['id']}")["pinned"] is False
+    assert ctl(daemon, capsys, "memory", "pin", "alpha", first["id"])[0] == 0
+    code, out, _ = ctl(daemon, capsys, "memory", "promote", "alpha", second["id"])
+    assert code == 0 and "'me'" in out
+    assert ctl(daemon, capsys, "memory", "edit", "alpha", first["id"])[0] == 1   # nothing given
+
+    exported = {}
+    for owner in ("alpha", "me"):
+        code, exported[owner], _ = ctl(daemon, capsys, "memory", "export", owner)
+        assert code == 0
+    lines_of = {owner: [json.loads(line) for line in text.splitlines()]
+                for owner, text in exported.items()}
+    [pinned] = [m for m in lines_of["alpha"] if m["id"] == first["id"]]
+    assert pinned["pinned"] is True and pinned["scope"] == "project"
+    assert all(m["scope"] == "personal" for m in lines_of["me"])
+    assert second["id"] in {m["id"] for m in lines_of["me"]}
+
+    fresh = start_daemon(write_config(tmp_path, openai_fake.url, memory=MEMORY))
+    for owner, text in exported.items():
+        source = tmp_path / f"{owner}.jsonl"
+        source.write_text(text)
+        assert ctl(fresh, capsys, "memory", "import", "alpha", str(source))[0] == 0
+    again = ok(fresh.url, "GET", "/v1/memories", user_id="alpha", limit=1000)["data"]
+    personal = ok(fresh.url, "GET", "/v1/memories", scope="personal", limit=1000)["data"]
+
+    def summary(memories):
+        return sorted((m["content"], m["metadata"], m["pinned"]) for m in memories)
+    assert summary(again) == summary(lines_of["alpha"])
+    assert summary(personal) == summary(lines_of["me"])
