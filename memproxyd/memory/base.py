@@ -171,6 +171,10 @@ class MemoryStore(abc.ABC):
         """The user's pinned memories, newest first (none where a backend has no pins)."""
         return []
 
+    def pinned_now(self, user_id: str) -> list[Memory] | None:
+        """``pinned``'s result when it can be had at once (kept in memory); None when not."""
+        return None
+
     async def count(self, user_id: str, session=None) -> int | None:
         """How many memories the user has; None when the backend cannot tell."""
         return None

@@ -1,9 +1,10 @@
 """What a block shows beside the user's best hits: pinned memories and the personal scope.
 
 * **Pinned** memories (``Memory.pinned``) are in every block of their owner, first, marked
-  (``block.compose``). They are read from the store once per ``PIN_TTL`` seconds per user
-  and at once after a change made through this daemon (``changed``); a pin made by another
-  gateway on a shared PostgreSQL store reaches this one's blocks within ``PIN_TTL``.
+  (``block.compose``). The SQLite store keeps them in memory (``pinned_now``); from a
+  store that does not (PostgreSQL), they are read once per ``PIN_TTL`` seconds per user and
+  at once after a change made through this daemon (``changed``): a pin made by another
+  gateway on the shared database reaches this one's blocks within ``PIN_TTL``.
 * **Personal scope**: ``[memory] personal = "me"`` names a user id whose memories every
   other user's recall searches too (its best hits ranked with the user's own by score; its
   pins after the user's), each marked ``personal`` in the block. Nothing is ever written
@@ -19,6 +20,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 
@@ -59,6 +61,9 @@ class Scopes:
         self._pins.pop(user_id, None)
 
     def _cached_pins(self, user_id: str) -> list[Memory] | None:
+        kept = self.store.pinned_now(user_id)      # a store that keeps them in memory
+        if kept is not None:
+            return kept
         hit = self._pins.get(user_id)
         if hit is None or self.clock() - hit[0] > PIN_TTL:
             return None
@@ -94,10 +99,18 @@ class Scopes:
                      session=None) -> tuple[list[Memory], list[Memory]]:
         """(the pins of the user, then of the personal scope; the best ``limit`` hits of
         both, by score)."""
-        pinned, found = [], []
-        for owner in self._owners(user_id):
-            pinned += await self.pins(owner, session)
-            found += await self.store.recall(owner, query, limit, session, metadata=True)
+        owners = self._owners(user_id)
+        kept = [self._cached_pins(owner) for owner in owners]
+        if len(owners) == 1 and kept[0] is not None:    # the common case: no task to make
+            return kept[0], await self.store.recall(user_id, query, limit, session,
+                                                    metadata=True)
+        # side by side: the pins' read and the second search never add to the first's time
+        done = await asyncio.gather(
+            *(self.pins(owner, session) for owner in owners),
+            *(self.store.recall(owner, query, limit, session, metadata=True)
+              for owner in owners))
+        pinned = [m for pins in done[:len(owners)] for m in pins]
+        found = [m for hits in done[len(owners):] for m in hits]
         return pinned, _best(found, limit)
 
     async def promote(self, user_id: str, memory_id: str, session=None) -> Memory | None:

@@ -51,3 +51,16 @@ def fetch(conn, user_id: str, ranked: list[tuple[int, float]], qvec,
     rows = {r[0]: r for r in scope.rows(f"SELECT {COLUMNS} FROM memories m"
                                         f" WHERE m.user_id = :user_id AND m.seq IN ({marks})")}
     return [memory(rows[seq], score) for seq, score in ranked if seq in rows]
+
+
+def pinned(conn, user_id: str) -> list[Memory]:
+    """The user's pinned memories, newest first."""
+    return [memory(r) for r in UserScope(conn, user_id).rows(
+        f"SELECT {COLUMNS} FROM memories m WHERE m.user_id = :user_id AND m.pinned"
+        " ORDER BY m.seq DESC")]
+
+
+def every_pin(conn) -> dict[str, list[Memory]]:
+    """Every user's pinned memories (the users found first: statistics, no memory read)."""
+    users = [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM memories WHERE pinned")]
+    return {user_id: pinned(conn, user_id) for user_id in users}

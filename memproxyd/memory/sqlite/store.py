@@ -31,7 +31,8 @@ from memproxyd.memory import terms as text, vectors
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
 from memproxyd.memory.sqlite import lexical, writes
 from memproxyd.memory.sqlite.db import GroupCommit, Migration, SqliteReaders, SqliteThread
-from memproxyd.memory.sqlite.rows import (COLUMNS, UserScope, fetch, memory as as_memory,
+from memproxyd.memory.sqlite.rows import (COLUMNS, UserScope, every_pin, fetch,
+                                          memory as as_memory, pinned as pinned_rows,
                                           rows as scoped_rows)
 from memproxyd.memory.sqlite.search_process import SearchProcess
 from memproxyd.memory.sqlite.search_worker import load
@@ -96,10 +97,14 @@ class SqliteStore(MemoryStore):
         self._warm_up: asyncio.Task | None = None
         self._remembered = GroupCommit(self._commit_remembered, "memory-remember")
         self._searcher = SearchProcess(self.db_path) if search_process else None
+        # every user's pins, newest first: read at open, again after each write that may
+        # change them (on the writer, in order with the writes); a recall never waits for them
+        self._pins: dict[str, list[Memory]] = {}
         self._stem = self._searcher is None      # stems made with the writes for a local index
 
     async def open(self) -> None:
         self.schema_version = await self._db.open("memories", MIGRATIONS)
+        self._pins = await self._db.run(every_pin)
         await self._readers.open()
         if self._searcher is not None:
             await self._searcher.start()
@@ -182,6 +187,8 @@ class SqliteStore(MemoryStore):
                                         self._stem)
         self._db.wrote(len(out))
         self._indexed(user_id, added)
+        if any(item.pinned for batch in batches for item in batch):
+            await self._repin(user_id)
         return out
 
     async def remember(self, user_id: str, items: list[NewMemory]) -> None:
@@ -224,10 +231,13 @@ class SqliteStore(MemoryStore):
     async def delete(self, user_id: str, memory_id: str, session=None) -> bool:
         seqs = await self._db.run(writes.delete, user_id, "AND id = :id", {"id": memory_id})
         self._removed(user_id, seqs)
+        if any(m.id == memory_id for m in self._pins.get(user_id, ())):
+            await self._repin(user_id)
         return bool(seqs)
 
     async def forget_all(self, user_id: str, session=None) -> int:
         seqs = await self._db.run(writes.delete, user_id, "", {})
+        self._pins.pop(user_id, None)
         if self._searcher is not None:
             self._searcher.send(("reset", user_id))
         elif user_id in self._indexes:
@@ -256,6 +266,7 @@ class SqliteStore(MemoryStore):
         memory, seq = done
         if content is not None or metadata is not None:
             self._reindexed(user_id, memory, seq)
+        await self._repin(user_id)
         return memory
 
     async def move(self, user_id: str, memory_id: str, to_user: str,
@@ -266,7 +277,17 @@ class SqliteStore(MemoryStore):
         memory, seq = done
         self._removed(user_id, [seq])
         self._indexed(to_user, [[_index_row(memory, seq, self._stem)]])
+        if memory.pinned:
+            await self._repin(user_id)
+            await self._repin(to_user)
         return memory
+
+    async def _repin(self, user_id: str) -> None:
+        pins = await self._db.run(pinned_rows, user_id)
+        if pins:
+            self._pins[user_id] = pins
+        else:
+            self._pins.pop(user_id, None)
 
     def _reindexed(self, user_id: str, memory: Memory, seq: int) -> None:
         self._removed(user_id, [seq])
@@ -279,10 +300,10 @@ class SqliteStore(MemoryStore):
             self._indexes[user_id].remove(seqs)
 
     async def pinned(self, user_id: str, session=None) -> list[Memory]:
-        rows = await self._readers.run(
-            scoped_rows, user_id, f"SELECT {COLUMNS} FROM memories m WHERE m.user_id ="
-            " :user_id AND m.pinned ORDER BY m.seq DESC", {})
-        return [as_memory(r) for r in rows]
+        return self._pins.get(user_id, [])
+
+    def pinned_now(self, user_id: str) -> list[Memory] | None:
+        return self._pins.get(user_id, [])
 
     async def count(self, user_id: str, session=None) -> int | None:
         rows = await self._readers.run(scoped_rows, user_id, "SELECT count(*) FROM memories"
