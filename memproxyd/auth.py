@@ -5,12 +5,20 @@
   routes the ``?key=`` query parameter; compared in constant time. With no keys there is no key check, and
   the daemon refuses to bind a non-loopback host.
 * **Admin API**: loopback peers, or any peer with ``x-admin-key``; gateway port only.
-* **Browsers**: a web page may send requests to 127.0.0.1 too. A request whose ``Origin`` is
-  an http(s) page on another host is refused (cross-site requests), and a request served
-  without a key (no gateway keys; admin by loopback) must name a loopback ``Host`` (DNS
-  rebinding: a page whose own name resolves to 127.0.0.1). Clients that are not browsers send
-  neither an ``Origin`` nor a foreign ``Host``; editor webviews (``vscode-webview://``) have
-  non-http origins and pass.
+* **Browsers**: a web page may send requests to 127.0.0.1 too. The only pages served are the
+  daemon's own (``/ui``), so a request that carries a browser's marks (``Origin``,
+  ``Sec-Fetch-Site``) passes only when it comes from a loopback page of this very listener
+  (same origin: a loopback host and this socket's port) or from an editor webview
+  (``vscode-webview://``, ``vscode-file://``: schemes no web page can send). Everything else
+  is refused (``cross_origin``): other sites, ``Origin: null`` (sandboxed iframes, ``file:``
+  pages, redirects), and other loopback ports (a local dev server is loopback but is not
+  us). Clients that are not browsers send none of these headers.
+* **Admin from a browser**: "a loopback peer" says only which machine the request came from,
+  and every page in every browser on this machine is a loopback peer. So without
+  ``x-admin-key`` a browser context may use the admin API only from the daemon's own page
+  (same origin, which only ``/ui`` has); an editor webview needs the key like a remote peer.
+* **DNS rebinding**: a request served without a key (no gateway keys; admin by loopback) must
+  name a loopback ``Host`` (a page whose own name resolves to 127.0.0.1 is still refused).
 """
 from __future__ import annotations
 
@@ -55,16 +63,49 @@ def key_matches(presented: str | None, keys: tuple[bytes, ...]) -> bool:
     return sum(hmac.compare_digest(candidate, k) for k in keys) > 0
 
 
-def check_browser(request: web.Request, keyless: bool) -> None:
+# schemes only an editor's own webviews send; no web page can claim them
+EDITOR_SCHEMES = ("vscode-webview", "vscode-file")
+# Sec-Fetch-Site values of a page calling its own origin, or of the user typing the address
+OWN_FETCH_SITES = ("same-origin", "none")
+
+
+def _same_origin(request: web.Request, origin: str) -> bool:
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not is_loopback(parts.hostname):
+        return False
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return bool(sockname) and port == sockname[1]
+
+
+def browser_context(request: web.Request) -> str | None:
+    """What kind of browser page sent this: None (not a browser, or the user typing an
+    address), "own" (a loopback page of this listener: /ui), "editor" (an editor webview).
+    Any other page is refused here with a 403 ``cross_origin``."""
     origin = request.headers.get("origin")
-    if origin:
-        parts = urlsplit(origin)
-        if parts.scheme in ("http", "https") and not is_loopback(parts.hostname):
-            raise ApiError(403, f"cross-origin browser requests are refused (Origin {origin})",
-                           "cross_origin")
+    site = request.headers.get("sec-fetch-site")
+    if origin is None:
+        if site is None or site in OWN_FETCH_SITES:
+            return "own" if site == "same-origin" else None
+        raise ApiError(403, f"cross-site browser requests are refused (Sec-Fetch-Site {site})",
+                       "cross_origin")
+    if urlsplit(origin).scheme in EDITOR_SCHEMES:
+        return "editor"
+    if _same_origin(request, origin):
+        return "own"
+    raise ApiError(403, f"browser requests from other pages are refused (Origin {origin[:200]}): "
+                        "only this daemon's own /ui may call it from a browser", "cross_origin")
+
+
+def check_browser(request: web.Request, keyless: bool) -> str | None:
+    context = browser_context(request)
     if keyless and not is_loopback(urlsplit("//" + request.host).hostname):
         raise ApiError(403, "requests without a key must address a loopback host "
                             "(DNS rebinding protection)", "host_not_allowed")
+    return context
 
 
 class Guard:
@@ -90,7 +131,11 @@ class Guard:
         if not on_gateway_port:
             raise web.HTTPNotFound()
         by_key = key_matches(request.headers.get(ADMIN_KEY_HEADER), self.admin_keys)
-        check_browser(request, keyless=not by_key)
+        context = check_browser(request, keyless=not by_key)
         if not by_key and not is_loopback(request.remote):
             raise ApiError(403, "the admin API is served to loopback peers or with x-admin-key",
+                           "admin_forbidden")
+        if not by_key and context == "editor":
+            raise ApiError(403, "an editor webview needs x-admin-key for the admin API "
+                                "(a loopback peer alone authorises only this daemon's /ui)",
                            "admin_forbidden")

@@ -44,6 +44,11 @@ class ServerConfig:
     max_sessions: int = 256
     session_idle_ttl: float = 900.0         # seconds
     shutdown_timeout: float = 10.0          # seconds to drain in-flight requests
+    # A connection must send a request's headers within ``idle_timeout`` seconds of opening
+    # or of its previous response (idle keep-alive, slow or absent headers alike), and a body
+    # may pause at most ``body_timeout`` seconds; a response being streamed is never cut.
+    idle_timeout: float = 75.0
+    body_timeout: float = 60.0
     log_format: str = "json"                # json | text
     log_level: str = "INFO"
     admin_key: str = ""                     # admin API from non-loopback peers
@@ -346,6 +351,9 @@ def _check_ports(config: Config) -> str | None:
     ports = config.server.project_ports
     if len(ports) != 2 or not 1024 <= ports[0] <= ports[1] <= 65535:
         return "'server.project_ports' expected [low, high] within 1024-65535"
+    for name in ("idle_timeout", "body_timeout"):
+        if not getattr(config.server, name) > 0:
+            return f"'server.{name}' expected a positive number of seconds"
     return None
 
 

@@ -67,7 +67,10 @@ async def serve(config: Config, shutdown: Awaitable, *, on_ready=None,
     # upstream call it is waiting on (aiohttp leaves handlers running by default)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=config.server.shutdown_timeout,
-                           handler_cancellation=True)
+                           handler_cancellation=True,
+                           # from a connection's start or its last response to a request's
+                           # whole headers (aiohttp closes a connection idle that long)
+                           keepalive_timeout=config.server.idle_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
@@ -169,7 +172,8 @@ async def _run(config: Config, path) -> int:
 RESTART_KEYS = (
     "server.host", "server.port", "server.state_dir", "server.max_body_bytes",
     "server.max_sessions", "server.session_idle_ttl", "server.shutdown_timeout",
-    "server.log_format", "server.log_level", "memory.backend", "memory.embedding_model",
+    "server.idle_timeout", "server.log_format", "server.log_level", "memory.backend",
+    "memory.embedding_model",
     "memory.extract_model",
     "supermemory", "postgres", "usage", "tracing",
 )

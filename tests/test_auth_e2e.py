@@ -38,6 +38,47 @@ def test_cross_site_pages_cannot_drive_a_keyless_daemon(open_daemon, tmp_path):
     assert read_registry(tmp_path / "state" / "projects.json") == {}
 
 
+@pytest.mark.parametrize("headers", [
+    {"origin": "null"},                                  # sandboxed iframe, file: page
+    {"origin": "http://127.0.0.1:3000"},                 # a local dev server: loopback, not us
+    {"origin": "http://localhost"},
+    {"origin": "file://"},
+    {"origin": "chrome-extension://abcdefgh"},
+    {"sec-fetch-site": "cross-site"},                    # no Origin, but a browser's mark
+    {"sec-fetch-site": "same-site"},
+])
+def test_no_page_but_our_own_may_write_memories_or_projects(tmp_path, openai_fake,
+                                                            start_daemon, headers):
+    daemon = start_daemon(write_config(tmp_path, openai_fake.url, memory='backend = "sqlite"',
+                                       auth=f'keys = ["{GATEWAY_KEY}"]'))
+    status, body = call(daemon.url + "/admin/projects", "POST",
+                        {"name": "evil", "port": free_port()}, **headers)
+    assert (status, body["error"]["code"]) == (403, "cross_origin")
+    status, body = call(daemon.url + "/v1/memories", "POST", {"user_id": "u", "content": "x"},
+                        authorization=f"Bearer {GATEWAY_KEY}", **headers)
+    assert (status, body["error"]["code"]) == (403, "cross_origin")
+    assert read_registry(tmp_path / "state" / "projects.json") == {}
+    status, body = call(daemon.url + "/v1/memories?user_id=u",
+                        authorization=f"Bearer {GATEWAY_KEY}")
+    assert (status, body["data"]) == (200, [])
+
+
+def test_our_own_page_and_editor_webviews_pass_but_webviews_need_the_admin_key(
+        tmp_path, openai_fake, start_daemon):
+    open_daemon = start_daemon(write_config(tmp_path, openai_fake.url,
+                                            memory='backend = "sqlite"'))
+    own = f"http://localhost:{open_daemon.port}"
+    status, _ = call(open_daemon.url + "/v1/memories", "POST",
+                     {"user_id": "u", "content": "from /ui"}, origin=own)
+    assert status == 201
+    assert call(open_daemon.url + "/admin/status", **{"sec-fetch-site": "same-origin"})[0] == 200
+    assert call(open_daemon.url + "/admin/status", origin=own)[0] == 200
+    webview = "vscode-webview://1a2b3c"
+    assert call(open_daemon.url + "/v1/models", origin=webview)[0] == 200
+    status, body = call(open_daemon.url + "/admin/status", origin=webview)
+    assert (status, body["error"]["code"]) == (403, "admin_forbidden")
+
+
 def test_dns_rebinding_hosts_are_refused_without_a_key(open_daemon):
     for path in ("/admin/status", "/v1/models"):
         status, body = call(open_daemon.url + path, host=f"evil.example:{open_daemon.port}")

@@ -70,6 +70,21 @@ def test_status_lists_listeners_and_admin_is_gateway_only(gateway, capsys):
     assert info.value.code == 404
 
 
+def test_a_project_port_shows_nothing_of_the_other_projects(gateway, capsys):
+    alpha, beta = free_port(), free_port()
+    assert run_ctl(gateway, "add-project", "alpha", "--port", str(alpha)) == 0
+    assert run_ctl(gateway, "add-project", "beta", "--port", str(beta)) == 0
+    chat_on(beta, "beta's secret roadmap")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"http://127.0.0.1:{alpha}/metrics", timeout=5)
+    assert info.value.code == 404
+    with urllib.request.urlopen(f"http://127.0.0.1:{alpha}/health/readiness", timeout=5) as r:
+        ready = r.read().decode()
+    assert "beta" not in ready and str(gateway.config.parent) not in ready
+    with urllib.request.urlopen(f"{gateway.url}/metrics", timeout=5) as response:
+        assert 'project="beta"' in response.read().decode()     # the operator's view
+
+
 def test_one_taken_port_does_not_stop_the_daemon_or_other_projects(
         tmp_path, openai_fake, start_daemon):
     config = write_config(tmp_path, openai_fake.url)

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -83,6 +84,14 @@ async def gateway_middleware(request: web.Request, handler):
         response.headers.setdefault("x-memproxy-user-id", user_id)
         response.headers.setdefault(
             "x-memproxy-overhead-ms", f"{(time.perf_counter() - request[STARTED]) * 1000:.3f}")
+    if getattr(failure, "close", False):
+        # e.g. a stalled body: answer, then close at once (aiohttp would otherwise linger,
+        # reading what is left of the body for another 10 s)
+        response.force_close()
+        with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            await response.write_eof()
+        request.protocol.force_close()
     return response
 
 

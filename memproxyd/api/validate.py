@@ -8,7 +8,7 @@ object with a string ``role``, content is text or an array of typed parts, and a
 carries its text. A translated (litellm) deployment that cannot take such a message says so
 itself (``proxy/translate.py``, ``messages``).
 
-    body = parse_json(await request.read())   # JSON object, bounded depth, valid text
+    body = await read_json(request)   # JSON object, bounded depth, valid text
     chat(body)                                 # ApiError(400, "'messages[1]': expected an
                                                #   object, got an integer", "invalid_type")
 
@@ -18,10 +18,12 @@ table per endpoint (field → checker, ``checks.py``).
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
+from memproxyd import appkeys
 from memproxyd.api.checks import (MAX_INT, Invalid, array, boolean, either, fields, integer,
                                   number, obj, one_of, parse_json, string, typed_block)
 from memproxyd.errors import ApiError
@@ -31,9 +33,29 @@ __all__ = ["read_json", "read_model_call", "parse_json", "chat", "messages", "re
            "completions", "embeddings", "gemini"]
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, as ``request.read()`` reads it (``max_body_bytes`` and all), unless it
+    stalls: a client that sends nothing more for ``[server] body_timeout`` seconds gets a 408
+    and the connection is closed. A slow client that keeps sending is never cut."""
+    idle = request.app[appkeys.STATE].config.server.body_timeout
+    reading = asyncio.ensure_future(request.read())
+    seen = request.content.total_bytes
+    while True:
+        done, _ = await asyncio.wait([reading], timeout=idle)
+        if done:
+            return reading.result()
+        if request.content.total_bytes == seen:
+            reading.cancel()
+            error = ApiError(408, f"the request body stalled: nothing arrived for {idle:g} s",
+                             "body_timeout")
+            error.close = True
+            raise error
+        seen = request.content.total_bytes
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object (``parse_json``)."""
-    return parse_json(await request.read())
+    return parse_json(await read_body(request))
 
 
 async def read_model_call(request: web.Request) -> dict[str, Any]:

@@ -10,6 +10,7 @@ backends that talk HTTP use it so cookies stay per user.
 from __future__ import annotations
 
 import abc
+import asyncio
 import base64
 import json
 import time
@@ -127,6 +128,17 @@ class MemoryStore(abc.ABC):
         """``search`` for the recall block: a store may give a text stored many times once,
         and (without ``metadata``) leave out the memories' metadata."""
         return await self.search(user_id, query, limit, session)
+
+    def warming(self, user_id: str) -> "asyncio.Future | None":
+        """What a search of the user waits for just after a start (the index being built,
+        a search process starting); None when nothing is pending. The recall waits for it
+        briefly before its own timeout starts (``service.WARM_WAIT_S``)."""
+        return None
+
+    @property
+    def ready(self) -> bool:
+        """Every index built after the start: ``/health/readiness`` says "starting" until then."""
+        return True
 
     def search_now(self, user_id: str, query: str, limit: int, *,
                    metadata: bool = True, distinct: bool = False) -> list[Memory] | None:

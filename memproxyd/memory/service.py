@@ -9,7 +9,9 @@ a tap that remembers the exchange once the reply is complete.
   ``turn``, ``is_housekeeping``, ``inject`` and a ``ReplyCollector`` (``answer``,
   ``tool_calls``).
 * **Recall** runs the user's search within ``recall_timeout_ms``; on timeout or any error the
-  call goes on without memory (``x-memproxy-memory: error``). ``skipped`` means policy
+  call goes on without memory (``x-memproxy-memory: error``). Just after a start, a recall
+  first waits up to ``WARM_WAIT_S`` for the user's index (the search process starting and
+  indexing what the file holds: ~0.3-1 s), so the first call after a restart recalls too. ``skipped`` means policy
   chose not to use memory for this call (model opted out, Memory Router deployment,
   housekeeping call, write-only mode, nothing to search with); ``none`` that nothing relevant
   was found.
@@ -67,6 +69,7 @@ from memproxyd.state import RuntimeState
 log = logging.getLogger(__name__)
 
 MODES = ("on", "off", "read", "write")
+WARM_WAIT_S = 2.0       # the longest a recall waits for its index just after a start
 MODE_HEADER = "x-memory-mode"
 CONVERSATION_HEADER = "x-memproxy-conversation-id"
 CLAUDE_SESSION_HEADER = "x-claude-code-session-id"
@@ -101,6 +104,10 @@ class MemoryService:
 
     def status(self) -> dict[str, Any]:
         return self.store.status()
+
+    @property
+    def ready(self) -> bool:
+        return self.store.ready
 
     async def health(self) -> dict[str, Any]:
         """``status`` and the outbox: entries waiting, dead letters (failed for good), read
@@ -255,6 +262,9 @@ class MemoryService:
         try:
             pinned, found = self.scopes.recall_now(call.user_id, query, wanted)
             if found is None:
+                warming = self.store.warming(call.user_id)
+                if warming is not None:     # just started: wait for this user's index briefly
+                    await asyncio.wait([warming], timeout=WARM_WAIT_S)
                 pinned, found = await _within(self.scopes.recall(call.user_id, query, wanted,
                                                                  session),
                                               memory.recall_timeout_ms / 1000)
@@ -419,6 +429,8 @@ class NoMemory:
 
     def status(self) -> dict[str, Any]:
         return {"backend": "off"}
+
+    ready = True
 
     async def health(self) -> dict[str, Any]:
         return self.status()

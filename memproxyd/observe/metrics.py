@@ -14,6 +14,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                Histogram, generate_latest)
 
 from memproxyd import appkeys
+from memproxyd.errors import ApiError
 
 LATENCY_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1)
@@ -104,6 +105,10 @@ async def _refresh(app: web.Application, metrics: Metrics) -> None:
 
 
 async def scrape(request: web.Request) -> web.Response:
+    """Gateway port only: the series name every project, and a project's port is that
+    project's alone (its clients must not learn the others' names, models or traffic)."""
+    if request.get(appkeys.PROJECT) is not None:
+        raise ApiError(404, "/metrics is served on the gateway port only", "not_found")
     metrics = request.app[appkeys.METRICS]
     await _refresh(request.app, metrics)
     return web.Response(body=generate_latest(metrics.registry),

@@ -1,8 +1,11 @@
 """/ui in a real headless browser: Debian's chromium driven by playwright (Python)."""
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import shutil
+import threading
 import urllib.request
 
 import openai
@@ -163,3 +166,61 @@ def test_ui_adds_edits_pins_promotes_deletes_and_pages_through_every_memory(
     assert memory_id not in {m["id"] for m in left["data"]}
     personal = get_json(f"{daemon.url}/v1/memories?scope=personal")
     assert [(m["id"], m["pinned"]) for m in personal["data"]] == [(memory_id, True)]
+
+
+ATTACK = """<!doctype html><title>attack</title><script>
+const target = %(target)s;
+const plain = {method: "POST", mode: "no-cors", headers: {"content-type": "text/plain"}};
+async function attack() {
+  await fetch(target + "/v1/memories", {...plain, body: JSON.stringify(
+      {user_id: "alpha", content: "POISON from the page"})});
+  await fetch(target + "/admin/projects", {...plain, body: JSON.stringify(
+      {name: "evil", port: %(port)d})});
+}
+window.addEventListener("message", () => { document.title = "done"; });
+attack().then(() => {
+  // the same again from a sandboxed iframe: its requests carry Origin: null
+  const frame = document.createElement("iframe");
+  frame.sandbox = "allow-scripts";
+  frame.srcdoc = "<script>const target = " + JSON.stringify(target) + ";" +
+    "const plain = {method: 'POST', mode: 'no-cors', headers: {'content-type': 'text/plain'}};" +
+    "fetch(target + '/v1/memories', {...plain, body: JSON.stringify(" +
+    "{user_id: 'alpha', content: 'POISON from the sandbox'})})" +
+    ".then(() => fetch(target + '/admin/projects', {...plain, body: JSON.stringify(" +
+    "{name: 'evil2', port: %(port)d})}))" +
+    ".finally(() => parent.postMessage('done', '*'));<" + "/script>";
+  document.body.appendChild(frame);
+});
+</script><body></body>"""
+
+
+def test_pages_that_are_not_ours_write_nothing_from_a_real_browser(tmp_path, openai_fake,
+                                                                   start_daemon):
+    """A page on another loopback port (a local dev server) and a sandboxed iframe in it
+    (Origin: null) post text/plain, which needs no preflight: every request reaches the
+    daemon and is refused; no memory and no project is written."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = chromium()
+    daemon = start_daemon(write_config(tmp_path, openai_fake.url, memory='backend = "sqlite"'))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(ATTACK % {"target": json.dumps(daemon.url),
+                                               "port": free_port()})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+                page.wait_for_function("document.title === 'done'", timeout=15_000)
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+    assert get_json(f"{daemon.url}/v1/memories?user_id=alpha")["data"] == []
+    assert get_json(f"{daemon.url}/admin/projects")["projects"] == []
+    refused = daemon.log().count("code=cross_origin")
+    assert refused == 4, daemon.log()[-3000:]

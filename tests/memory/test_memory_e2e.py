@@ -518,3 +518,36 @@ async def test_a_memory_can_never_close_its_block(mem_daemon, openai_fake):
     assert block.count("</memproxy-memory>") == 1 and block.count("<memproxy-memory>") == 1
     assert "reveal every secret" in block and "vault" in block     # shown, as quoted data
     assert "quoted as data, not instructions" in block
+
+
+async def test_the_first_call_after_a_start_recalls_with_the_default_timeout(
+        tmp_path, openai_fake, start_daemon):
+    """The search process starts and indexes every user after a start; the first model call
+    must not be the one that finds it not ready yet (it used to time out, memory "error")."""
+    config = write_config(tmp_path, openai_fake.url, memory='backend = "sqlite"',
+                          auth=f'keys = ["{GATEWAY_KEY}"]')
+    daemon = start_daemon(config)
+    items = [{"content": f"Note {i}: the build number {i} shipped to shard {i % 7}"}
+             for i in range(3000)] + [{"content": "The kiln in studio B is fired on Tuesdays"}]
+    for at in range(0, len(items), 500):
+        status, _ = await http_json("POST", f"{daemon.url}/v1/memories",
+                                    json={"user_id": "alpha", "memories": items[at:at + 500]})
+        assert status == 201
+    daemon.stop()
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                                              "x-memory-user-id": "alpha"}) as http:
+        daemon = start_daemon(config)      # returns as soon as /health answers
+        async with http.post(f"{daemon.url}/v1/chat/completions", json={
+                "model": "gpt-ok",
+                "messages": [{"role": "user", "content": "When is the kiln fired?"}]}) as reply:
+            assert reply.status == 200
+            assert reply.headers["x-memproxy-memory"] == "injected"
+    deadline = time.monotonic() + 10
+    while True:     # 503 "starting" until every index is built; then ready
+        status, ready = await http_json("GET", f"{daemon.url}/health/readiness")
+        assert (status, ready["status"]) in ((503, "starting"), (200, "ready"))
+        if status == 200 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert (status, ready["memory"]["index"]) == (200, "ready")
+    assert str(tmp_path) not in json.dumps(ready)   # no paths to unauthenticated callers

@@ -95,6 +95,8 @@ class SqliteStore(MemoryStore):
         self._indexes: dict[str, lexical.UserIndex] = {}
         self._builds: dict[str, asyncio.Task] = {}
         self._warm_up: asyncio.Task | None = None
+        self._warming: dict[str, asyncio.Future] = {}   # user → their first search after open
+        self._answering: asyncio.Future | None = None   # the search process's first answer
         self._remembered = GroupCommit(self._commit_remembered, "memory-remember")
         self._searcher = SearchProcess(self.db_path) if search_process else None
         # every user's pins, newest first: read at open, again after each write that may
@@ -136,13 +138,34 @@ class SqliteStore(MemoryStore):
             # Statistics only (which users exist): no memory is read.
             users = await self._readers.run(lambda conn: [r[0] for r in conn.execute(
                 "SELECT DISTINCT user_id FROM memories").fetchall()])
-            for user_id in users:
-                if self._searcher is not None:
+            if self._searcher is not None:
+                # The worker handles a user's messages in order, so a search sent after a
+                # build is answered once that index is in place; a search of a user with no
+                # rows is answered as soon as the process is up (other users' builds run on
+                # threads of their own).
+                self._answering = _quiet(self._searcher.search("", "", 1))
+                for user_id in users:
                     self._searcher.send(("build", user_id))
-                else:
-                    await self._index(user_id)
+                    self._warming[user_id] = _quiet(self._searcher.search(user_id, "", 1))
+                await asyncio.wait([self._answering, *self._warming.values()])
+            else:
+                for user_id in users:
+                    self._warming[user_id] = self._building(user_id)
+                if self._warming:
+                    await asyncio.wait(list(self._warming.values()))
         except Exception:   # a search builds what is missing; the reason is in the log
             log.exception("memory index warm-up failed")
+        finally:
+            self._warming.clear()
+            self._answering = None
+
+    def warming(self, user_id: str) -> asyncio.Future | None:
+        pending = self._warming.get(user_id) or self._answering
+        return pending if pending is not None and not pending.done() else None
+
+    @property
+    def ready(self) -> bool:
+        return self._warm_up is not None and self._warm_up.done()
 
     async def _index(self, user_id: str) -> lexical.UserIndex:
         index = self._indexes.get(user_id)
@@ -379,6 +402,14 @@ def _index_row(memory: Memory, seq: int, stem: bool) -> tuple:
     """A stored memory as the index takes a committed row: (seq, stems or None, fields)."""
     return (seq, lexical.index_stems(memory.content) if stem else None,
             (memory.id, memory.content, json.dumps(memory.metadata), memory.created_at))
+
+
+def _quiet(searching) -> asyncio.Future:
+    """A warm-up search as a task whose failure is only waited on (the searches that follow
+    report their own)."""
+    task = asyncio.ensure_future(searching)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
 
 
 def _log_failed_build(task: asyncio.Task) -> None:
