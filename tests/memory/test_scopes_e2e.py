@@ -336,3 +336,49 @@ def test_memproxyctl_edits_pins_promotes_and_round_trips_pins_and_scope(
         return sorted((m["content"], m["metadata"], m["pinned"]) for m in memories)
     assert summary(again) == summary(lines_of["alpha"])
     assert summary(personal) == summary(lines_of["me"])
+
+
+def test_journaled_blocks_stay_byte_for_byte_until_a_memory_they_show_changes(
+        setup, openai_fake):
+    """A pin reaches the next new turn only (earlier turns keep their blocks: the prompt
+    cache's prefix); deleting a personal memory from another project's port drops alpha's
+    journaled turns that showed it, and so does a new text for a memory."""
+    daemon, ports = setup
+    alpha, beta = port_url(ports, "alpha"), port_url(ports, "beta")
+    tag = uuid.uuid4().hex[:8]
+    own = add(alpha, f"The alpha kiln{tag} is fired on fridays")
+    personal = add(alpha, f"I want kiln{tag} answers in metric units", scope="personal")
+    client = openai.OpenAI(base_url=alpha + "/v1", api_key="x", max_retries=0)
+    messages = [{"role": "system", "content": f"You help with pottery {tag}."}]
+
+    def turn(text: str) -> list[dict]:
+        messages.append({"role": "user", "content": text})
+        reply = client.chat.completions.create(model="gpt-ok", messages=messages)
+        messages.append({"role": "assistant", "content": reply.choices[0].message.content})
+        [record] = [r for r in upstream_records(openai_fake)
+                    if r["json"]["messages"][-1]["content"] == text]
+        return record["json"]["messages"]
+
+    def block_before(sent: list[dict], text: str) -> str:
+        at = next(i for i, m in enumerate(sent) if m["content"] == text)
+        before = sent[at - 1]
+        return before["content"] if "<memproxy-memory>" in str(before["content"]) else ""
+
+    first = f"when is kiln{tag} fired?"
+    block = block_before(turn(first), first)
+    assert f"alpha kiln{tag}" in block and personal["content"] in block
+    pin = add(alpha, f"Alpha rule {tag}: glaze before firing", pinned=True)
+    second = f"and the kiln{tag} temperature?"
+    sent = turn(second)
+    assert block_before(sent, first) == block                      # byte for byte
+    assert lines(block_before(sent, second))[0].endswith(pin["content"])
+    assert ok(beta, "DELETE", f"/v1/memories/{personal['id']}", scope="personal")
+    third = f"thanks for kiln{tag}"
+    sent = turn(third)
+    assert block_before(sent, first) == "" and personal["content"] not in json.dumps(sent)
+    assert "fridays" in block_before(sent, third)
+    ok(alpha, "PATCH", f"/v1/memories/{own['id']}",         # a corrected memory: its old
+       {"content": f"The alpha kiln{tag} is fired on saturdays"})    # words are gone at once
+    fourth = f"so which day for kiln{tag}?"
+    sent = turn(fourth)
+    assert "fridays" not in json.dumps(sent) and "saturdays" in block_before(sent, fourth)
