@@ -9,7 +9,14 @@ import pytest
 
 from memproxyd.memory.base import NewMemory
 from memproxyd.memory.scopes import PIN_TTL, NoPersonalScope, Scopes
-from tests.memory.test_store_contract import backend, store  # noqa: F401 - fixtures
+from tests.memory.test_store_contract import Backend
+
+
+@pytest.fixture(params=["sqlite", "sqlite-process", "postgres"])
+async def store(request, tmp_path):
+    backend = Backend(request.param, request, tmp_path)
+    yield await backend.open()
+    await backend.close()
 
 
 def state(personal: str = "me", projects: tuple[str, ...] = ()):
