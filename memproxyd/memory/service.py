@@ -315,7 +315,7 @@ class MemoryService:
         answer = without_block(answer)
         if not turn.human or not (answer or turn.steps):
             return
-        if call.user_id == self.config.memory.personal:   # written on purpose only
+        if call.user_id == self.scopes.personal():   # written on purpose only
             return
         memory = self.config.memory
         human = redact(turn.human) if memory.redact_secrets else turn.human

@@ -355,12 +355,12 @@ def test_journaled_blocks_stay_byte_for_byte_until_a_memory_they_show_changes(
         messages.append({"role": "user", "content": text})
         reply = client.chat.completions.create(model="gpt-ok", messages=messages)
         messages.append({"role": "assistant", "content": reply.choices[0].message.content})
-        [record] = [r for r in upstream_records(openai_fake)
-                    if r["json"]["messages"][-1]["content"] == text]
+        [record] = [r for r in upstream_records(openai_fake) if isinstance(r["json"], dict)
+                    and r["json"].get("messages", [{}])[-1].get("content") == text]
         return record["json"]["messages"]
 
     def block_before(sent: list[dict], text: str) -> str:
-        at = next(i for i, m in enumerate(sent) if m["content"] == text)
+        at = next(i for i, m in enumerate(sent) if m.get("content") == text)
         before = sent[at - 1]
         return before["content"] if "<memproxy-memory>" in str(before["content"]) else ""
 
