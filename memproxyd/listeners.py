@@ -59,6 +59,7 @@ class Listeners:
         self._watcher: asyncio.Task | None = None
         self._mtime: float | None = None
         self.registry_error = ""
+        self._closing: set[asyncio.Task] = set()     # removed projects' connections
 
     @property
     def registry_path(self) -> Path:
@@ -131,7 +132,23 @@ class Listeners:
             self._state.project_ports.pop(listener.bound_port, None)
         if listener.site is not None:
             await listener.site.stop()
+            self._close_connections(listener.bound_port)
             log.info("project listener stopped project=%s port=%s", name, listener.bound_port)
+
+    def _close_connections(self, port: int | None) -> None:
+        """End the project's open connections: stopping the site only stops accepting, and a
+        kept-alive connection would otherwise be served as whichever project gets the port
+        next. Idle ones close at once; a request in progress gets ``shutdown_timeout`` to
+        finish (aiohttp's own graceful ``shutdown``), in the background."""
+        timeout = self._state.config.server.shutdown_timeout
+        for handler in list(self._runner.server.connections if self._runner.server else ()):
+            transport = handler.transport
+            sockname = transport.get_extra_info("sockname") if transport else None
+            if sockname and sockname[1] == port:
+                handler.close()         # wakes an idle one (a busy one ends after its reply)
+                task = asyncio.create_task(handler.shutdown(timeout))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     def _registry_mtime(self) -> float | None:
         try:

@@ -115,6 +115,17 @@ def read_registry(path: Path) -> dict[str, Project]:
     return _parse(path, text)
 
 
+MAX_DESCRIPTION = 500
+
+
+def validate_description(description) -> str:
+    if not isinstance(description, str):
+        raise RegistryError("invalid description: expected a string")
+    if len(description) > MAX_DESCRIPTION:
+        raise RegistryError(f"invalid description: longer than {MAX_DESCRIPTION} characters")
+    return description
+
+
 def add_project(path: Path, name: str, port: int | None = None, *,
                 port_range: tuple[int, int] = (8800, 8899), description: str = "",
                 reserved: Iterable[int] = (), host: str = "127.0.0.1",
@@ -127,8 +138,7 @@ def add_project(path: Path, name: str, port: int | None = None, *,
     validate_name(name)
     if port is not None:
         validate_port(port)
-    if not isinstance(description, str):
-        raise RegistryError("invalid description: expected a string")
+    validate_description(description)
     models = validate_models(models)
     path = Path(path)
     with _locked(path):

@@ -134,3 +134,12 @@ def test_keys_cannot_be_dropped_by_reload_on_a_non_loopback_bind(tmp_path, opena
     assert (status, body["error"]["code"]) == (400, "config_invalid")
     assert "no [auth] keys" in body["error"]["message"]
     assert call(daemon.url + "/v1/models")[0] == 401     # still protected
+
+
+@pytest.mark.parametrize("description", [7, ["a"], "x" * 501])
+def test_a_project_description_that_is_not_short_text_is_a_400(open_daemon, tmp_path,
+                                                               description):
+    status, body = call(open_daemon.url + "/admin/projects", "POST",
+                        {"name": "alpha", "port": free_port(), "description": description})
+    assert (status, body["error"]["code"]) == (400, "invalid_project")
+    assert read_registry(tmp_path / "state" / "projects.json") == {}

@@ -1,6 +1,7 @@
 """Project listeners, the admin API and memproxyctl against the real daemon."""
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
@@ -83,6 +84,30 @@ def test_a_project_port_shows_nothing_of_the_other_projects(gateway, capsys):
     assert "beta" not in ready and str(gateway.config.parent) not in ready
     with urllib.request.urlopen(f"{gateway.url}/metrics", timeout=5) as response:
         assert 'project="beta"' in response.read().decode()     # the operator's view
+
+
+def test_a_removed_projects_open_connections_never_reach_the_next_project_on_its_port(
+        gateway):
+    port = free_port()
+    assert run_ctl(gateway, "add-project", "alpha", "--port", str(port)) == 0
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)    # keep-alive
+    body = json.dumps({"model": "gpt-ok", "messages": [{"role": "user", "content": "hi"}]})
+    kept.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    first = kept.getresponse()
+    first.read()
+    assert first.getheader("x-memproxy-user-id") == "alpha"
+    assert run_ctl(gateway, "remove-project", "alpha") == 0
+    assert run_ctl(gateway, "add-project", "beta", "--port", str(port)) == 0
+    try:
+        kept.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+        answer = kept.getresponse()
+        answer.read()
+        served_as = answer.getheader("x-memproxy-user-id")
+    except (ConnectionError, http.client.HTTPException):
+        served_as = None                                    # closed: what should happen
+    assert served_as != "beta"
+    assert chat_on(port).headers["x-memproxy-user-id"] == "beta"   # new connections are beta's
+    assert "Traceback" not in gateway.log()
 
 
 def test_one_taken_port_does_not_stop_the_daemon_or_other_projects(

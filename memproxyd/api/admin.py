@@ -19,8 +19,8 @@ from memproxyd import __version__, appkeys
 from memproxyd.api.validate import read_json
 from memproxyd.errors import ApiError
 from memproxyd.registry import (ProjectNotFound, RegistryCorruptError, RegistryError, add_project,
-                                read_registry, remove_project, validate_models, validate_name,
-                                validate_port)
+                                read_registry, remove_project, validate_description,
+                                validate_models, validate_name, validate_port)
 
 
 def _project_json(request: web.Request, project) -> dict:
@@ -53,6 +53,7 @@ async def create_project(request: web.Request) -> web.Response:
         if body.get("port") is not None:
             validate_port(body["port"])
         validate_models(body.get("models") or ())
+        validate_description(body.get("description", ""))
     except RegistryError as exc:
         raise ApiError(400, str(exc), "invalid_project") from None
     config = request.app[appkeys.STATE].config

@@ -40,7 +40,7 @@ from memproxyd.appkeys import PROJECT
 from memproxyd.errors import ApiError
 from memproxyd.identity import validate_user_id
 from memproxyd.memory.base import InvalidCursor, MemoryError_, NewMemory, NotSupported, RetryLater
-from memproxyd.memory.redact import redact
+from memproxyd.memory.redact import redact, redact_value
 from memproxyd.memory.scopes import NoPersonalScope
 
 MAX_BATCH = 1000
@@ -100,7 +100,7 @@ def _new_memory(item: Any, max_chars: int, redact_secrets: bool) -> NewMemory:
     if not isinstance(item, dict):
         raise ApiError(400, "each memory must be an object with 'content'", "invalid_memory")
     content = _content(item.get("content"), max_chars, redact_secrets)
-    return NewMemory(content, _metadata(item.get("metadata", {})),
+    return NewMemory(content, _metadata(item.get("metadata", {}), redact_secrets),
                      pinned=_pinned(item.get("pinned", False)))
 
 
@@ -114,13 +114,14 @@ def _content(content: Any, max_chars: int, redact_secrets: bool) -> str:
     return redact(content) if redact_secrets else content
 
 
-def _metadata(metadata: Any) -> dict:
+def _metadata(metadata: Any, redact_secrets: bool) -> dict:
+    """Checked metadata; stored and shown like content, so redacted alike."""
     if not isinstance(metadata, dict):
         raise ApiError(400, "'metadata' must be an object", "invalid_metadata")
     if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
         raise ApiError(400, f"'metadata' is larger than {MAX_METADATA_BYTES} bytes as JSON",
                        "metadata_too_large")
-    return metadata
+    return redact_value(metadata) if redact_secrets else metadata
 
 
 def _pinned(pinned: Any) -> bool:
@@ -228,7 +229,7 @@ async def edit(request: web.Request) -> web.Response:
         changes["content"] = _content(body["content"], config.max_content_chars,
                                       config.redact_secrets)
     if "metadata" in body:
-        changes["metadata"] = _metadata(body["metadata"])
+        changes["metadata"] = _metadata(body["metadata"], config.redact_secrets)
     if "pinned" in body:
         changes["pinned"] = _pinned(body["pinned"])
     if not changes:

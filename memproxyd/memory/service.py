@@ -158,6 +158,8 @@ class MemoryService:
         if mode == "off" or not self._enabled_for(call):
             call.memory_status = "off"
             return call.body, None
+        for name in (CONVERSATION_HEADER, CLAUDE_SESSION_HEADER):
+            _text_header(call, name)
         try:
             return await self._prepare(call, session, mode)
         except Exception as exc:  # memory never fails the call
@@ -318,9 +320,11 @@ class MemoryService:
         if call.user_id == self.scopes.personal():   # written on purpose only
             return
         memory = self.config.memory
-        human = redact(turn.human) if memory.redact_secrets else turn.human
-        answer = redact(answer) if memory.redact_secrets else answer
-        content = memory_text(human, turn.steps, answer, memory.max_memory_chars)
+        human, steps = turn.human, turn.steps
+        if memory.redact_secrets:   # each part before the text is cut to length (a cut key
+            human, answer = redact(human), redact(answer)           # would no longer match)
+            steps = tuple(redact(step) for step in steps)   # tool calls: [Bash: export K=...]
+        content = memory_text(human, steps, answer, memory.max_memory_chars)
         metadata = {"source": "exchange", "model": call.deployment.name,
                     "protocol": call.protocol, "time": time.time()}
         conversation = call.request.headers.get(CONVERSATION_HEADER)
@@ -390,6 +394,17 @@ class MemoryService:
         if purged:
             log.info("outbox purged user_id=%s entries=%d", user_id, purged)
         return await self.store.forget_all(user_id, session)
+
+
+def _text_header(call: Call, name: str) -> None:
+    """A header memory reads must be text: bytes that are not UTF-8 (aiohttp keeps them as
+    lone surrogates) are the client's error, a 400, not a memory failure nobody sees."""
+    value = call.request.headers.get(name)
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, f"invalid {name}: not UTF-8 text", "invalid_header") from None
 
 
 def _strings(value: Any):

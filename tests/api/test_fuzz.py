@@ -172,6 +172,62 @@ def _stored(gateway, http, user: str) -> int:
     return len(resp.json()["data"])
 
 
+# -- #23: numbers beyond a double, header bytes that are not UTF-8, crafted cursors --------
+
+HUGE = st.builds(lambda sign, digits, exp: f"{sign}{digits}e{exp}",
+                 st.sampled_from(["", "-"]), st.integers(1, 10**6).map(str),
+                 st.integers(300, 10**5) | st.integers(-(10**5), -300))
+
+
+@FAST
+@given(HUGE, st.sampled_from(['{{"temperature": {}}}', '{{"metadata": {{"x": [{}]}}}}',
+                              '{{"a": {{"b": {}}}, "model": "m"}}']))
+def test_a_number_beyond_a_double_is_a_400_or_a_finite_number(number, template):
+    count("huge_numbers")
+    try:
+        parsed = validate.parse_json(template.format(number).encode())
+    except ApiError as exc:
+        assert exc.status == 400
+        return
+    assert "inf" not in repr(parsed) and "nan" not in repr(parsed)   # 1e-400 is 0.0
+
+
+# requests sends a str header as latin-1: characters 0x80-0xff arrive as bytes that are not
+# UTF-8 (aiohttp keeps them as lone surrogates)
+LATIN1 = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xff,
+                               blacklist_characters="\x7f"), min_size=1, max_size=40).map(
+    str.lstrip).filter(bool)
+HEADER_NAMES = st.sampled_from(["authorization", "x-api-key", "x-memproxy-api-key",
+                                "x-goog-api-key", "x-admin-key", "x-memory-user-id",
+                                "x-memory-mode", "x-memproxy-conversation-id",
+                                "x-claude-code-session-id", "traceparent", "origin"])
+
+
+@LIVE
+@given(HEADER_NAMES, LATIN1, st.sampled_from(["/v1/chat/completions", "/admin/status",
+                                              "/v1/memories"]))
+def test_any_header_bytes_are_never_a_5xx(gateway, http, name, value, path):
+    count("live_header_bytes")
+    if path == "/v1/chat/completions":
+        resp = http.post(gateway.url + path, timeout=30, headers={name: value}, json={
+            "model": "gpt-ok", "messages": [{"role": "user", "content": "hi"}]})
+    else:
+        resp = http.get(gateway.url + path, params={"user_id": "fuzz-hb"}, timeout=30,
+                        headers={name: value})
+    assert resp.status_code < 500, (name, value, resp.text[:300])
+
+
+@LIVE
+@given(st.sampled_from(["/v1/memories", "/admin/memories", "/v1/usage"]),
+       st.sampled_from(["cursor", "since", "rows", "limit"]), st.text(max_size=40))
+def test_any_paging_or_time_parameter_is_a_200_or_a_400(gateway, http, path, name, value):
+    count("live_params")
+    resp = http.get(gateway.url + path, params={"user_id": "fuzz-q", name: value}, timeout=30)
+    assert resp.status_code in (200, 400), (path, name, value, resp.text[:300])
+    if resp.status_code == 200:
+        assert "NaN" not in resp.text and "Infinity" not in resp.text
+
+
 def test_the_fuzzers_ran_their_cases():
     print(f"\nhypothesis cases: {sum(RAN.values())} {RAN}")
     assert RAN.get("parse_json", 0) >= 100 and RAN.get("live_json", 0) >= 30

@@ -259,6 +259,23 @@ def test_a_key_header_that_is_not_utf8_is_a_wrong_key_not_a_500(gateway, header)
     assert status == (200 if path == b"/admin/projects" else 401), reply[:300]
 
 
+@pytest.mark.parametrize("name", [b"x-memproxy-conversation-id", b"x-claude-code-session-id"])
+def test_a_conversation_header_that_is_not_utf8_is_a_400_and_stores_nothing(gateway, name):
+    user = "conv-" + name.decode()[2:8]
+    body = (b'{"model": "gpt-ok", "messages": [{"role": "user", "content": '
+            b'"remember the blue door"}]}')
+    reply = raw_request(gateway, b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        + f"authorization: Bearer {GATEWAY_KEY}\r\nx-memory-user-id: {user}\r\n"
+                        .encode() + name + b": conv-\xff\xfe\r\ncontent-type: application/json"
+                        + f"\r\ncontent-length: {len(body)}\r\nConnection: close\r\n\r\n"
+                        .encode() + body)
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"invalid_header" in reply, reply[:300]
+    listed = raw_request(gateway, f"GET /v1/memories?user_id={user} HTTP/1.1\r\nHost: 127.0.0.1"
+                         f"\r\nauthorization: Bearer {GATEWAY_KEY}\r\nConnection: close\r\n\r\n"
+                         .encode())
+    assert b'"data": []' in listed or b'"data":[]' in listed, listed[-300:]
+
+
 @pytest.mark.parametrize("path", ["/v1/memories", "/admin/memories"])
 def test_a_crafted_cursor_is_a_400(gateway, path):
     import base64

@@ -125,3 +125,20 @@ def test_each_turn_extends_the_last_with_earlier_turns_blocks_byte_for_byte(daem
     assert blocks_in(sent[0]) == [first] and "fish" in first and "indentation" in second
     assert "BLUEFIN" not in second               # the conversation is not recalled into itself
     assert sent[1]["system"] == calls[2]["system"] and sent[1]["tools"] == calls[2]["tools"]
+
+
+def test_a_secret_in_a_tool_calls_arguments_is_redacted_before_storage(daemon, agent_fake):
+    secret = "sk-proj-Q3vLx9TmZ0aB7cD2eF4gH6iJ8kL"
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [
+        {"role": "user", "content": "Set the deploy key up for the release pipeline"},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Setting it."},
+            {"type": "tool_use", "id": "toolu_01", "name": "Bash",
+             "input": {"command": f"export OPENAI_API_KEY={secret} && ./release.sh"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01", "content": "released"}]}]}
+    post(daemon.url + "/v1/messages", body,
+         {**HEADERS, "x-api-key": "client", "anthropic-version": "2023-06-01"})
+    [memory] = stored(daemon, 1)
+    assert "[Bash:" in memory and "release.sh" in memory, memory
+    assert secret not in memory and "OPENAI_API_KEY=[REDACTED]" in memory

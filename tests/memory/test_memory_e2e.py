@@ -243,9 +243,14 @@ async def test_secrets_are_redacted_before_storage(mem_daemon):
         model="gpt-ok", messages=[{"role": "user", "content": f"my key is {secret} ok"}])
     [stored] = await wait_memories(mem_daemon, user, 1)
     assert secret not in stored["content"] and "[REDACTED]" in stored["content"]
+    stripe = "sk_live_51HxYzAbCdEfGhIjKlMnOpQrStUvWx"
     status, body = await http_json("POST", f"{mem_daemon.url}/v1/memories", json={
-        "user_id": user, "content": f"token ghp_{'x1' * 18} here"})
+        "user_id": user, "content": f"token ghp_{'x1' * 18} here",
+        "metadata": {"source": "notes", "env": [f"STRIPE_KEY={stripe}"]}})
     assert status == 201 and "[REDACTED]" in body["data"][0]["content"]
+    assert body["data"][0]["metadata"] == {"source": "notes", "env": ["STRIPE_KEY=[REDACTED]"]}
+    listed = json.dumps(await memories_of(mem_daemon, user))
+    assert stripe not in listed and "x1x1x1" not in listed
 
 
 async def test_memory_api_round_trip_and_bad_input_writes_nothing(mem_daemon):
@@ -551,3 +556,32 @@ async def test_the_first_call_after_a_start_recalls_with_the_default_timeout(
         await asyncio.sleep(0.05)
     assert (status, ready["memory"]["index"]) == (200, "ready")
     assert str(tmp_path) not in json.dumps(ready)   # no paths to unauthenticated callers
+
+
+@pytest.mark.parametrize("how", ["one", "all"])
+async def test_forgotten_text_is_gone_from_every_file_of_the_state_dir(mem_daemon, tmp_path,
+                                                                         how):
+    marker = f"ZEBRA{uuid.uuid4().hex[:10]}"
+    user = f"scrub-{uuid.uuid4().hex[:6]}"
+    status, body = await http_json("POST", f"{mem_daemon.url}/v1/memories", json={
+        "user_id": user, "content": f"The vault code word is {marker}"})
+    assert status == 201
+    reply = await api(mem_daemon, user).chat.completions.with_raw_response.create(
+        model="gpt-ok", messages=[{"role": "user", "content": "What is the vault code word?"}])
+    assert reply.headers["x-memproxy-memory"] == "injected"      # a block quoted it: journal
+
+    def files_holding_it() -> list[str]:
+        return [p.name for p in (tmp_path / "state").iterdir()
+                if p.is_file() and marker.encode() in p.read_bytes()]
+
+    deadline = time.monotonic() + 5
+    while "journal.db" not in " ".join(files_holding_it()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)            # the journal writes its rows within 0.2 s
+    assert files_holding_it()
+    if how == "one":
+        url = f"{mem_daemon.url}/v1/memories/{body['data'][0]['id']}?user_id={user}"
+    else:
+        url = f"{mem_daemon.url}/v1/memories?user_id={user}&all=true"
+    status, _ = await http_json("DELETE", url)
+    assert status == 200
+    assert files_holding_it() == []

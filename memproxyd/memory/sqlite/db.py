@@ -131,6 +131,14 @@ class SqliteThread:
             raise RuntimeError(f"{self.name}: run_here while a job is under way")
         return fn(self._conn, *args)
 
+    async def scrub(self) -> None:
+        """After a delete: copy the WAL into the file and empty it (TRUNCATE), so the deleted
+        text is gone from both files at once, not at some later checkpoint (``secure_delete``
+        has zeroed it in the pages the delete wrote). A reader in the way only delays it: the
+        checkpoint waits for it up to the busy timeout, and an incomplete one is finished by
+        the next."""
+        await self.run(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+
     def wrote(self, rows: int) -> None:
         """Count written rows; start a checkpoint on the thread when they reach
         ``checkpoint_rows`` (PASSIVE: it waits for no reader or writer)."""
@@ -205,6 +213,7 @@ def connect(path: Path) -> sqlite3.Connection:
                            timeout=BUSY_TIMEOUT_MS / 1000, cached_statements=256)
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-32000")      # 32 MB page cache
+    conn.execute("PRAGMA secure_delete=ON")       # a forgotten memory's text is overwritten
     return conn
 
 

@@ -135,6 +135,7 @@ class SqliteJournal:
         else:
             await self._db.run(_delete, "user_id = ? AND instr(ids, ?) > 0",
                                (user_id, json.dumps(memory_id)))
+        await self._db.scrub()      # the blocks quoted the memory: gone from the file too
 
     async def expire(self, before: float) -> int:
         """Forget the conversations without a new turn since ``before``."""

@@ -253,6 +253,8 @@ class SqliteStore(MemoryStore):
 
     async def delete(self, user_id: str, memory_id: str, session=None) -> bool:
         seqs = await self._db.run(writes.delete, user_id, "AND id = :id", {"id": memory_id})
+        if seqs:
+            await self._db.scrub()
         self._removed(user_id, seqs)
         if any(m.id == memory_id for m in self._pins.get(user_id, ())):
             await self._repin(user_id)
@@ -261,6 +263,7 @@ class SqliteStore(MemoryStore):
     async def forget_all(self, user_id: str, session=None) -> int:
         seqs = await self._db.run(writes.delete, user_id, "", {})
         self._pins.pop(user_id, None)
+        await self._db.scrub()
         if self._searcher is not None:
             self._searcher.send(("reset", user_id))
         elif user_id in self._indexes:
@@ -288,6 +291,7 @@ class SqliteStore(MemoryStore):
             return None
         memory, seq = done
         if content is not None or metadata is not None:
+            await self._db.scrub()     # the old text is gone from the files, as after a delete
             self._reindexed(user_id, memory, seq)
         await self._repin(user_id)
         return memory
