@@ -31,7 +31,6 @@ import json
 from typing import Any
 
 import attrs
-
 from aiohttp import web
 
 from memproxyd import appkeys
@@ -58,7 +57,7 @@ def _owner(request: web.Request, given: Any, scope: Any) -> str:
     scope's (on any port: its memories are in every project's blocks)."""
     if scope in (None, "", "project"):
         return _user_id(request, given)
-    if scope != "personal":
+    if scope not in SCOPES:
         raise ApiError(400, "'scope' must be 'project' or 'personal'", "invalid_scope")
     personal = _service(request).scopes.personal()
     if personal is None:
