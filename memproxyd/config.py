@@ -174,6 +174,7 @@ class MemoryConfig:
     store_thinking: bool = False
     completions: bool = False               # memory for /v1/completions (autocomplete)
     outbox_retry_max_seconds: float = 300.0
+    personal: str = ""                      # a user id recalled in every project; "" = none
 
 
 @attrs.frozen
@@ -425,6 +426,14 @@ def _check_identity(config: Config) -> str | None:
         if not USER_ID_RE.fullmatch(user_id):
             return (f"'{key}' expected 1-128 characters of letters, digits and ._@:- "
                     f"starting with a letter or digit, got {user_id!r}")
+    personal = config.memory.personal
+    if personal and not USER_ID_RE.fullmatch(personal):
+        return (f"'memory.personal' expected 1-128 characters of letters, digits and ._@:- "
+                f"starting with a letter or digit, got {personal!r}")
+    # Personal memories are written by explicit acts only: never an identity of traffic.
+    taken = [key for key, user_id in owners.items() if personal and user_id == personal]
+    if taken:
+        return f"'memory.personal' must not be an identity calls are remembered for ({taken[0]})"
     return None
 
 

@@ -49,6 +49,10 @@ def test_shipped_config_is_valid_and_equals_code_defaults():
     ("[server\n", "invalid TOML"),
     ("[server]\nlog_level = \"LOUD\"\n", "'server.log_level' expected one of DEBUG"),
     ("[identity]\ndefault_user_id = \"bad id\"\n", "'identity.default_user_id' expected 1-128"),
+    ("[memory]\npersonal = \"me too\"\n", "'memory.personal' expected 1-128"),
+    ("[memory]\npersonal = \"default\"\n",
+     "'memory.personal' must not be an identity calls are remembered for "
+     "(identity.default_user_id)"),
     ("[[identity.header_patterns]]\nheader = \"user-agent\"\npattern = \"^(unclosed\"\n"
      "user_id = \"x\"\n", "'identity.header_patterns[0].pattern' is not a valid regular"),
     ("[memory]\nskip_system_patterns = [\"[\"]\n", "'memory.skip_system_patterns[0]' is not a"),

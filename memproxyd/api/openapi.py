@@ -55,16 +55,21 @@ GEMINI_CONTENT = _body([], {"role": {"type": "string"}, "parts": {"type": "array
 GEMINI = _body([], {"contents": {"type": "array", "items": GEMINI_CONTENT},
                     "systemInstruction": GEMINI_CONTENT, "tools": {"type": "array", "items": OBJ},
                     "generationConfig": OBJ})
+SCOPE = {"type": "string", "enum": ["project", "personal"]}
 MEMORY = _body(["content"], {"content": {"type": "string", "minLength": 1},
-                             "metadata": ANY_OBJECT,
+                             "metadata": ANY_OBJECT, "pinned": {"type": "boolean"},
                              "created_at": {"type": "string", "format": "date-time"},
                              "key": {"type": "string", "minLength": 1, "maxLength": 200}})
-MEMORY_ADD = {"anyOf": [_body(["content"], {"user_id": USER_ID, **MEMORY["properties"]}),
-                        _body(["memories"], {"user_id": USER_ID, "memories": {
+MEMORY_ADD = {"anyOf": [_body(["content"], {"user_id": USER_ID, "scope": SCOPE,
+                                            **MEMORY["properties"]}),
+                        _body(["memories"], {"user_id": USER_ID, "scope": SCOPE, "memories": {
                             "type": "array", "minItems": 1, "maxItems": 1000,
                             "items": MEMORY}})]}
 SEARCH = _body(["query"], {"user_id": USER_ID, "query": {"type": "string", "minLength": 1},
-                           "limit": {"type": "integer", "minimum": 1, "maximum": 100}})
+                           "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+                           "scope": SCOPE})
+EDIT = _body([], {"user_id": USER_ID, "scope": SCOPE, **MEMORY["properties"]})
+PROMOTE = _body([], {"user_id": USER_ID})
 PROJECT = _body(["name"], {"name": {"type": "string"}, "port": {"type": "integer"},
                            "description": {"type": "string"}})
 
@@ -75,6 +80,7 @@ def _param(name: str, where: str = "query", required: bool = False, schema=None)
 
 
 USER_Q = _param("user_id", schema=USER_ID)
+SCOPE_Q = _param("scope", schema=SCOPE)
 LIMIT_Q = _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 1000})
 ID_P = _param("id", "path")
 MODEL_Q = _param("model")
@@ -148,11 +154,19 @@ def _observability_paths() -> dict:
         "/admin/usage": {"get": _op("Usage of any project (the page's)", None, USAGE_Q,
                                     tag="admin")},
         "/admin/memories": {"get": _op("A user's memories (the page's)", None,
-                                       (USER_Q, LIMIT_Q, _param("cursor")), tag="admin")},
+                                       (USER_Q, SCOPE_Q, LIMIT_Q, _param("cursor")),
+                                       tag="admin"),
+                            "post": _op("Store memories (the page's)", MEMORY_ADD,
+                                        tag="admin", ok="201")},
         "/admin/memories/search": {"post": _op("Search a user's memories (the page's)",
                                                SEARCH, tag="admin")},
         "/admin/memories/{id}": {"delete": _op("Forget one memory (the page's)", None,
-                                               (ID_P, USER_Q), tag="admin")},
+                                               (ID_P, USER_Q, SCOPE_Q), tag="admin"),
+                                 "patch": _op("Edit or pin one memory (the page's)", EDIT,
+                                              (ID_P,), tag="admin")},
+        "/admin/memories/{id}/promote": {"post": _op(
+            "Move one memory to the personal scope (the page's)", PROMOTE, (ID_P,),
+            tag="admin")},
         "/admin/memories/injections": {"get": _op(
             "Why a block was injected (the page's)", None,
             (USER_Q, _param("conversation"), _param("trace_id")), tag="admin")},
@@ -163,8 +177,8 @@ def _memory_paths() -> dict:
     return {
         "/v1/memories": {
             "post": _op("Store memories", MEMORY_ADD, tag="memory", ok="201"),
-            "get": _op("List memories, newest first", None,
-                       (USER_Q, LIMIT_Q, _param("cursor")), tag="memory"),
+            "get": _op("List memories, newest first, and how many there are", None,
+                       (USER_Q, SCOPE_Q, LIMIT_Q, _param("cursor")), tag="memory"),
             "delete": _op("Forget every memory of a user", None,
                           (USER_Q, _param("all", required=True, schema={"enum": ["true"]})),
                           tag="memory")},
@@ -172,9 +186,15 @@ def _memory_paths() -> dict:
         "/v1/memories/injections": {"get": _op(
             "Why a block was injected: each turn's block and its memories", None,
             (USER_Q, _param("conversation"), _param("trace_id")), tag="memory")},
-        "/v1/memories/{id}": {"get": _op("One memory", None, (ID_P, USER_Q), tag="memory"),
-                              "delete": _op("Forget one memory", None, (ID_P, USER_Q),
+        "/v1/memories/{id}": {"get": _op("One memory", None, (ID_P, USER_Q, SCOPE_Q),
+                                         tag="memory"),
+                              "patch": _op("Edit one memory (content, metadata, pinned); "
+                                           "re-indexed at once", EDIT, (ID_P,), tag="memory"),
+                              "delete": _op("Forget one memory", None, (ID_P, USER_Q, SCOPE_Q),
                                             tag="memory")},
+        "/v1/memories/{id}/promote": {"post": _op(
+            "Move one memory to the personal scope (same id, text, time)", PROMOTE, (ID_P,),
+            tag="memory")},
     }
 
 

@@ -7,8 +7,11 @@ Like ``/admin``, it is served on the gateway port only, to loopback peers or wit
 requires keys (a browser has no way to send them):
 
     GET    /admin/usage                 ``/v1/usage`` for the page (every project)
-    GET    /admin/memories?user_id=     ``/v1/memories`` (list), search and delete alike
+    GET    /admin/memories?user_id=     ``/v1/memories`` (list, add), search, edit, promote
+    POST   /admin/memories              and delete alike (``scope`` included)
     POST   /admin/memories/search
+    PATCH  /admin/memories/{id}
+    POST   /admin/memories/{id}/promote
     DELETE /admin/memories/{id}?user_id=
     GET    /admin/memories/injections?user_id=&trace_id=   why a block was injected
 """
@@ -47,6 +50,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui/{name}", asset)
     app.router.add_get("/admin/usage", usage.get_usage)
     app.router.add_get("/admin/memories", memories.list_memories)
+    app.router.add_post("/admin/memories", memories.add)
     app.router.add_post("/admin/memories/search", memories.search)
+    app.router.add_patch("/admin/memories/{id}", memories.edit)
+    app.router.add_post("/admin/memories/{id}/promote", memories.promote)
     app.router.add_delete("/admin/memories/{id}", memories.delete)
     app.router.add_get("/admin/memories/injections", memories.injections)

@@ -15,7 +15,7 @@ model can read; the server keeps running. ``ctl.py`` imports this module only wh
 command runs: the SDK is heavy, and every other memproxyctl command starts fast.
 """
 import urllib.parse
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -33,8 +33,14 @@ INSTRUCTIONS = (
     "Long-term memory of {owner!r}, kept by memproxyd. Model calls made through memproxyd "
     "for {owner!r} recall these memories automatically; use these tools to look something "
     "up on purpose (memory_search), keep a durable fact, decision or preference "
-    "(memory_add), browse (memory_list) or remove a wrong or outdated memory "
-    "(memory_forget).")
+    "(memory_add), browse (memory_list), correct or pin a memory (memory_edit), remove a "
+    "wrong or outdated one (memory_forget), or move a preference that holds in every "
+    "project to the personal scope (memory_promote). Personal memories (scope "
+    "'personal') are recalled in every project of this installation.")
+
+Scope = Annotated[Literal["project", "personal"], Field(description=(
+    "'project': this owner's memories (default); 'personal': the user's personal "
+    "memories, recalled in every project"))]
 
 # tool (a method of MemoryTools): (description, annotations). The tools reach only the local
 # daemon: a closed world.
@@ -47,13 +53,26 @@ TOOLS = {
     "memory_add": ((
         "Store one new memory for {owner!r}: a self-contained fact, decision or preference "
         "worth recalling in later sessions (write it so that it makes sense without this "
-        "conversation). Never store secrets. Returns the new memory and its id."),
+        "conversation). Never store secrets. scope 'personal' stores it for every project "
+        "(only for the user's own lasting preferences, never a project's facts). Returns "
+        "the new memory and its id."),
         ToolAnnotations(read_only_hint=False, destructive_hint=False,
                         open_world_hint=False)),
     "memory_list": ((
         "List the memories of {owner!r}, one page at a time. Pass the returned next_cursor "
         "as cursor to get the next page; next_cursor is null on the last page."),
         ToolAnnotations(read_only_hint=True, open_world_hint=False)),
+    "memory_edit": ((
+        "Correct one memory of {owner!r} by its id (new content replaces the old), or pin "
+        "it (pinned: true: it is then in every memory block of {owner!r}, like a line of "
+        "CLAUDE.md) or unpin it. Returns the memory as it now is."),
+        ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                        open_world_hint=False)),
+    "memory_promote": ((
+        "Move one memory of {owner!r} to the user's personal scope, recalled in every "
+        "project (for a preference that is the user's, not this project's)."),
+        ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                        open_world_hint=False)),
     "memory_forget": ((
         "Delete one memory of {owner!r} by its id (as returned by memory_search or "
         "memory_list). This cannot be undone."),
@@ -63,7 +82,7 @@ TOOLS = {
 
 
 class MemoryTools:
-    """The four tools, each one call of the daemon's memory API for one fixed owner.
+    """The tools, each one call of the daemon's memory API for one fixed owner.
 
     Plain functions: the SDK runs them on a worker thread, so the blocking HTTP client
     never stalls the stdio session.
@@ -87,32 +106,57 @@ class MemoryTools:
             self, query: Annotated[str, Field(min_length=1, description="what to look for")],
             limit: Annotated[int, Field(ge=1, le=SEARCH_LIMIT_MAX,
                                         description="at most this many memories")] = 5,
+            scope: Scope = "project",
     ) -> dict[str, Any]:
-        body = {"user_id": self.owner, "query": query, "limit": limit}
+        body = {"user_id": self.owner, "query": query, "limit": limit, "scope": scope}
         found = self._call("POST", "/v1/memories/search", body).get("results", [])
         return {"owner": self.owner, "query": query, "results": found}
 
     def memory_add(self, content: Annotated[str, Field(min_length=1, description=(
-            "the memory, in plain words"))]) -> dict[str, Any]:
-        body = {"user_id": self.owner, "content": content}
+            "the memory, in plain words"))], scope: Scope = "project") -> dict[str, Any]:
+        body = {"user_id": self.owner, "content": content, "scope": scope}
         [memory] = self._call("POST", "/v1/memories", body)["data"]
         return {"owner": self.owner, "added": memory}
+
+    def memory_edit(
+            self, id: Annotated[str, Field(  # noqa: A002 - the tool's argument name
+                min_length=1, description="the id of the memory to change")],
+            content: Annotated[str | None, Field(min_length=1, description=(
+                "the corrected memory; omit to keep the text"))] = None,
+            pinned: Annotated[bool | None, Field(description=(
+                "true: in every memory block; false: no longer; omit to keep"))] = None,
+            scope: Scope = "project",
+    ) -> dict[str, Any]:
+        body = {"user_id": self.owner, "scope": scope,
+                **({"content": content} if content is not None else {}),
+                **({"pinned": pinned} if pinned is not None else {})}
+        memory = self._call("PATCH", "/v1/memories/" + urllib.parse.quote(id, safe=""), body)
+        return {"owner": self.owner, "edited": memory}
+
+    def memory_promote(self, id: Annotated[str, Field(  # noqa: A002 - the tool's argument
+            min_length=1, description="the id of the memory to move")]) -> dict[str, Any]:
+        path = "/v1/memories/" + urllib.parse.quote(id, safe="") + "/promote"
+        memory = self._call("POST", path, {"user_id": self.owner})
+        return {"owner": self.owner, "promoted": memory}
 
     def memory_list(
             self, limit: Annotated[int, Field(ge=1, le=LIST_LIMIT_MAX,
                                               description="memories per page")] = 20,
             cursor: Annotated[str | None, Field(description=(
                 "next_cursor of the previous page; omit for the first page"))] = None,
+            scope: Scope = "project",
     ) -> dict[str, Any]:
-        query = {"user_id": self.owner, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        query = {"user_id": self.owner, "limit": limit, "scope": scope,
+                 **({"cursor": cursor} if cursor else {})}
         page = self._call("GET", "/v1/memories", query=query)
         return {"owner": self.owner, "memories": page.get("data", []),
-                "next_cursor": page.get("next_cursor")}
+                "next_cursor": page.get("next_cursor"), "total": page.get("total")}
 
     def memory_forget(self, id: Annotated[str, Field(  # noqa: A002 - the tool's argument name
-            min_length=1, description="the id of the memory to delete")]) -> dict[str, Any]:
+            min_length=1, description="the id of the memory to delete")],
+            scope: Scope = "project") -> dict[str, Any]:
         path = "/v1/memories/" + urllib.parse.quote(id, safe="")
-        self._call("DELETE", path, query={"user_id": self.owner})
+        self._call("DELETE", path, query={"user_id": self.owner, "scope": scope})
         return {"owner": self.owner, "forgotten": id}
 
 

@@ -1,9 +1,15 @@
 """``memproxyctl memory ...``: a user's memories through the daemon's memory API.
 
     memproxyctl memory search alpha "deploy steps" --limit 3
-    memproxyctl memory export alpha > alpha.jsonl
-    memproxyctl memory import beta alpha.jsonl         # content, metadata and created_at
+    memproxyctl memory edit alpha 3f2a... "the deploy runs on thursdays"
+    memproxyctl memory pin alpha 3f2a...          # in every block of alpha (unpin: no more)
+    memproxyctl memory promote alpha 3f2a...      # to the personal scope ([memory] personal)
+    memproxyctl memory export alpha > alpha.jsonl # pins, scope and created_at kept
+    memproxyctl memory import beta alpha.jsonl    # import puts them back
     memproxyctl memory import-history alpha --from claude-code ~/.claude/projects  (history.py)
+
+Personal memories are those of the ``[memory] personal`` user id: list, edit or export them
+with that id as USER (``memproxyctl memory list me``).
 """
 from __future__ import annotations
 
@@ -62,8 +68,61 @@ def cmd_memory_list(ctx: Context, args) -> int:
     if args.json:
         print(json.dumps(memories, indent=2))
     for m in [] if args.json else memories:
-        print(f"{m['id']}  {m.get('created_at', '')}  {_one_line(m['content'])}")
+        mark = "  pinned" if m.get("pinned") else ""
+        print(f"{m['id']}  {m.get('created_at', '')}{mark}  {_one_line(m['content'])}")
     return EXIT_OK
+
+
+def _memory_path(memory_id: str, action: str = "") -> str:
+    return "/v1/memories/" + urllib.parse.quote(memory_id, safe="") + action
+
+
+def _each(ctx: Context, args, act) -> int:
+    """``act(memory_id)`` for each of ``args.ids``; a refused one is reported, the rest done."""
+    failed = 0
+    for memory_id in args.ids:
+        try:
+            act(memory_id)
+        except DaemonDown:
+            raise
+        except CtlError as exc:
+            failed += 1
+            notice(f"memproxyctl: {exc}")
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+def cmd_memory_edit(ctx: Context, args) -> int:
+    body: dict = {"user_id": args.user}
+    if args.text is not None:
+        body["content"] = args.text
+    if args.metadata is not None:
+        try:
+            body["metadata"] = json.loads(args.metadata)
+        except ValueError as exc:
+            raise CtlError(f"--metadata: not valid JSON ({exc})") from None
+    if len(body) == 1:
+        raise CtlError("memory edit: give the new TEXT or --metadata")
+    memory = ctx.client.call("PATCH", _memory_path(args.id), body)
+    print(f"edited {memory['id']}  {_one_line(memory['content'])}")
+    return EXIT_OK
+
+
+def _pinner(pinned: bool):
+    def cmd(ctx: Context, args) -> int:
+        def act(memory_id: str) -> None:
+            ctx.client.call("PATCH", _memory_path(memory_id),
+                            {"user_id": args.user, "pinned": pinned})
+            print(f"{'pinned' if pinned else 'unpinned'} {memory_id}")
+        return _each(ctx, args, act)
+    return cmd
+
+
+def cmd_memory_promote(ctx: Context, args) -> int:
+    def act(memory_id: str) -> None:
+        memory = ctx.client.call("POST", _memory_path(memory_id, "/promote"),
+                                 {"user_id": args.user})
+        print(f"promoted {memory_id} to the personal scope {memory['user_id']!r}")
+    return _each(ctx, args, act)
 
 
 def cmd_memory_forget(ctx: Context, args) -> int:
@@ -111,10 +170,14 @@ def _read_jsonl(path: str) -> list[dict]:
         except ValueError as exc:
             raise CtlError(f"{path}:{number}: not valid JSON ({exc}); nothing imported") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("content"), str) \
-                or not obj["content"].strip() or not isinstance(obj.get("metadata") or {}, dict):
+                or not obj["content"].strip() or not isinstance(obj.get("metadata") or {}, dict) \
+                or not isinstance(obj.get("pinned", False), bool) \
+                or obj.get("scope", "project") not in ("project", "personal"):
             raise CtlError(f"{path}:{number}: expected an object with a non-empty 'content' "
-                           "string and an optional 'metadata' object; nothing imported")
-        item = {"content": obj["content"], "metadata": obj.get("metadata") or {}}
+                           "string, an optional 'metadata' object, 'pinned' true or false "
+                           "and 'scope' project or personal; nothing imported")
+        item = {"content": obj["content"], "metadata": obj.get("metadata") or {},
+                "pinned": obj.get("pinned", False), "scope": obj.get("scope", "project")}
         if obj.get("created_at") is not None:     # as export writes it: kept
             item["created_at"] = _created_at(obj["created_at"], f"{path}:{number}")
         items.append(item)
@@ -141,12 +204,21 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_memory_import(ctx: Context, args) -> int:
+    """Lines of the personal scope (an export of it) go back there, the rest to USER."""
     items = _read_jsonl(args.file)
-    for start in range(0, len(items), IMPORT_BATCH):
-        batch = items[start:start + IMPORT_BATCH]
-        ctx.client.call("POST", "/v1/memories", {"user_id": args.user, "memories": batch})
-        _progress(start + len(batch), len(items))
-    print(f"imported {len(items)} memories for {args.user}")
+    done = 0
+    for scope in ("project", "personal"):
+        scoped = [{k: v for k, v in item.items() if k != "scope"}
+                  for item in items if item["scope"] == scope]
+        owner = {"user_id": args.user} if scope == "project" else {"scope": "personal"}
+        for start in range(0, len(scoped), IMPORT_BATCH):
+            batch = scoped[start:start + IMPORT_BATCH]
+            ctx.client.call("POST", "/v1/memories", {**owner, "memories": batch})
+            done += len(batch)
+            _progress(done, len(items))
+    personal = sum(item["scope"] == "personal" for item in items)
+    print(f"imported {len(items)} memories for {args.user}"
+          + (f" ({personal} of them to the personal scope)" if personal else ""))
     return EXIT_OK
 
 
@@ -191,6 +263,18 @@ def add_memory_parsers(sub) -> None:
             (("query",), {"help": "what to look for"}), (("--limit",), {"type": int}),
             (("--json",), {"action": "store_true"})]),
         "list": (cmd_memory_list, "list all memories", [(("--json",), {"action": "store_true"})]),
+        "edit": (cmd_memory_edit, "change a memory's text or metadata (re-indexed at once)", [
+            (("id",), {"metavar": "ID", "help": "the memory's id (memory list)"}),
+            (("text",), {"nargs": "?", "metavar": "TEXT", "help": "its new text"}),
+            (("--metadata",), {"metavar": "JSON", "help": "replaces the metadata"})]),
+        "pin": (_pinner(True), "pin memories: in every memory block of USER, first", [
+            (("ids",), {"nargs": "+", "metavar": "ID", "help": "memory ids (memory list)"})]),
+        "unpin": (_pinner(False), "unpin memories", [
+            (("ids",), {"nargs": "+", "metavar": "ID", "help": "memory ids (memory list)"})]),
+        "promote": (cmd_memory_promote, "move memories to the personal scope ([memory] "
+                    "personal), recalled in every project", [
+                        (("ids",), {"nargs": "+", "metavar": "ID",
+                                    "help": "memory ids (memory list)"})]),
         "forget": (cmd_memory_forget, "delete memories by id, or all of them", [
             (("ids",), {"nargs": "*", "metavar": "ID", "help": "memory ids (memory list)"}),
             (("--all",), {"action": "store_true", "help": "every memory of the user"}),

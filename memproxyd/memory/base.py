@@ -75,6 +75,7 @@ class NewMemory:
     key: str | None = None
     # When it happened (unix seconds), e.g. an imported turn's own time; None = now.
     created_at: float | None = None
+    pinned: bool = False       # in every block of its owner (``memory/block.py``)
 
 
 @attrs.frozen
@@ -85,6 +86,7 @@ class Memory:
     metadata: dict[str, Any] = attrs.field(factory=dict)
     created_at: float = attrs.field(factory=time.time)   # unix seconds
     score: float = 0.0
+    pinned: bool = False
 
     def to_json(self, with_score: bool = False) -> dict[str, Any]:
         out = {
@@ -93,6 +95,7 @@ class Memory:
             "content": self.content,
             "metadata": self.metadata,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_at)),
+            "pinned": self.pinned,
         }
         if with_score:
             out["score"] = round(self.score, 6)
@@ -164,6 +167,31 @@ class MemoryStore(abc.ABC):
     @abc.abstractmethod
     async def forget_all(self, user_id: str, session=None) -> int:
         """Delete every memory of the user; returns how many."""
+
+    async def update(self, user_id: str, memory_id: str, *, content: str | None = None,
+                     metadata: dict | None = None, pinned: bool | None = None,
+                     session=None) -> Memory | None:
+        """Change what is given of one memory of the user (its id, owner and time stay) and
+        re-index it at once; None when it does not exist for this user."""
+        raise NotSupported(f"the {self.name} backend cannot edit a memory")
+
+    async def move(self, user_id: str, memory_id: str, to_user: str,
+                   session=None) -> Memory | None:
+        """Give one memory of ``user_id`` to ``to_user`` (same id, content, time, pin): the
+        promotion to the personal scope. None when it does not exist for ``user_id``."""
+        raise NotSupported(f"the {self.name} backend cannot move a memory")
+
+    async def pinned(self, user_id: str, session=None) -> list[Memory]:
+        """The user's pinned memories, newest first (none where a backend has no pins)."""
+        return []
+
+    def pinned_now(self, user_id: str) -> list[Memory] | None:
+        """``pinned``'s result when it can be had at once (kept in memory); None when not."""
+        return None
+
+    async def count(self, user_id: str, session=None) -> int | None:
+        """How many memories the user has; None when the backend cannot tell."""
+        return None
 
     def status(self) -> dict[str, Any]:
         """A small JSON-able description for /admin/status."""

@@ -62,7 +62,7 @@ class JournalStore(Protocol):
 
     async def load(self, user_id: str, conversation: str) -> list[Injection]: ...
     async def add(self, user_id: str, conversation: str, injection: Injection) -> None: ...
-    async def forget(self, user_id: str, memory_id: str | None) -> None: ...
+    async def forget(self, user_id: str | None, memory_id: str | None) -> None: ...
     async def expire(self, before: float) -> int: ...
     async def find(self, user_id: str, *, conversation: str | None = None,
                    trace_id: str | None = None) -> list[tuple[str, Injection]]: ...
@@ -174,10 +174,14 @@ class Journal:
         finally:
             self._expiring = None
 
-    async def forget(self, user_id: str, memory_id: str | None = None) -> None:
-        """Drop the user's turns (those whose block showed ``memory_id``, when given)."""
+    async def forget(self, user_id: str | None, memory_id: str | None = None) -> None:
+        """Drop the user's turns (those whose block showed ``memory_id``, when given); with
+        no user (a personal memory, shown in every user's blocks), every user's turns that
+        showed ``memory_id``."""
+        if user_id is None and memory_id is None:
+            raise ValueError("forget every user's turns: name the memory")
         for key, (newest, turns) in list(self._cache.items()):
-            if key[0] != user_id:
+            if user_id is not None and key[0] != user_id:
                 continue
             kept = {k: i for k, i in turns.items() if memory_id is not None
                     and memory_id not in i.ids}

@@ -55,9 +55,10 @@ from memproxyd import tracing
 from memproxyd.config import Config
 from memproxyd.errors import ANTHROPIC, COMPLETIONS, GEMINI, RESPONSES, ApiError
 from memproxyd.memory.base import MemoryStore, NewMemory
-from memproxyd.memory.block import format_block, without_block
+from memproxyd.memory.block import compose, without_block
 from memproxyd.memory.echo import without_echo
 from memproxyd.memory.redact import redact
+from memproxyd.memory.scopes import Scopes
 from memproxyd.memory.tap import RememberTap
 from memproxyd.memory.turn import Turn, memory_text, recall_query
 from memproxyd.memory.journal import Injection, Journal, conversation_key, turn_key
@@ -96,6 +97,7 @@ class MemoryService:
         self.sessions = sessions
         self.journal = journal or Journal()      # conversation → each turn's block
         self.links = TurnCache(size=1024)        # response id → its turn (Responses API)
+        self.scopes = Scopes(state, store)               # pins and the personal scope
 
     @property
     def config(self) -> Config:
@@ -254,41 +256,46 @@ class MemoryService:
     async def _recall(self, call: Call, session,
                       humans: list[tuple[int, str]]) -> Injection | None:
         """The newest turn's injection (block "" when nothing relevant); None when recall
-        failed (the next call of the turn tries again)."""
+        failed (the next call of the turn tries again). The block shows the user's pinned
+        memories first, then the best hits of the user's and the personal scope's memories
+        (``scopes.py``)."""
         memory = self.config.memory
         query = recall_query([text for _, text in humans], memory.query_strategy,
                              memory.max_query_chars)
         wanted = memory.top_k + min(len(humans), memory.top_k)   # room for what is filtered
         try:
-            found = self.store.search_now(call.user_id, query, wanted, distinct=True)
+            pinned, found = self.scopes.recall_now(call.user_id, query, wanted)
             if found is None:
                 warming = self.store.warming(call.user_id)
                 if warming is not None:     # just started: wait for this user's index briefly
                     await asyncio.wait([warming], timeout=WARM_WAIT_S)
-                found = await _within(self.store.recall(call.user_id, query, wanted, session,
-                                                        metadata=True),
-                                      memory.recall_timeout_ms / 1000)
+                pinned, found = await _within(self.scopes.recall(call.user_id, query, wanted,
+                                                                 session),
+                                              memory.recall_timeout_ms / 1000)
         except Exception as exc:  # timeout or backend failure: proceed without memory
             call.memory_status = "error"
             log.warning("recall failed user_id=%s error=%s", call.user_id,
                         type(exc).__name__)
             return None
-        found = self._not_in_conversation(found, call, humans)[:memory.top_k]
-        block = format_block(found, memory.max_block_chars)
-        shown = found[:block.count("\n- [")]
+        pinned = self._not_in_conversation(pinned, call, humans, ranked=False)
+        pins = {m.id for m in pinned}
+        found = [m for m in self._not_in_conversation(found, call, humans)
+                 if m.id not in pins][:memory.top_k]
+        block, shown = compose(pinned, found, memory.max_block_chars, self.scopes.personal())
         ordinal = len(humans) - 1
         return Injection(ordinal, turn_key(humans[-1][1]), block, tuple(m.id for m in shown),
                          tuple(m.score for m in shown), trace_id=_trace_id())
 
-    def _not_in_conversation(self, found: list, call: Call, humans) -> list:
-        """Relevant hits (``min_score``), each text once, none of this conversation: not
-        remembered from it, and not an exchange (or text) the request already holds."""
+    def _not_in_conversation(self, found: list, call: Call, humans, ranked: bool = True) -> list:
+        """Relevant hits (``min_score``, when ``ranked``), each text once, none of this
+        conversation: not remembered from it, and not an exchange (or text) the request
+        already holds. Pinned and personal memories obey it too."""
         seen: set[str] = set()
         said = {text for _, text in humans}
         request: str | None = None          # every text of the request, made when needed
         out = []
         for m in found:
-            if m.score < self.config.memory.min_score or m.content in seen:
+            if (ranked and m.score < self.config.memory.min_score) or m.content in seen:
                 continue
             seen.add(m.content)
             if m.metadata.get("conversation") == call.conversation:
@@ -313,6 +320,8 @@ class MemoryService:
             call.user_id, call.conversation, turn_key(turn.human)))
         if not turn.human or not (answer or turn.steps):
             return
+        if call.user_id == self.scopes.personal():   # written on purpose only
+            return
         memory = self.config.memory
         human, steps = turn.human, turn.steps
         if memory.redact_secrets:   # each part before the text is cut to length (a cut key
@@ -335,8 +344,24 @@ class MemoryService:
         never injected again (those turns' prompts start a new prefix)."""
         deleted = await self.store.delete(user_id, memory_id, session)
         if deleted:
-            await self.journal.forget(user_id, memory_id)
+            await self.journal.forget(self.scopes.journal_owner(user_id), memory_id)
+            self.scopes.changed(user_id)
         return deleted
+
+    async def update(self, user_id: str, memory_id: str, session=None, **changes):
+        """Edit one memory (``store.update``); a new text is never injected again as the old
+        one was: the journal forgets the turns whose block showed it, as for a delete (a
+        pin or unpin changes the blocks of new turns only, never a journaled one)."""
+        memory = await self.store.update(user_id, memory_id, session=session, **changes)
+        if memory is not None:
+            self.scopes.changed(user_id)
+            if changes.get("content") is not None:
+                await self.journal.forget(self.scopes.journal_owner(user_id), memory_id)
+        return memory
+
+    async def promote(self, user_id: str, memory_id: str, session=None):
+        """Move one memory of ``user_id`` to the personal scope (``scopes.Scopes.promote``)."""
+        return await self.scopes.promote(user_id, memory_id, session)
 
     async def injections(self, user_id: str, *, conversation: str | None = None,
                          trace_id: str | None = None, session=None) -> list[dict[str, Any]]:
@@ -354,6 +379,9 @@ class MemoryService:
             entry = {"conversation": key, **injection.to_json()}
             for shown in entry["memories"]:
                 memory = await self.store.get(user_id, shown["id"], session)
+                personal = self.scopes.personal()
+                if memory is None and personal is not None:    # shown from the personal scope
+                    memory = await self.store.get(personal, shown["id"], session)
                 shown["content"] = memory.content if memory is not None else None
             entry["this_call"] = trace_id is not None and injection.trace_id == trace_id
             out.append(entry)
@@ -364,6 +392,7 @@ class MemoryService:
         those are purged first, so none is delivered after the store was emptied."""
         await self.journal.forget(user_id)
         self.links.forget(user_id)
+        self.scopes.changed(user_id)
         purged = await self.outbox.purge(user_id)
         if purged:
             log.info("outbox purged user_id=%s entries=%d", user_id, purged)

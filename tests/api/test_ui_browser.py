@@ -79,7 +79,11 @@ def test_ui_shows_a_project_and_deletes_one_of_its_memories(tmp_path, openai_fak
             page.fill("#why-trace", trace)
             page.click("#why-go")
             turn = page.locator("#why-turns li.this-call")
-            turn.wait_for(timeout=10_000)
+            try:
+                turn.wait_for(timeout=10_000)
+            except Exception:
+                raise AssertionError(page.locator("#why-note").inner_text() + " / " +
+                                     page.locator("#memory-note").inner_text() + page.locator("#why-turns").inner_html())
             assert "Staging runs on Fridays" in turn.inner_text()
             assert "score" in turn.inner_text()
             page.screenshot(path=str(shot), full_page=True)
@@ -88,6 +92,82 @@ def test_ui_shows_a_project_and_deletes_one_of_its_memories(tmp_path, openai_fak
     left = {m["id"] for m in get_json(f"{daemon.url}/v1/memories?user_id=alpha")["data"]}
     assert kept in left and doomed not in left
     assert shot.stat().st_size > 10_000
+
+
+def test_ui_adds_edits_pins_promotes_deletes_and_pages_through_every_memory(
+        tmp_path, openai_fake, start_daemon):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    executable = chromium()
+    daemon = start_daemon(write_config(tmp_path, openai_fake.url,
+                                       memory='backend = "sqlite"\npersonal = "me"'))
+    assert cli.main(["--config", str(daemon.config), "add-project", "alpha",
+                     "--port", str(free_port())]) == 0
+    post_json(daemon.url + "/v1/memories", {"user_id": "alpha", "memories": [
+        {"content": f"bulk note {i:03d}"} for i in range(120)]})
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(daemon.url + "/ui")
+            pager = page.locator("#memory-page")
+            expect(pager).to_have_text("memories 1–50 of 120 of alpha", timeout=10_000)
+            seen = set(page.locator("#memories li .content").all_inner_texts())
+            for expected in ("memories 51–100 of 120 of alpha", "memories 101–120 of 120 of alpha"):
+                page.click("#memory-older")
+                expect(pager).to_have_text(expected, timeout=10_000)
+                seen |= set(page.locator("#memories li .content").all_inner_texts())
+            assert seen == {f"bulk note {i:03d}" for i in range(120)}
+            assert page.locator("#memory-older").is_disabled()
+            page.click("#memory-newer")
+            expect(pager).to_have_text("memories 51–100 of 120 of alpha", timeout=10_000)
+
+            page.fill("#memory-new", "The kiln is fired on fridays")        # add
+            page.check("#memory-new-pinned")
+            page.click("#memory-add")
+            expect(pager).to_have_text("memories 1–50 of 121 of alpha", timeout=10_000)
+            added = page.locator("#memories li").first
+            assert "The kiln is fired on fridays" in added.inner_text()
+            assert added.locator(".mark").inner_text() == "pinned"
+            memory_id = added.get_attribute("data-memory-id")
+            item = page.locator(f'li[data-memory-id="{memory_id}"]')
+
+            item.locator("button.edit").click()                              # edit in place
+            item.locator("textarea.edit-text").fill("The kiln is fired on saturdays")
+            item.locator("button.save").click()
+            expect(item.locator(".content")).to_contain_text("saturdays", timeout=10_000)
+            item.locator("button.pin").click()                               # unpin
+            expect(item.locator("button.pin")).to_have_text("Pin", timeout=10_000)
+            stored = get_json(f"{daemon.url}/v1/memories/{memory_id}?user_id=alpha")
+            assert (stored["content"], stored["pinned"]) == ("The kiln is fired on saturdays",
+                                                             False)
+            item.locator("button.pin").click()                               # pin again
+            expect(item.locator("button.pin")).to_have_text("Unpin", timeout=10_000)
+            assert get_json(f"{daemon.url}/v1/memories/{memory_id}?user_id=alpha")["pinned"]
+
+            doomed_id = page.locator("#memories li").nth(1).get_attribute("data-memory-id")
+            doomed = page.locator(f'li[data-memory-id="{doomed_id}"]')       # delete
+            doomed.locator("button.delete").click()
+            doomed.wait_for(state="detached", timeout=10_000)
+            expect(pager).to_contain_text("of 120 of alpha")
+
+            item.locator("button.promote").click()                           # promote
+            item.wait_for(state="detached", timeout=10_000)
+            page.select_option("#memory-scope", "personal")
+            page.click("#memory-go")
+            mine = page.locator(f'li[data-memory-id="{memory_id}"]')
+            mine.wait_for(timeout=10_000)
+            assert "personal" in mine.inner_text() and "saturdays" in mine.inner_text()
+            expect(pager).to_have_text("memories 1–1 of 1 of the personal scope")
+            page.screenshot(path=str(tmp_path / "memories.png"), full_page=True)
+        finally:
+            browser.close()
+    left = get_json(f"{daemon.url}/v1/memories?user_id=alpha&limit=1000")
+    assert left["total"] == 119 and doomed_id not in {m["id"] for m in left["data"]}
+    assert memory_id not in {m["id"] for m in left["data"]}
+    personal = get_json(f"{daemon.url}/v1/memories?scope=personal")
+    assert [(m["id"], m["pinned"]) for m in personal["data"]] == [(memory_id, True)]
 
 
 ATTACK = """<!doctype html><title>attack</title><script>

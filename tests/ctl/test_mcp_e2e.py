@@ -20,12 +20,13 @@ from tests.conftest import GATEWAY_KEY, Daemon, free_port, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 KEY_VAR = "MCP_TEST_GATEWAY_KEY"   # the daemon's key variable; never passed to the MCP server
-TOOLS = {"memory_search", "memory_add", "memory_list", "memory_forget"}
+TOOLS = {"memory_search", "memory_add", "memory_list", "memory_forget", "memory_edit",
+         "memory_promote"}
 
 
 def config_for(tmp_path: Path, upstream_url: str, port: int | None = None) -> Path:
     return write_config(tmp_path, upstream_url, port=port, auth=f'keys = ["os.environ/{KEY_VAR}"]',
-                        memory='backend = "sqlite"')
+                        memory='backend = "sqlite"\npersonal = "me"')
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ async def error_of(session: ClientSession, tool: str, **arguments) -> str:
 
 # -- the tools -------------------------------------------------------------------------------
 
-async def test_four_tools_are_listed_with_descriptions_naming_the_project(daemon):
+async def test_the_tools_are_listed_with_descriptions_naming_the_project(daemon):
     async with mcp_session(daemon.config, "alpha") as session:
         listed = {tool.name: tool for tool in (await session.list_tools()).tools}
     assert set(listed) == TOOLS
@@ -120,6 +121,31 @@ async def test_add_search_list_and_forget_go_through_the_daemon_as_the_project(d
         assert await call(session, "memory_forget", id=added["id"]) == {
             "owner": "alpha", "forgotten": added["id"]}
     assert stored(daemon, "alpha") == []
+
+
+async def test_edit_pin_promote_and_a_personal_add_through_the_tools(daemon):
+    async with mcp_session(daemon.config, "alpha") as session:
+        added = (await call(session, "memory_add", content="lint with ruff"))["added"]
+        edited = (await call(session, "memory_edit", id=added["id"],
+                             content="lint with ruff and mypy", pinned=True))["edited"]
+        assert (edited["id"], edited["content"], edited["pinned"]) == (
+            added["id"], "lint with ruff and mypy", True)
+        found = await call(session, "memory_search", query="mypy")
+        assert [(r["id"], r["pinned"]) for r in found["results"]] == [(added["id"], True)]
+        mine = (await call(session, "memory_add", content="I read answers in French",
+                           scope="personal"))["added"]
+        assert (mine["user_id"], mine["scope"]) == ("me", "personal")
+        moved = (await call(session, "memory_promote", id=added["id"]))["promoted"]
+        assert (moved["id"], moved["scope"]) == (added["id"], "personal")
+        refused = await error_of(session, "memory_promote", id=added["id"])
+        personal = await call(session, "memory_list", scope="personal")
+    assert "HTTP 404" in refused
+    assert {m["id"] for m in personal["memories"]} >= {mine["id"], added["id"]}
+    assert added["id"] not in [m["id"] for m in stored(daemon, "alpha")]
+    async with mcp_session(daemon.config, "beta") as session:   # personal: every project's
+        found = await call(session, "memory_search", query="French answers", scope="personal")
+        own = await call(session, "memory_search", query="French answers")
+    assert [r["id"] for r in found["results"]] == [mine["id"]] and own["results"] == []
 
 
 async def test_memory_list_pages_with_the_cursor_it_returns(daemon):

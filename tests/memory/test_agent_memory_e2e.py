@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import write_config
 from tests.fakes import agent_upstream
 from tests.fakes.threaded import ThreadedServer
-from tests.memory.test_agent_traffic import FACT, QUESTION, READ, recorded
+from tests.memory.test_agent_traffic import FACT, READ, recorded
 from tests.prompts import extends
 
 HEADERS = {"content-type": "application/json", "x-memory-user-id": "alpha"}

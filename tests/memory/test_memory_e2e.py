@@ -261,11 +261,13 @@ async def test_memory_api_round_trip_and_bad_input_writes_nothing(mem_daemon):
                                       {"content": "Bob prefers coffee"}]})
     assert status == 201 and len(body["data"]) == 2
     tea_id = body["data"][0]["id"]
-    assert set(body["data"][0]) == {"id", "user_id", "content", "metadata", "created_at"}
+    assert set(body["data"][0]) == {"id", "user_id", "content", "metadata", "created_at",
+                                    "pinned", "scope"}
     status, found = await http_json("POST", base + "/search",
                                     json={"user_id": user, "query": "who likes tea", "limit": 1})
     assert status == 200 and found["results"][0]["id"] == tea_id
-    assert set(found["results"][0]) == {"id", "content", "score", "metadata", "created_at"}
+    assert set(found["results"][0]) == {"id", "content", "score", "metadata", "created_at",
+                                        "pinned", "scope"}
     status, one = await http_json("GET", f"{base}/{tea_id}", params={"user_id": user})
     assert status == 200 and one["metadata"] == {"k": 1}
     bad = [
@@ -556,7 +558,7 @@ async def test_the_first_call_after_a_start_recalls_with_the_default_timeout(
     assert str(tmp_path) not in json.dumps(ready)   # no paths to unauthenticated callers
 
 
-@pytest.mark.parametrize("how", ["one", "all"])
+@pytest.mark.parametrize("how", ["one", "all", "edit"])
 async def test_forgotten_text_is_gone_from_every_file_of_the_state_dir(mem_daemon, tmp_path,
                                                                          how):
     marker = f"ZEBRA{uuid.uuid4().hex[:10]}"
@@ -576,6 +578,13 @@ async def test_forgotten_text_is_gone_from_every_file_of_the_state_dir(mem_daemo
     while "journal.db" not in " ".join(files_holding_it()) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)            # the journal writes its rows within 0.2 s
     assert files_holding_it()
+    if how == "edit":           # a new text: the old one is forgotten the same way
+        status, _ = await http_json("PATCH", f"{mem_daemon.url}/v1/memories/"
+                                    f"{body['data'][0]['id']}", json={
+                                        "user_id": user, "content": "The vault code changed"})
+        assert status == 200
+        assert files_holding_it() == []
+        return
     if how == "one":
         url = f"{mem_daemon.url}/v1/memories/{body['data'][0]['id']}?user_id={user}"
     else:

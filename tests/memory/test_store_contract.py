@@ -235,3 +235,77 @@ async def test_vectors_never_push_an_exact_lexical_hit_below_a_vague_one(backend
     hits = await store.search("alice", "feline vaccination", 2)
     assert [h.content for h in hits][0] == "the feline vaccination is booked for march"
     assert all(0 < h.score <= 1 for h in hits)
+
+
+async def test_an_edited_memory_is_found_by_its_new_words_at_once_never_its_old(store):
+    m = await store.add("alice", "the deploy runs on tuesdays", {"n": 1})
+    await store.search("alice", "deploy", 5)          # the index is built before the edit
+    edited = await store.update("alice", m.id, content="the release ships on thursdays")
+    assert (edited.id, edited.content, edited.metadata, edited.created_at) == (
+        m.id, "the release ships on thursdays", {"n": 1}, m.created_at)
+    assert [h.id for h in await store.search("alice", "thursdays release", 5)] == [m.id]
+    assert await store.search("alice", "tuesdays", 5) == []
+    assert (await store.get("alice", m.id)).content == "the release ships on thursdays"
+
+
+async def test_metadata_and_pin_edits_change_only_what_is_given(store):
+    m = await store.add("alice", "use black for formatting", {"a": 1})
+    pinned = await store.update("alice", m.id, pinned=True)
+    assert (pinned.content, pinned.metadata, pinned.pinned) == (m.content, {"a": 1}, True)
+    relabelled = await store.update("alice", m.id, metadata={"b": 2})
+    assert (relabelled.metadata, relabelled.pinned) == ({"b": 2}, True)
+    assert (await store.list("alice", 5))[0][0].pinned is True
+    assert [h.id for h in await store.search("alice", "formatting", 5)] == [m.id]
+
+
+async def test_an_edit_of_another_users_memory_changes_nothing(store):
+    m = await store.add("alice", "alice's secret plan")
+    assert await store.update("bob", m.id, content="bob's now", pinned=True) is None
+    assert await store.move("bob", m.id, "mallory") is None
+    kept = await store.get("alice", m.id)
+    assert (kept.content, kept.pinned) == ("alice's secret plan", False)
+
+
+async def test_pinned_lists_only_the_users_pins_newest_first(store):
+    first = await store.add_many("alice", [NewMemory("pin one", pinned=True)])
+    await store.add("alice", "not pinned")
+    second = await store.add("alice", "pin two")
+    await store.update("alice", second.id, pinned=True)
+    await store.add_many("bob", [NewMemory("bob's pin", pinned=True)])
+    assert [m.content for m in await store.pinned("alice")] == ["pin two", "pin one"]
+    assert first[0].pinned and all(m.pinned for m in await store.pinned("alice"))
+    await store.update("alice", second.id, pinned=False)
+    assert [m.content for m in await store.pinned("alice")] == ["pin one"]
+
+
+async def test_a_moved_memory_belongs_to_its_new_owner_only(store):
+    m = await store.add("alpha", "I prefer tabs over spaces", {"x": 1})
+    await store.search("alpha", "tabs", 5)
+    moved = await store.move("alpha", m.id, "me")
+    assert (moved.id, moved.user_id, moved.content, moved.created_at) == (
+        m.id, "me", m.content, m.created_at)
+    assert await store.get("alpha", m.id) is None
+    assert await store.search("alpha", "tabs", 5) == []
+    assert [h.id for h in await store.search("me", "tabs spaces", 5)] == [m.id]
+    assert (await store.count("alpha"), await store.count("me")) == (0, 1)
+
+
+async def test_count_is_every_memory_of_the_user(store):
+    await store.add_many("alice", [NewMemory(f"note {i}") for i in range(120)])
+    await store.add("bob", "one")
+    assert (await store.count("alice"), await store.count("bob")) == (120, 1)
+
+
+async def test_an_edited_memory_is_embedded_again(backend):
+    calls = []
+
+    async def embedder(texts, session):
+        calls.append(texts)
+        return [[1.0, 0.0] if ("cat" in t or "kitten" in t) else [0.0, 1.0] for t in texts]
+
+    store = await backend.open(embedder)
+    [pet, report] = await store.add_many("alice", [NewMemory("my dog barks all day"),
+                                                   NewMemory("the report is due friday")])
+    await store.update("alice", pet.id, content="my kitten naps all day")
+    assert calls[-1] == ["my kitten naps all day"]
+    assert [h.id for h in await store.search("alice", "cat", 1)] == [pet.id]

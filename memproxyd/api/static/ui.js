@@ -170,32 +170,130 @@ async function loadUsage() {
     el("td", { class: "num" }, g.latency_p50_ms), el("td", { class: "num" }, g.latency_p95_ms))));
 }
 
-function memoryItem(user, memory) {
+// The memory browser: one owner (a project or user id, or the personal scope), newest first
+// a page at a time (PAGE memories, the cursors of the pages before kept to go back), or the
+// best matches of a search; each memory edited in place, pinned, promoted or deleted.
+const PAGE = 50;
+const browser = { user: "", scope: "project", query: "", cursors: [null], page: 0,
+  total: 0, next: null };
+
+function owner() {
+  return browser.scope === "personal"
+    ? { scope: "personal" } : { user_id: browser.user, scope: "project" };
+}
+
+function ownerQuery() {
+  return new URLSearchParams(owner()).toString();
+}
+
+function memoryPath(memory, action = "") {
+  return `/admin/memories/${encodeURIComponent(memory.id)}${action}`;
+}
+
+function button(label, cls, onclick) {
+  return el("button", { type: "button", class: cls, onclick: guarded(onclick) }, label);
+}
+
+function memoryItem(memory) {
   const when = String(memory.created_at || "").slice(0, 16).replace("T", " ");
-  const remove = el("button", { type: "button", class: "delete", "data-id": memory.id }, "Delete");
-  const item = el("li", { "data-memory-id": memory.id },
-    el("div", { class: "content" }, memory.content),
-    el("div", { class: "meta" }, when, memory.score !== undefined ? ` · score ${memory.score.toFixed(3)}` : ""),
-    remove);
-  remove.addEventListener("click", async () => {
-    if (!confirm("Delete this memory?")) return;
-    await api("DELETE", `/admin/memories/${encodeURIComponent(memory.id)}?user_id=${encodeURIComponent(user)}`);
-    item.remove();
-    $("#memory-note").textContent = `deleted ${memory.id}`;
-  });
+  const content = el("div", { class: "content" },
+    memory.pinned ? el("span", { class: "mark" }, "pinned") : "", memory.content);
+  const meta = el("div", { class: "meta" }, when,
+    memory.scope === "personal" ? " · personal" : "",
+    memory.score !== undefined ? ` · score ${memory.score.toFixed(3)}` : "");
+  const item = el("li", { "data-memory-id": memory.id, class: memory.pinned ? "pinned" : "" });
+  const replace = (updated) => item.replaceWith(memoryItem({ ...memory, ...updated }));
+  const actions = el("div", { class: "actions" },
+    button("Edit", "edit", async () => {
+      const text = el("textarea", { class: "edit-text" }, memory.content);
+      content.replaceChildren(text, button("Save", "save", async () => {
+        replace(await api("PATCH", memoryPath(memory), { ...owner(), content: text.value }));
+        $("#memory-note").textContent = `edited ${memory.id}`;
+      }), button("Cancel", "cancel", async () => replace({})));
+      text.focus();
+    }),
+    button(memory.pinned ? "Unpin" : "Pin", "pin", async () => {
+      replace(await api("PATCH", memoryPath(memory), { ...owner(), pinned: !memory.pinned }));
+      $("#memory-note").textContent = `${memory.pinned ? "unpinned" : "pinned"} ${memory.id}`;
+    }),
+    memory.scope === "personal" ? "" : button("Make personal", "promote", async () => {
+      if (!confirm("Move this memory to the personal scope (every project)?")) return;
+      await api("POST", memoryPath(memory, "/promote"), { user_id: browser.user });
+      item.remove();
+      $("#memory-note").textContent = `${memory.id} is now personal`;
+    }),
+    button("Delete", "delete", async () => {
+      if (!confirm("Delete this memory?")) return;
+      await api("DELETE", `${memoryPath(memory)}?${ownerQuery()}`);
+      item.remove();
+      browser.total -= 1;
+      showPage();
+      $("#memory-note").textContent = `deleted ${memory.id}`;
+    }));
+  item.append(content, meta, actions);
   return item;
+}
+
+function showPage() {
+  const shown = $("#memories").children.length;
+  const first = browser.page * PAGE;
+  const who = browser.scope === "personal" ? "the personal scope" : browser.user;
+  $("#memory-page").textContent = browser.query
+    ? `${shown} found in ${who}`
+    : shown ? `memories ${first + 1}–${first + shown} of ${browser.total} of ${who}`
+      : `0 memories of ${who}`;
+  $("#memory-newer").disabled = browser.query !== "" || browser.page === 0;
+  $("#memory-older").disabled = browser.query !== "" || !browser.next;
+}
+
+async function loadPage() {
+  const cursor = browser.cursors[browser.page];
+  const found = browser.query
+    ? (await api("POST", "/admin/memories/search",
+      { ...owner(), query: browser.query, limit: PAGE })).results
+    : await (async () => {
+      const data = await api("GET", `/admin/memories?${ownerQuery()}&limit=${PAGE}` +
+        (cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""));
+      browser.total = data.total ?? data.data.length;
+      browser.next = data.next_cursor;
+      browser.cursors[browser.page + 1] = data.next_cursor;
+      return data.data;
+    })();
+  $("#memories").replaceChildren(...found.map(memoryItem));
+  showPage();
 }
 
 async function loadMemories(event) {
   if (event) event.preventDefault();
-  const user = $("#memory-user").value.trim();
-  const query = $("#memory-query").value.trim();
-  if (!user) return;
-  const found = query
-    ? (await api("POST", "/admin/memories/search", { user_id: user, query, limit: 50 })).results
-    : (await api("GET", `/admin/memories?user_id=${encodeURIComponent(user)}&limit=100`)).data;
-  $("#memories").replaceChildren(...found.map((m) => memoryItem(user, m)));
-  $("#memory-note").textContent = `${found.length} memories of ${user}`;
+  browser.user = $("#memory-user").value.trim();
+  browser.scope = $("#memory-scope").value;
+  browser.query = $("#memory-query").value.trim();
+  browser.cursors = [null];
+  browser.page = 0;
+  if (!browser.user && browser.scope === "project") return;
+  $("#memory-note").textContent = "";
+  await loadPage();
+}
+
+async function addMemory(event) {
+  event.preventDefault();
+  if (!browser.user && browser.scope === "project") await loadMemories();
+  const content = $("#memory-new").value;
+  const [memory] = (await api("POST", "/admin/memories",
+    { ...owner(), content, pinned: $("#memory-new-pinned").checked })).data;
+  $("#memory-new").value = "";
+  $("#memory-new-pinned").checked = false;
+  browser.query = "";
+  $("#memory-query").value = "";
+  browser.cursors = [null];
+  browser.page = 0;
+  await loadPage();
+  $("#memory-note").textContent = `added ${memory.id}`;
+}
+
+async function turnPage(step) {
+  browser.page = Math.max(0, browser.page + step);
+  await loadPage();
 }
 
 function whyTurn(turn) {
@@ -231,6 +329,9 @@ function guarded(fn) {
 document.addEventListener("DOMContentLoaded", () => {
   $("#since").addEventListener("change", guarded(loadUsage));
   $("#memory-form").addEventListener("submit", guarded(loadMemories));
+  $("#memory-add-form").addEventListener("submit", guarded(addMemory));
+  $("#memory-older").addEventListener("click", guarded(() => turnPage(1)));
+  $("#memory-newer").addEventListener("click", guarded(() => turnPage(-1)));
   $("#why-form").addEventListener("submit", guarded(loadWhy));
   guarded(loadStatus)();
   guarded(async () => { await loadProjects(); await loadMemories(); })();

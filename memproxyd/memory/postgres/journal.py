@@ -84,10 +84,12 @@ class PgJournal:
                                     " ORDER BY created, ordinal", *params)
         return [_injection(r) for r in rows]
 
-    async def forget(self, user_id: str, memory_id: str | None) -> None:
+    async def forget(self, user_id: str | None, memory_id: str | None) -> None:
         async with self.db.connection() as conn:
             if memory_id is None:
                 await conn.execute("DELETE FROM memory_injections WHERE user_id = $1", user_id)
+            elif user_id is None:      # a personal memory: every user's turns that showed it
+                await conn.execute("DELETE FROM memory_injections WHERE ids ? $1", memory_id)
             else:
                 await conn.execute("DELETE FROM memory_injections WHERE user_id = $1 AND"
                                    " ids ? $2", user_id, memory_id)

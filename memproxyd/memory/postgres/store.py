@@ -74,19 +74,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # No pending list: every search would scan it linearly; writes are one per exchange.
         "CREATE INDEX memories_tsv ON memories USING gin(tsv) WITH (fastupdate = off)",
     ),
+    (   # pinned memories: in every block of their owner
+        "ALTER TABLE memories ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT false",
+        "CREATE INDEX memories_user_pinned ON memories(user_id, seq) WHERE pinned",
+    ),
 )
 
 # ``user_id = $1`` in a condition, ``$1 AS user_id`` in an INSERT ... SELECT (never ``$10``).
 _BINDS_USER = re.compile(r"user_id = \$1\b|\$1 AS user_id\b")
-_COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at"
+_COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at, m.pinned"
 # One statement per batch, rows in batch order (``seq`` is the list order).
 _INSERT = (
-    "INSERT INTO memories(id, user_id, key, content, metadata, created_at, tsv, embedding)"
-    " SELECT b.id, $1 AS user_id, b.key, b.content, b.metadata::jsonb, b.created_at,"
-    f" {TSV}, b.embedding::real[] FROM unnest($2::text[], $3::text[], $4::text[],"
-    " $5::text[], $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[])"
-    " WITH ORDINALITY AS b(id, key, content, metadata, created_at, body, near, far,"
-    " embedding, ord) ORDER BY b.ord"
+    "INSERT INTO memories(id, user_id, key, content, metadata, created_at, tsv, embedding,"
+    " pinned) SELECT b.id, $1 AS user_id, b.key, b.content, b.metadata::jsonb, b.created_at,"
+    f" {TSV}, b.embedding::real[], b.pinned FROM unnest($2::text[], $3::text[], $4::text[],"
+    " $5::text[], $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[],"
+    " $11::bool[]) WITH ORDINALITY AS b(id, key, content, metadata, created_at, body, near,"
+    " far, embedding, pinned, ord) ORDER BY b.ord"
     " ON CONFLICT (user_id, key) WHERE key IS NOT NULL DO NOTHING RETURNING id")
 
 
@@ -113,7 +117,7 @@ class _UserScope:
 
 def _memory(row, score: float = 0.0) -> Memory:
     return Memory(row["id"], row["user_id"], row["content"], json.loads(row["metadata"]),
-                  row["created_at"], score)
+                  row["created_at"], score, row["pinned"])
 
 
 def _context(items: list[NewMemory], i: int) -> tuple[str, str]:
@@ -159,7 +163,8 @@ class PostgresStore(MemoryStore):
         now = time.time()
         new = {i: Memory(secrets.token_hex(8), user_id, items[i].content,
                          dict(items[i].metadata),
-                         now if items[i].created_at is None else items[i].created_at)
+                         now if items[i].created_at is None else items[i].created_at,
+                         pinned=items[i].pinned)
                for i in fresh}
         async with self.db.connection() as conn, conn.transaction():
             scope = _UserScope(conn, user_id)
@@ -187,7 +192,8 @@ class PostgresStore(MemoryStore):
             [new[i].created_at for i in fresh],
             [text.index_text(items[i].content) for i in fresh],
             [nf[0] for nf in near_far], [nf[1] for nf in near_far],
-            [pg_vectors.array_literal(vectors[i]) if vectors else None for i in fresh])
+            [pg_vectors.array_literal(vectors[i]) if vectors else None for i in fresh],
+            [items[i].pinned for i in fresh])
         ids = {r["id"] for r in rows}
         return {i for i in fresh if new[i].id in ids}
 
@@ -202,6 +208,56 @@ class PostgresStore(MemoryStore):
             status = await _UserScope(conn, user_id).execute(
                 "DELETE FROM memories WHERE user_id = $1")
         return int(status.split()[-1])
+
+    async def update(self, user_id: str, memory_id: str, *, content: str | None = None,
+                     metadata: dict | None = None, pinned: bool | None = None,
+                     session=None) -> Memory | None:
+        """Edit in place; a new text gets its ``tsvector`` (its own words; the neighbours'
+        context it had is kept) and its embedding again in the same statement."""
+        sets, args = [], []
+        if content is not None:
+            args.append(text.index_text(content))
+            sets.append(f"tsv = setweight(to_tsvector('english', ${len(args) + 2}), 'A')"
+                        " || ts_filter(m.tsv, '{b,c}')")
+            args.append(content)
+            sets.append(f"content = ${len(args) + 2}")
+            vector = (await self._embed([content], session) or [None])[0]
+            args.append(pg_vectors.array_literal(vector) if vector is not None else None)
+            sets.append(f"embedding = ${len(args) + 2}::text::real[]")
+        if metadata is not None:
+            args.append(json.dumps(metadata))
+            sets.append(f"metadata = ${len(args) + 2}::jsonb")
+        if pinned is not None:
+            args.append(pinned)
+            sets.append(f"pinned = ${len(args) + 2}")
+        async with self.db.connection() as conn:
+            rows = await _UserScope(conn, user_id).rows(
+                f"UPDATE memories m SET {', '.join(sets)} WHERE m.user_id = $1 AND m.id = $2"
+                f" RETURNING {_COLUMNS}", memory_id, *args)
+        return _memory(rows[0]) if rows else None
+
+    async def move(self, user_id: str, memory_id: str, to_user: str,
+                   session=None) -> Memory | None:
+        """Same row for the new owner (id, time, vector kept; the idempotency key, which named
+        a delivery to the old owner, dropped)."""
+        async with self.db.connection() as conn:
+            rows = await _UserScope(conn, user_id).rows(
+                f"UPDATE memories m SET user_id = $3, key = NULL WHERE m.user_id = $1"
+                f" AND m.id = $2 RETURNING {_COLUMNS}", memory_id, to_user)
+        return _memory(rows[0]) if rows else None
+
+    async def pinned(self, user_id: str, session=None) -> list[Memory]:
+        async with self.db.connection() as conn:
+            rows = await _UserScope(conn, user_id).rows(
+                f"SELECT {_COLUMNS} FROM memories m WHERE m.user_id = $1 AND m.pinned"
+                " ORDER BY m.seq DESC")
+        return [_memory(r) for r in rows]
+
+    async def count(self, user_id: str, session=None) -> int | None:
+        async with self.db.connection() as conn:
+            rows = await _UserScope(conn, user_id).rows(
+                "SELECT count(*) AS n FROM memories WHERE user_id = $1")
+        return rows[0]["n"]
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -126,10 +126,12 @@ class SqliteJournal:
             where, params = f"{where} AND trace_id = ?", [*params, trace_id]
         return [injection_of(r) for r in await self._db.run(_select, where, tuple(params))]
 
-    async def forget(self, user_id: str, memory_id: str | None) -> None:
+    async def forget(self, user_id: str | None, memory_id: str | None) -> None:
         await self.flush()
         if memory_id is None:
             await self._db.run(_delete, "user_id = ?", (user_id,))
+        elif user_id is None:      # a personal memory: every user's turns that showed it
+            await self._db.run(_delete, "instr(ids, ?) > 0", (json.dumps(memory_id),))
         else:
             await self._db.run(_delete, "user_id = ? AND instr(ids, ?) > 0",
                                (user_id, json.dumps(memory_id)))

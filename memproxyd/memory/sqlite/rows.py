@@ -11,7 +11,7 @@ import sqlite3
 
 from memproxyd.memory.base import Memory
 
-COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at"
+COLUMNS = "m.seq, m.id, m.user_id, m.content, m.metadata, m.created_at, m.pinned"
 
 
 class UserScope:
@@ -31,9 +31,22 @@ class UserScope:
 
 
 def memory(row: tuple, score: float = 0.0) -> Memory:
-    _, mid, user_id, content, metadata, created_at = row[:6]
-    return Memory(mid, user_id, content, json.loads(metadata), created_at, score)
+    _, mid, user_id, content, metadata, created_at, pinned = row[:7]
+    return Memory(mid, user_id, content, json.loads(metadata), created_at, score, bool(pinned))
 
 
 def rows(conn, user_id: str, sql: str, params: dict) -> list[tuple]:
     return UserScope(conn, user_id).rows(sql, **params)
+
+
+def pinned(conn, user_id: str) -> list[Memory]:
+    """The user's pinned memories, newest first."""
+    return [memory(r) for r in UserScope(conn, user_id).rows(
+        f"SELECT {COLUMNS} FROM memories m WHERE m.user_id = :user_id AND m.pinned"
+        " ORDER BY m.seq DESC")]
+
+
+def every_pin(conn) -> dict[str, list[Memory]]:
+    """Every user's pinned memories (the users found first: statistics, no memory read)."""
+    users = [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM memories WHERE pinned")]
+    return {user_id: pinned(conn, user_id) for user_id in users}

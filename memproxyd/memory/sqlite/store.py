@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from pathlib import Path
@@ -31,7 +32,8 @@ from memproxyd.memory import terms as text, vectors, when
 from memproxyd.memory.base import Memory, MemoryStore, NewMemory, decode_cursor, encode_cursor
 from memproxyd.memory.sqlite import lexical, writes
 from memproxyd.memory.sqlite.db import GroupCommit, Migration, SqliteReaders, SqliteThread
-from memproxyd.memory.sqlite.rows import (COLUMNS, UserScope, memory as as_memory,
+from memproxyd.memory.sqlite.rows import (COLUMNS, UserScope, every_pin, memory as as_memory,
+                                          pinned as pinned_rows,
                                           rows as scoped_rows)
 from memproxyd.memory.sqlite.search_process import SearchProcess
 from memproxyd.memory.sqlite.search_worker import load
@@ -76,6 +78,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         _group_existing,
         "DROP TABLE memories_fts",
     ),
+    (   # pinned memories: in every block of their owner
+        "ALTER TABLE memories ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX memories_user_pinned ON memories(user_id, seq) WHERE pinned",
+    ),
 )
 
 class SqliteStore(MemoryStore):
@@ -97,10 +103,14 @@ class SqliteStore(MemoryStore):
         self._answering: asyncio.Future | None = None   # the search process's first answer
         self._remembered = GroupCommit(self._commit_remembered, "memory-remember")
         self._searcher = SearchProcess(self.db_path) if search_process else None
+        # every user's pins, newest first: read at open, again after each write that may
+        # change them (on the writer, in order with the writes); a recall never waits for them
+        self._pins: dict[str, list[Memory]] = {}
         self._stem = self._searcher is None      # stems made with the writes for a local index
 
     async def open(self) -> None:
         self.schema_version = await self._db.open("memories", MIGRATIONS)
+        self._pins = await self._db.run(every_pin)
         await self._readers.open()
         if self._searcher is not None:
             await self._searcher.start()
@@ -204,6 +214,8 @@ class SqliteStore(MemoryStore):
                                         self._stem)
         self._db.wrote(len(out))
         self._indexed(user_id, added)
+        if any(item.pinned for batch in batches for item in batch):
+            await self._repin(user_id)
         return out
 
     async def remember(self, user_id: str, items: list[NewMemory]) -> None:
@@ -247,20 +259,87 @@ class SqliteStore(MemoryStore):
         seqs = await self._db.run(writes.delete, user_id, "AND id = :id", {"id": memory_id})
         if seqs:
             await self._db.scrub()
-        if self._searcher is not None:
-            self._searcher.send(("remove", user_id, seqs))
-        elif user_id in self._indexes:
-            self._indexes[user_id].remove(seqs)
+        self._removed(user_id, seqs)
+        if any(m.id == memory_id for m in self._pins.get(user_id, ())):
+            await self._repin(user_id)
         return bool(seqs)
 
     async def forget_all(self, user_id: str, session=None) -> int:
         seqs = await self._db.run(writes.delete, user_id, "", {})
+        self._pins.pop(user_id, None)
         await self._db.scrub()
         if self._searcher is not None:
             self._searcher.send(("reset", user_id))
         elif user_id in self._indexes:
             self._indexes[user_id] = lexical.UserIndex()
         return len(seqs)
+
+    async def update(self, user_id: str, memory_id: str, *, content: str | None = None,
+                     metadata: dict | None = None, pinned: bool | None = None,
+                     session=None) -> Memory | None:
+        """Edit in place; a new text is re-indexed at once (its old postings removed, the new
+        text indexed as a batch of its own: its neighbours' context comes back with the next
+        build of the index) and re-embedded."""
+        changes: dict[str, Any] = {}
+        if content is not None:
+            changes["content"] = content
+        if metadata is not None:
+            changes["metadata"] = json.dumps(metadata)
+        if pinned is not None:
+            changes["pinned"] = int(pinned)
+        vector = None
+        if content is not None and self.embedder is not None:
+            vector = (await self._embed([content], session) or [None])[0]
+        done = await self._db.run(writes.update, user_id, memory_id, changes, vector)
+        if done is None:
+            return None
+        memory, seq, packed = done
+        if content is not None or metadata is not None:
+            await self._db.scrub()     # the old text is gone from the files, as after a delete
+            self._reindexed(user_id, memory, seq, packed)
+        await self._repin(user_id)
+        return memory
+
+    async def move(self, user_id: str, memory_id: str, to_user: str,
+                   session=None) -> Memory | None:
+        done = await self._db.run(writes.move, user_id, memory_id, to_user)
+        if done is None:
+            return None
+        memory, seq, packed = done
+        self._removed(user_id, [seq])
+        self._indexed(to_user, [[_index_row(memory, seq, self._stem, packed)]])
+        if memory.pinned:
+            await self._repin(user_id)
+            await self._repin(to_user)
+        return memory
+
+    async def _repin(self, user_id: str) -> None:
+        pins = await self._db.run(pinned_rows, user_id)
+        if pins:
+            self._pins[user_id] = pins
+        else:
+            self._pins.pop(user_id, None)
+
+    def _reindexed(self, user_id: str, memory: Memory, seq: int, packed: bytes | None) -> None:
+        self._removed(user_id, [seq])
+        self._indexed(user_id, [[_index_row(memory, seq, self._stem, packed)]])
+
+    def _removed(self, user_id: str, seqs: list[int]) -> None:
+        if self._searcher is not None:
+            self._searcher.send(("remove", user_id, seqs))
+        elif user_id in self._indexes:
+            self._indexes[user_id].remove(seqs)
+
+    async def pinned(self, user_id: str, session=None) -> list[Memory]:
+        return self._pins.get(user_id, [])
+
+    def pinned_now(self, user_id: str) -> list[Memory] | None:
+        return self._pins.get(user_id, [])
+
+    async def count(self, user_id: str, session=None) -> int | None:
+        rows = await self._readers.run(scoped_rows, user_id, "SELECT count(*) FROM memories"
+                                       " WHERE user_id = :user_id", {})
+        return rows[0][0]
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -323,6 +402,14 @@ class SqliteStore(MemoryStore):
 
     async def _embed(self, texts: list[str], session) -> list | None:
         return await vectors.embed(self.embedder, texts, session)
+
+
+def _index_row(memory: Memory, seq: int, stem: bool, packed: bytes | None) -> tuple:
+    """A stored memory as the index takes a committed row: (seq, stems or None, fields,
+    packed vector or None)."""
+    return (seq, lexical.index_stems(memory.content) if stem else None,
+            (memory.id, memory.content, json.dumps(memory.metadata), memory.created_at),
+            packed)
 
 
 def _quiet(searching) -> asyncio.Future:

@@ -80,14 +80,15 @@ def insert(scope: UserScope, item: NewMemory, seq: int, group: int,
     """(the memory, whether it is new): an item whose key is stored is not stored twice
     (the insert yields to the user's unique key; only then is the stored one read)."""
     memory = Memory(secrets.token_hex(8), scope.user_id, item.content, dict(item.metadata),
-                    time.time() if item.created_at is None else item.created_at)
+                    time.time() if item.created_at is None else item.created_at,
+                    pinned=item.pinned)
     inserted = scope.execute(
-        "INSERT INTO memories(seq, id, user_id, key, content, metadata, created_at, grp)"
-        " VALUES (:seq, :id, :user_id, :key, :content, :metadata, :created_at, :grp)"
-        " ON CONFLICT DO NOTHING",
+        "INSERT INTO memories(seq, id, user_id, key, content, metadata, created_at, grp,"
+        " pinned) VALUES (:seq, :id, :user_id, :key, :content, :metadata, :created_at, :grp,"
+        " :pinned) ON CONFLICT DO NOTHING",
         seq=seq, id=memory.id, key=item.key, content=memory.content,
         metadata=metadata, created_at=memory.created_at,
-        grp=group).rowcount
+        grp=group, pinned=int(item.pinned)).rowcount
     if not inserted:
         existing = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id ="
                               " :user_id AND m.key = :key", key=item.key)
@@ -108,3 +109,57 @@ def delete(conn, user_id: str, where: str, params: dict) -> list[int]:
                       **params)
         scope.execute(f"DELETE FROM memories WHERE user_id = :user_id {where}", **params)
     return seqs
+
+
+def _vector_of(scope: UserScope, seq: int) -> bytes | None:
+    found = scope.rows("SELECT vector FROM memory_vectors WHERE user_id = :user_id"
+                       " AND seq = :seq", seq=seq)
+    return found[0][0] if found else None
+
+
+def update(conn, user_id: str, memory_id: str, changes: dict,
+           vector) -> tuple[Memory, int, bytes | None] | None:
+    """Change one memory's ``content``, ``metadata`` (JSON) and/or ``pinned`` in place, and
+    its vector when given; (the memory, its seq, its packed vector for the index), or None
+    when the user has no such memory."""
+    scope = UserScope(conn, user_id)
+    sets = ", ".join(f"{column} = :{column}" for column in changes)
+    with transaction(conn):
+        found = scope.rows("SELECT seq FROM memories WHERE user_id = :user_id AND id = :id",
+                           id=memory_id)
+        if not found:
+            return None
+        seq = found[0][0]
+        scope.execute(f"UPDATE memories SET {sets} WHERE user_id = :user_id AND seq = :seq",
+                      seq=seq, **changes)
+        if vector is not None:
+            scope.execute("INSERT OR REPLACE INTO memory_vectors(seq, user_id, vector)"
+                          " VALUES (:seq, :user_id, :vector)", seq=seq,
+                          vector=vectors.pack(vector))
+        row = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id = :user_id"
+                         " AND m.seq = :seq", seq=seq)[0]
+        packed = _vector_of(scope, seq)
+    return as_memory(row), seq, packed
+
+
+def move(conn, user_id: str, memory_id: str,
+         to_user: str) -> tuple[Memory, int, bytes | None] | None:
+    """Give one memory of ``user_id`` to ``to_user``, same row (id, time, vector); its
+    idempotency key is dropped (it named a delivery to the old owner). (the memory, its
+    seq, its packed vector), or None when ``user_id`` has no such memory."""
+    scope = UserScope(conn, user_id)
+    with transaction(conn):
+        found = scope.rows("SELECT seq FROM memories WHERE user_id = :user_id AND id = :id",
+                           id=memory_id)
+        if not found:
+            return None
+        seq = found[0][0]
+        scope.execute("UPDATE memories SET user_id = :to_user, key = NULL"
+                      " WHERE user_id = :user_id AND seq = :seq", seq=seq, to_user=to_user)
+        scope.execute("UPDATE memory_vectors SET user_id = :to_user"
+                      " WHERE user_id = :user_id AND seq = :seq", seq=seq, to_user=to_user)
+        moved = UserScope(conn, to_user)
+        row = moved.rows(f"SELECT {COLUMNS} FROM memories m"
+                         " WHERE m.user_id = :user_id AND m.seq = :seq", seq=seq)[0]
+        packed = _vector_of(moved, seq)
+    return as_memory(row), seq, packed

@@ -178,7 +178,7 @@ async def test_status_shows_backend_pool_and_outbox_depth(pg_daemons):
     _, status = await http_json("GET", f"{a.url}/admin/status")
     memory = status["memory"]
     assert memory["backend"] == "postgres" and memory["reachable"] is True
-    assert memory["schema_versions"] == {"memories": 1, "outbox": 2, "journal": 1}
+    assert memory["schema_versions"] == {"memories": 2, "outbox": 2, "journal": 1}
     assert memory["pool"]["size"] >= 1 and memory["outbox"]["depth"] in (0, 1)
 
 
