@@ -110,7 +110,9 @@ class Import:
         self.sessions: set[str] = set()                  # ids of the sessions read
 
     def stored(self, project: str) -> tuple[set, set]:
-        """(history keys, (conversation, content) of live turns) of what ``project`` holds;
+        """(history keys, (conversation, the human's words) of live turns) of what
+        ``project`` holds (the words, not the whole text: a live answer may have been cut
+        where it repeated its memory block, ``memory/echo.py``);
         nothing known when a dry run finds the daemon down."""
         if project not in self.known:
             keys, live = set(), set()
@@ -120,7 +122,7 @@ class Import:
                     if metadata.get("history"):
                         keys.add(metadata["history"])
                     elif metadata.get("conversation"):
-                        live.add((metadata["conversation"], memory.get("content")))
+                        live.add((metadata["conversation"], _asked(memory.get("content"))))
             except DaemonDown:
                 if not self.dry_run:
                     raise
@@ -144,7 +146,7 @@ class Import:
         if key in keys:
             self.skipped[ALREADY_IMPORTED] += 1
             return
-        if (session.conversation, turn.content) in live:
+        if (session.conversation, _asked(turn.content)) in live:
             self.skipped[ALREADY_LIVE] += 1
             return
         keys.add(key)
@@ -243,3 +245,8 @@ def add_parser(msub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be stored; store nothing")
     p.set_defaults(func=cmd_import_history)
+
+
+def _asked(content: str | None) -> str:
+    """A stored turn's human part: its text up to the answer."""
+    return (content or "").split("\nAssistant: ", 1)[0]
