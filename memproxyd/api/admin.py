@@ -26,7 +26,9 @@ from memproxyd.registry import (ProjectNotFound, RegistryCorruptError, RegistryE
 def _project_json(request: web.Request, project) -> dict:
     listener = request.app[appkeys.LISTENERS].get(project.name)
     info = listener.to_json() if listener else {"state": "pending", "error": None}
-    return {**project.to_json(), "state": info["state"], "error": info["error"]}
+    # the listener's state, why it failed and when it is tried again (shown by /ui)
+    return {**project.to_json(), **{k: v for k, v in info.items()
+                                    if k in ("state", "error", "failures", "retry_in")}}
 
 
 async def _registry(request: web.Request, fn, *args, **kwargs):

@@ -5,6 +5,7 @@ import functools
 import http.server
 import json
 import shutil
+import socket
 import threading
 import urllib.request
 
@@ -12,6 +13,7 @@ import openai
 import pytest
 
 from memproxyd.ctl import cli
+from memproxyd.registry import add_project, read_registry
 from tests.conftest import free_port, write_config
 
 pytestmark = pytest.mark.e2e   # real agent CLIs (npm) or Chromium: make test-e2e
@@ -226,3 +228,31 @@ def test_pages_that_are_not_ours_write_nothing_from_a_real_browser(tmp_path, ope
     assert get_json(f"{daemon.url}/admin/projects")["projects"] == []
     refused = daemon.log().count("code=cross_origin")
     assert refused == 4, daemon.log()[-3000:]
+
+
+def test_ui_shows_why_a_project_listener_failed(tmp_path, openai_fake, start_daemon):
+    """A listener whose port is taken: /ui says so, with the reason and the next try."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = chromium()
+    config = write_config(tmp_path, openai_fake.url)
+    registry = tmp_path / "state" / "projects.json"
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        add_project(registry, "blocked", free_port())
+        registry.write_text(registry.read_text().replace(
+            f'"port": {read_registry(registry)["blocked"].port}', f'"port": {taken}'))
+        daemon = start_daemon(config)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable,
+                                                 args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(daemon.url + "/ui")
+                reason = page.locator('#projects tr[data-project="blocked"] .state-error')
+                reason.wait_for(timeout=10_000)
+                text = reason.inner_text()
+            finally:
+                browser.close()
+    assert f"cannot listen on 127.0.0.1:{taken}" in text and "trying again in" in text
