@@ -47,6 +47,11 @@ def start_daemon(src: Path, tmp: Path, fake_url: str) -> tuple[subprocess.Popen,
         f'model = "anthropic/*"\napi_base = "{fake_url}"\napi_key = "sk-fake"\n'
         '[[model_list]]\nmodel_name = "gpt-5-codex"\n[model_list.litellm_params]\n'
         f'model = "openai/gpt-5-codex"\napi_base = "{fake_url}/v1"\napi_key = "sk-fake"\n')
+    return boot_daemon(src, config, port)
+
+
+def boot_daemon(src: Path, config: Path, port: int) -> tuple[subprocess.Popen, str]:
+    """The daemon of the checkout ``src`` on ``config``, once its /health answers."""
     # the editable install's import hook would win over PYTHONPATH: drop it, run ``src``'s
     boot = ("import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' "
             f"not in repr(f)]; sys.path.insert(0, {str(src)!r}); "

@@ -25,7 +25,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -133,19 +132,7 @@ def _daemon(src: Path, tmp: Path, fake_url: str, min_score: float | None):
         '[[model_list]]\nmodel_name = "gpt-5-codex"\n[model_list.litellm_params]\n'
         f'model = "openai/gpt-5-codex"\napi_base = "{fake_url}/v1"\napi_key = "sk-fake"\n'
         + MODELS.format(url=fake_url))
-    boot = ("import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' "
-            f"not in repr(f)]; sys.path.insert(0, {str(src)!r}); "
-            "runpy.run_module('memproxyd', run_name='__main__')")
-    proc = subprocess.Popen([sys.executable, "-c", boot, "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("daemon did not start")
+    return report.boot_daemon(src, config, port)
 
 
 def main() -> int:

@@ -136,18 +136,11 @@ def cmd_memory_forget(ctx: Context, args) -> int:
         data = ctx.client.call("DELETE", "/v1/memories", query=query)
         print(f"forgot {data.get('deleted', 0)} memories of {args.user}")
         return EXIT_OK
-    failed = 0
-    for memory_id in args.ids:
-        path = "/v1/memories/" + urllib.parse.quote(memory_id, safe="")
-        try:
-            ctx.client.call("DELETE", path, query={"user_id": args.user})
-            print(f"forgot {memory_id}")
-        except DaemonDown:
-            raise
-        except CtlError as exc:
-            failed += 1
-            notice(f"memproxyctl: {exc}")
-    return EXIT_REFUSED if failed else EXIT_OK
+
+    def act(memory_id: str) -> None:
+        ctx.client.call("DELETE", _memory_path(memory_id), query={"user_id": args.user})
+        print(f"forgot {memory_id}")
+    return _each(ctx, args, act)
 
 
 def cmd_memory_export(ctx: Context, args) -> int:
