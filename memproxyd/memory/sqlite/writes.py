@@ -111,10 +111,19 @@ def delete(conn, user_id: str, where: str, params: dict) -> list[int]:
     return seqs
 
 
-def _vector_of(scope: UserScope, seq: int) -> bytes | None:
-    found = scope.rows("SELECT vector FROM memory_vectors WHERE user_id = :user_id"
-                       " AND seq = :seq", seq=seq)
+def _seq_of(scope: UserScope, memory_id: str) -> int | None:
+    found = scope.rows("SELECT seq FROM memories WHERE user_id = :user_id AND id = :id",
+                       id=memory_id)
     return found[0][0] if found else None
+
+
+def _stored(scope: UserScope, seq: int) -> tuple[Memory, int, bytes | None]:
+    """(the memory, its seq, its packed vector or None), as the index takes it back."""
+    row = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id = :user_id"
+                     " AND m.seq = :seq", seq=seq)[0]
+    vector = scope.rows("SELECT vector FROM memory_vectors WHERE user_id = :user_id"
+                        " AND seq = :seq", seq=seq)
+    return as_memory(row), seq, vector[0][0] if vector else None
 
 
 def update(conn, user_id: str, memory_id: str, changes: dict,
@@ -125,21 +134,16 @@ def update(conn, user_id: str, memory_id: str, changes: dict,
     scope = UserScope(conn, user_id)
     sets = ", ".join(f"{column} = :{column}" for column in changes)
     with transaction(conn):
-        found = scope.rows("SELECT seq FROM memories WHERE user_id = :user_id AND id = :id",
-                           id=memory_id)
-        if not found:
+        seq = _seq_of(scope, memory_id)
+        if seq is None:
             return None
-        seq = found[0][0]
         scope.execute(f"UPDATE memories SET {sets} WHERE user_id = :user_id AND seq = :seq",
                       seq=seq, **changes)
         if vector is not None:
             scope.execute("INSERT OR REPLACE INTO memory_vectors(seq, user_id, vector)"
                           " VALUES (:seq, :user_id, :vector)", seq=seq,
                           vector=vectors.pack(vector))
-        row = scope.rows(f"SELECT {COLUMNS} FROM memories m WHERE m.user_id = :user_id"
-                         " AND m.seq = :seq", seq=seq)[0]
-        packed = _vector_of(scope, seq)
-    return as_memory(row), seq, packed
+        return _stored(scope, seq)
 
 
 def move(conn, user_id: str, memory_id: str,
@@ -149,17 +153,11 @@ def move(conn, user_id: str, memory_id: str,
     seq, its packed vector), or None when ``user_id`` has no such memory."""
     scope = UserScope(conn, user_id)
     with transaction(conn):
-        found = scope.rows("SELECT seq FROM memories WHERE user_id = :user_id AND id = :id",
-                           id=memory_id)
-        if not found:
+        seq = _seq_of(scope, memory_id)
+        if seq is None:
             return None
-        seq = found[0][0]
         scope.execute("UPDATE memories SET user_id = :to_user, key = NULL"
                       " WHERE user_id = :user_id AND seq = :seq", seq=seq, to_user=to_user)
         scope.execute("UPDATE memory_vectors SET user_id = :to_user"
                       " WHERE user_id = :user_id AND seq = :seq", seq=seq, to_user=to_user)
-        moved = UserScope(conn, to_user)
-        row = moved.rows(f"SELECT {COLUMNS} FROM memories m"
-                         " WHERE m.user_id = :user_id AND m.seq = :seq", seq=seq)[0]
-        packed = _vector_of(moved, seq)
-    return as_memory(row), seq, packed
+        return _stored(UserScope(conn, to_user), seq)
