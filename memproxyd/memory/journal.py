@@ -129,13 +129,20 @@ class Journal:
             return self.store.shared or len(wanted) > 1
         return self.store.shared and not all(w in entry[1] for w in wanted)
 
-    def block_of(self, user_id: str, conversation: str | None, fingerprint: str) -> str:
-        """The block the newest turn of these human words (``turn_key``) got in the
-        conversation, when in memory ("" otherwise): what its answer must not be
-        remembered with (``echo.py``)."""
+    def blocks_of(self, user_id: str, conversation: str | None, fingerprint: str) -> str:
+        """Every block the prompt of the newest turn of these human words (``turn_key``)
+        carried in the conversation: its own and each earlier turn's, joined by lines, when in
+        memory ("" otherwise). What its answer must not be remembered with (``echo.py``):
+        an answer may quote any block of its prompt, not only its own turn's."""
         entry = self._cache.get((user_id, conversation)) if conversation else None
-        turns = [i for i in entry[1].values() if i.fingerprint == fingerprint] if entry else []
-        return max(turns, key=lambda i: i.ordinal).block if turns else ""
+        if entry is None:
+            return ""
+        turns = [i.ordinal for i in entry[1].values() if i.fingerprint == fingerprint]
+        if not turns:
+            return ""
+        newest = max(turns)
+        return "\n".join(i.block for i in sorted(entry[1].values(), key=lambda i: i.ordinal)
+                         if i.ordinal <= newest and i.block)
 
     async def record(self, user_id: str, conversation: str, injection: Injection) -> None:
         """A new turn's injection: in memory at once, in the store before this returns."""

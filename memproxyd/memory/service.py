@@ -32,7 +32,8 @@ a tap that remembers the exchange once the reply is complete.
   secrets redacted, written to the durable outbox *before the response ends* under a key made
   from the turn (a retried call is stored once); the outbox worker delivers it to the store
   with retries. The injected block is never part of what is stored, not even when the model
-  echoes it back in its reply, nor what the answer quotes from the turn's block (``echo.py``:
+  echoes it back in its reply, nor what the answer quotes from a block its prompt carried
+  (the turn's or an earlier turn's: ``Journal.blocks_of``, ``echo.py``:
   an answer that is only the memory again is not remembered at all).
 * **Never fails the call**: an unexpected error while preparing (a malformed body the
   adapters did not foresee) sends the client's body unchanged with ``error``; one while
@@ -316,7 +317,7 @@ class MemoryService:
         words asked again in a conversation the client does not name, and answered
         differently, are a memory of their own. Every retry of the delivery carries the same
         key (idempotent)."""
-        answer = without_echo(without_block(answer), self.journal.block_of(
+        answer = without_echo(without_block(answer), self.journal.blocks_of(
             call.user_id, call.conversation, turn_key(turn.human)))
         if not turn.human or not (answer or turn.steps):
             return

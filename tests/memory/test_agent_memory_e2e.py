@@ -144,3 +144,31 @@ def test_a_secret_in_a_tool_calls_arguments_is_redacted_before_storage(daemon, a
     [memory] = stored(daemon, 1)
     assert "[Bash:" in memory and "release.sh" in memory, memory
     assert secret not in memory and "OPENAI_API_KEY=[REDACTED]" in memory
+
+
+def test_an_answer_quoting_an_earlier_turns_block_is_not_remembered_with_the_quote(
+        daemon, agent_fake):
+    """The model may quote any block its prompt carries, not only its own turn's: turn 2
+    recalls nothing, the fake answers with turn 1's block line, and nothing of that quote is
+    remembered again (a memory of a memory)."""
+    fact = "Deploy targets are named after freshwater fish by the platform team."
+    post(f"{daemon.url}/v1/memories", {"user_id": "alpha", "content": fact})
+    headers = {**HEADERS, "x-api-key": "client", "anthropic-version": "2023-06-01"}
+    first = [{"role": "user", "content": "How are the deploy targets named?"}]
+    reply, body = post(daemon.url + "/v1/messages",
+                       {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": first},
+                       headers)
+    assert reply["x-memproxy-memory"] == "injected"
+    answer = json.loads(body)["content"][0]["text"]
+    assert answer == f"From memory: {fact}"            # quoted its own turn's block
+    second = first + [{"role": "assistant", "content": answer},
+                      {"role": "user", "content": "Thanks, that settles it."}]
+    reply, body = post(daemon.url + "/v1/messages",
+                       {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": second},
+                       headers)
+    assert reply["x-memproxy-memory"] == "none"         # turn 2 recalled nothing of its own
+    assert json.loads(body)["content"][0]["text"] == f"From memory: {fact}"
+    time.sleep(0.5)                                     # both exchanges delivered
+    memories = stored(daemon, 2)
+    assert memories.count(fact) == 1, memories          # the memory itself, once
+    assert not any("From memory" in m for m in memories if m != fact), memories

@@ -165,3 +165,28 @@ def test_responses_blocks_are_developer_items_just_before_their_turns():
 def test_no_blocks_is_the_body_itself(adapter):
     body = {"messages": TWO_TURNS, "input": "x"}
     assert adapter.inject_at(body, {}) is body
+
+
+async def test_an_answer_is_checked_against_every_block_its_prompt_carried_even_after_a_restart(
+        tmp_path):
+    """``blocks_of``: the turn's own block and every earlier turn's (what ``echo.py`` cuts
+    an answer against), none of a later turn; after a restart, once the request's turns are
+    read back from the store."""
+    store = SqliteJournal(tmp_path / "journal.db")
+    await store.open()
+    journal = Journal(store)
+    for ordinal, words, block in ((0, "q0", "<b0>"), (1, "q1", ""), (2, "q2", "<b2>")):
+        await journal.record("u", "c", entry(ordinal, words, block))
+    assert journal.blocks_of("u", "c", turn_key("q1")) == "<b0>"
+    assert journal.blocks_of("u", "c", turn_key("q2")) == "<b0>\n<b2>"
+    assert journal.blocks_of("u", "c", turn_key("unknown")) == ""
+    assert journal.blocks_of("u", None, turn_key("q2")) == ""
+    await store.close()
+
+    store = SqliteJournal(tmp_path / "journal.db")
+    await store.open()
+    restarted = Journal(store)
+    assert restarted.blocks_of("u", "c", turn_key("q2")) == ""        # nothing read yet
+    await restarted.turns("u", "c", [(i, turn_key(f"q{i}")) for i in range(3)])
+    assert restarted.blocks_of("u", "c", turn_key("q2")) == "<b0>\n<b2>"
+    await store.close()
