@@ -6,12 +6,19 @@
     python scripts/bench_recall.py ../shared/bench/locomo-dev --direct --backend postgres [--dsn D]
     python scripts/bench_recall.py ../shared/bench/locomo-dev --direct --embedder wordllama \
         [--vector-weight 0.4]     # vectors from a local model (``pip install wordllama``)
+    python scripts/bench_recall.py ../shared/bench/locomo-dev --direct --embedder minilm \
+        --model-dir DIR           # all-MiniLM-L6-v2 from its files (``bench_embedders.py``)
 
 Each conversation file becomes one user id (``locomo-<n>-<random>``); every turn becomes one
 memory ``"<speaker>: <text>"`` (plus `` [image: <caption>]`` where the turn shared one) with
 metadata ``{dia_id, session, date}``, added one ``add_many`` per session in session order.
 Every question with evidence (category 5, adversarial, skipped) is searched with the question
 as the query; it is a hit at k when any evidence turn is in the top k.
+
+``--dated`` stores each turn with its session's time as ``created_at`` (when it was said, as
+``memproxyctl memory import-history`` keeps a transcript's times), so questions that name a day
+("on 3 June, 2023", "in May 2023") are ranked by it (``memory/when.py``); without it every
+memory is dated the time of the run.
 
 ``--distractors N`` first fills each user's memory with N other memories (turns of the *other*
 conversations, varied: speakers swapped, words dropped), as a store that has been in use for
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import calendar
 import random
 import secrets
 import statistics
@@ -33,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_data import load_conversation, vary  # noqa: E402
+from bench_embedders import minilm_embedder, wordllama_embedder  # noqa: E402
 
 TOP_K = 10
 
@@ -64,7 +73,8 @@ class DirectClient:
         self._tmp.cleanup()
 
     async def add(self, user_id, memories):
-        await self.store.add_many(user_id, [self._new(m["content"], m["metadata"])
+        await self.store.add_many(user_id, [self._new(m["content"], m["metadata"],
+                                                      created_at=m.get("created_at"))
                                             for m in memories])
 
     async def search(self, user_id, query, limit):
@@ -91,7 +101,9 @@ class HttpClient:
 
     async def add(self, user_id, memories):
         for i in range(0, len(memories), 100):
-            body = {"user_id": user_id, "memories": memories[i:i + 100]}
+            body = {"user_id": user_id, "memories": [
+                {**m, "created_at": iso(m["created_at"])} if "created_at" in m else m
+                for m in memories[i:i + 100]]}
             async with self.http.post(f"{self.url}/v1/memories", json=body) as resp:
                 if resp.status != 201:
                     raise SystemExit(f"add failed: {resp.status} {await resp.text()}")
@@ -109,16 +121,26 @@ class HttpClient:
             resp.raise_for_status()
 
 
-def wordllama_embedder():
-    """An embedder from WordLlama's bundled 256-dimension model (``pip install wordllama``),
-    loaded from the package itself: no download."""
-    import wordllama
-    model = wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent,
-                                     disable_download=True)
+def iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
-    async def embed(texts, session):
-        return model.embed(texts).tolist()
-    return embed
+
+def session_time(date: str) -> float | None:
+    """A LoCoMo session's "1:56 pm on 8 May, 2023" as unix seconds (taken as UTC)."""
+    try:
+        return calendar.timegm(time.strptime(date, "%I:%M %p on %d %B, %Y"))
+    except ValueError:
+        return None
+
+
+def dated(sessions: list[list[dict]]) -> list[list[dict]]:
+    """Each turn with its session's time as ``created_at``: when it happened, as an import
+    of the conversation keeps it (``memproxyctl memory import-history``)."""
+    out = []
+    for batch in sessions:
+        when = session_time(batch[0]["metadata"]["date"]) if batch else None
+        out.append([{**m, "created_at": when} if when is not None else m for m in batch])
+    return out
 
 
 def distractors(folder: Path, path: Path, n: int) -> list[list[dict]]:
@@ -131,11 +153,14 @@ def distractors(folder: Path, path: Path, n: int) -> list[list[dict]]:
     return [made[i:i + 100] for i in range(0, n, 100)]
 
 
-async def run(folder: Path, client, verbose: bool, n_distractors: int = 0) -> dict:
+async def run(folder: Path, client, verbose: bool, n_distractors: int = 0,
+              with_dates: bool = False) -> dict:
     hits5 = hits10 = total = 0
     latencies = []
     for path in sorted(folder.glob("*.json")):
         sessions, questions = load_conversation(path)
+        if with_dates:
+            sessions = dated(sessions)
         user_id = f"locomo-{path.stem}-{secrets.token_hex(4)}"
         for batch in distractors(folder, path, n_distractors) + sessions:
             await client.add(user_id, batch)
@@ -175,23 +200,30 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: a throwaway local server)")
     parser.add_argument("--distractors", type=int, default=0,
                         help="other memories stored first in each user's memory")
-    parser.add_argument("--embedder", choices=("wordllama",),
-                        help="--direct with vectors from a local model (its package installed)")
+    parser.add_argument("--embedder", choices=("wordllama", "minilm"),
+                        help="--direct with vectors from a local model (bench_embedders.py)")
+    parser.add_argument("--model-dir", type=Path,
+                        help="--embedder minilm: the model's files (config.json, "
+                        "tokenizer.json, model.safetensors)")
     parser.add_argument("--vector-weight", type=float,
                         help="the vectors' share of a fused score (default: the store's)")
+    parser.add_argument("--dated", action="store_true",
+                        help="store each turn with its session's time as created_at (as an "
+                        "import keeps it), not the time of the run")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every miss at 10")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    embedder = wordllama_embedder() if args.embedder == "wordllama" else None
+    embedder = (wordllama_embedder() if args.embedder == "wordllama"
+                else minilm_embedder(args.model_dir) if args.embedder == "minilm" else None)
     client = (DirectClient(args.backend, args.dsn, embedder, args.vector_weight) if args.direct
               else HttpClient(args.url, args.key))
 
     async def go():
         async with client:
-            return await run(args.path, client, args.verbose, args.distractors)
+            return await run(args.path, client, args.verbose, args.distractors, args.dated)
 
     result = asyncio.run(go())
     print(f"recall@5  {result['recall@5']:.3f}")

@@ -10,11 +10,14 @@ Two signals, each measured or reasoned where the issue left it open:
   is answered by a memory that says a time ("last Friday", "in 2022", "yesterday", "May 7"):
   such memories get ``WHEN_BOOST`` (chosen on the LoCoMo dev split, see the README).
 * Days the question names -- "yesterday", "today", "last/this week|month|year", "in May",
-  "in May 2023", "in 2023", "on Monday"/"last Monday", "3 days/weeks ago" -- are resolved
-  against the call's time (UTC days, weeks from Monday) to a span, and a memory whose
-  ``created_at`` falls in it gets ``DATE_BOOST``. A month or weekday without a year or "last"
-  is its most recent one (not in the future). Not measurable on LoCoMo (its memories'
-  ``created_at`` is the time of the import): the value is a judgment, tested on made data.
+  "in May 2023", "in 2023", "on Monday"/"last Monday", "3 days/weeks ago", and a day with its
+  year ("on October 13, 2023", "3 June, 2023", "2023-06-03", give or take ``DAY_SLACK``
+  for time zones) -- are resolved against the call's time (UTC days, weeks from Monday) to a
+  span, and a memory whose ``created_at`` falls in it gets ``DATE_BOOST``. A month or weekday
+  without a year or "last" is its most recent one (not in the future). Measured on the
+  LoCoMo dev split with each turn stored at its session's time (``bench_recall.py
+  --dated``, as an import keeps a transcript's times): 0.5 or 1.0 or 2.0 moved 1-3
+  questions; 1.0 is the middle.
 Both multiply the score, over the largest factor the question allows (so scores stay 0-1:
 the best possible match of a "when" question also says a time), so they reorder the
 question's own matches and never make a memory a hit by its date alone.
@@ -30,7 +33,8 @@ from datetime import datetime, timedelta, timezone
 import attrs
 
 WHEN_BOOST = 0.3          # a memory saying a time, for a question asking when
-DATE_BOOST = 0.5          # a memory stored within the days the question names
+DATE_BOOST = 1.0          # a memory stored within the days the question names
+DAY_SLACK = timedelta(days=1)     # a named day also takes in its neighbours (time zones)
 POOL = 4                  # the ``POOL * limit`` best lexical hits are reordered
 
 DAY = 86400.0
@@ -53,6 +57,12 @@ _MAY = re.compile(r"\bMay\b")        # case-sensitive: the month, not the verb
 _AGO = re.compile(r"\b(\d+|a|an|one|two|three|four|five|six) (day|week|month|year)s? ago\b")
 _RELATIVE = re.compile(r"\b(yesterday|today|(?:last|this|past) (?:week|month|year))\b")
 _MONTH_IN = re.compile(rf"\b({_MONTH_WORDS}|may)(?:,? ((?:19|20)\d\d))?\b")
+# a day with its year: "October 13, 2023", "13 October 2023", "3 June, 2023", "Oct 13th 2023"
+_DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?({_MONTH_WORDS}|may),? "
+                             r"((?:19|20)\d\d)\b")
+_MONTH_DAY_YEAR = re.compile(rf"\b({_MONTH_WORDS}|may) (\d{{1,2}})(?:st|nd|rd|th)?,? "
+                             r"((?:19|20)\d\d)\b")
+_ISO_DAY = re.compile(r"\b((?:19|20)\d\d)-(\d\d)-(\d\d)\b")
 _YEAR_IN = re.compile(r"\b(?:in|during|of|since) ((?:19|20)\d\d)\b")
 _WEEKDAY_ON = re.compile(rf"\b(?:on|last|this past) ({_WEEKDAY_WORDS})\b")
 _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
@@ -96,6 +106,8 @@ def named_span(question: str, now: float) -> tuple[float, float] | None:
         return _seconds(centre - half, centre + half + timedelta(days=1))
     if m := _RELATIVE.search(lower):
         return _seconds(*_relative(m.group(1), today))
+    if day := _named_day(lower):
+        return _seconds(day - DAY_SLACK, day + timedelta(days=1) + DAY_SLACK)
     if (m := _MONTH_IN.search(lower)) and (m.group(1) != "may" or _MAY.search(question)):
         return _seconds(*_month(_MONTHS.get(m.group(1), 5), m.group(2), today))
     if m := _YEAR_IN.search(lower):
@@ -107,6 +119,22 @@ def named_span(question: str, now: float) -> tuple[float, float] | None:
         day = today - timedelta(days=back)
         return _seconds(day, day + timedelta(days=1))
     return None
+
+
+def _named_day(lower: str) -> datetime | None:
+    """The day a question names with its year ("on October 13, 2023"), or None."""
+    if m := _ISO_DAY.search(lower):
+        year, month, day = (int(g) for g in m.groups())
+    elif m := _DAY_MONTH_YEAR.search(lower):
+        day, month, year = int(m.group(1)), _MONTHS.get(m.group(2), 5), int(m.group(3))
+    elif m := _MONTH_DAY_YEAR.search(lower):
+        month, day, year = _MONTHS.get(m.group(1), 5), int(m.group(2)), int(m.group(3))
+    else:
+        return None
+    try:
+        return datetime(year, month, day, tzinfo=timezone.utc)
+    except ValueError:           # "February 30, 2023": no such day
+        return None
 
 
 def _relative(phrase: str, today: datetime) -> tuple[datetime, datetime]:

@@ -29,6 +29,13 @@ def day(*ymd: int) -> float:
     ("what did Ann say on Monday?", (day(2026, 11, 30), day(2026, 12, 1))),
     ("what did Ann say last Friday?", (day(2026, 11, 27), day(2026, 11, 28))),
     ("what did we fix 3 days ago?", (day(2026, 11, 30), day(2026, 12, 3))),
+    # a day with its year, give or take a day (time zones)
+    ("what did Ann show on October 13, 2023?", (day(2023, 10, 12), day(2023, 10, 15))),
+    ("what did Maria start, as mentioned on 3 June, 2023?", (day(2023, 6, 2), day(2023, 6, 5))),
+    ("what did we decide on the 3rd of June 2023?", (day(2023, 6, 2), day(2023, 6, 5))),
+    ("what broke on 2025-02-28?", (day(2025, 2, 27), day(2025, 3, 2))),
+    ("what did we plan for May 8, 2023?", (day(2023, 5, 7), day(2023, 5, 10))),
+    ("what happened on February 30, 2023?", (day(2026, 2, 1), day(2026, 3, 1))),  # no such day
     ("may I ask what the codename is?", None),
     ("what is the deploy target?", None),
 ])
@@ -57,6 +64,8 @@ def test_a_question_naming_days_prefers_the_memories_stored_then():
     index.add_batch([stored(2, "we moved the cron job to the old host", day(2026, 10, 2))])
     assert hits(index, "where did we move the cron job last week?") == ["m1", "m2"]
     assert hits(index, "where did we move the cron job in October?") == ["m2", "m1"]
+    assert hits(index, "where did we move the cron job on October 2, 2026?") == ["m2", "m1"]
+    assert hits(index, "where did we move the cron job on 25 November, 2026?") == ["m1", "m2"]
     # the date only reorders what the words found: it never makes a hit by itself
     assert hits(index, "what did we eat last week?") == []
 
