@@ -196,7 +196,8 @@ class OutboxWorker:
     batch_size = 500
     base_delay = 1.0          # seconds before the first retry
     linger = 0.05             # seconds to gather more exchanges after a wake-up
-    idle_wait = 60.0          # re-check at least this often with nothing due
+    idle_wait = 60.0          # re-check at least this often with nothing due (an outbox
+                              # that others fill too may ask sooner: its ``poll_seconds``)
 
     def __init__(self, outbox: Outbox, store_getter: Callable[[], MemoryStore | None], sessions,
                  *, retry_max_seconds: float = 300.0, max_attempts: int = 8):
@@ -207,6 +208,7 @@ class OutboxWorker:
         self.retry_max_seconds = retry_max_seconds
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()          # one drain at a time (loop or flush)
+        self._idle = min(self.idle_wait, getattr(outbox, "poll_seconds", self.idle_wait))
 
     async def start(self) -> None:
         """Start draining; whatever a previous process left is delivered first."""
@@ -279,7 +281,7 @@ class OutboxWorker:
     async def _run(self) -> None:
         while True:
             self.outbox.enqueued.clear()
-            wait = self.idle_wait
+            wait = self._idle
             try:
                 await self.drain()
                 due = await self.outbox.next_due()
@@ -290,7 +292,7 @@ class OutboxWorker:
             except Exception:   # the outbox file itself failed; keep the worker alive
                 log.exception("memory outbox drain failed")
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.outbox.enqueued.wait(), min(wait, self.idle_wait))
+                await asyncio.wait_for(self.outbox.enqueued.wait(), min(wait, self._idle))
             if self.outbox.enqueued.is_set():
                 await asyncio.sleep(self.linger)
 

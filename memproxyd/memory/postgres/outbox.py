@@ -14,7 +14,9 @@ The interface is ``outbox.Outbox``'s, so the same ``OutboxWorker`` drains it. Wh
 * **``kill -9``.** ``enqueue`` returns after the commit. A daemon killed mid-delivery leaves
   its claims behind; when the lease runs out any daemon (or its own next start) takes them.
   A killed delivery may already have reached the store: the store ignores a key it has, so
-  the exchange is stored once.
+  the exchange is stored once. Nothing wakes the other daemons' workers when a daemon dies,
+  so a worker with nothing due looks again every ``poll_seconds`` (half the lease): what a
+  killed daemon claimed or queued is delivered within about 1.5 leases.
 * **The database goes away.** ``enqueue`` then commits to the local SQLite outbox (the
   *spill*, ``outbox.Outbox``) and still acknowledges; ``pending`` moves spilled entries into
   the database (same keys, so a move repeated after a crash is a no-op) before claiming.
@@ -64,6 +66,7 @@ class PostgresOutbox:
         self.spill = spill
         self.lease_seconds = lease_seconds
         self.retry_seconds = retry_seconds
+        self.poll_seconds = lease_seconds / 2   # the longest an idle worker waits (above)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.enqueued = spill.enqueued       # one event: a spill wakes the worker too
         self.depth: int | None = None        # last count seen (status)

@@ -120,6 +120,22 @@ async def test_a_claim_holds_until_its_lease_runs_out(nodes):
     assert await b.outbox.count() == 0
 
 
+async def test_an_idle_worker_takes_over_what_a_dead_daemon_claimed(nodes):
+    """Nothing wakes ``b`` when ``a`` dies: its idle worker (woken by its own enqueues only,
+    its last look found the outbox empty) must still look again within the lease."""
+    a, b = await nodes("a", lease=1.0), await nodes("b", lease=1.0)
+    await b.worker.start()
+    await asyncio.sleep(0.3)                          # b found nothing due and went idle
+    await a.outbox.enqueue("alice", [item(1)])
+    await a.outbox.enqueue("alice", [item(2)])
+    assert [e.item for e in await a.outbox.pending(1)] == [item(1)]   # claimed; a dies
+
+    async def delivered():
+        return len(await all_contents(b.store, "alice")) == 2
+    await wait_until(delivered, timeout=10.0)        # the idle wait alone is 60 s
+    assert await b.outbox.count() == 0
+
+
 async def test_the_same_key_is_queued_once(nodes):
     a = await nodes("a")
     await a.outbox.enqueue("alice", [item(1)])
