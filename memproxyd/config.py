@@ -161,7 +161,7 @@ class MemoryConfig:
     query_strategy: str = "last_user"       # last_user | last_user_plus_previous | all_user
     max_query_chars: int = 2000
     embedding_model: str = ""               # a model_name from model_list; "" = lexical only
-    vector_weight: float = 0.1              # the vectors' share of a fused score (0-1)
+    vector_weight: float = 0.4              # the vectors' share of a fused score (0-1)
     redact_secrets: bool = True
     max_content_chars: int = 32000
     include_models: tuple[str, ...] = ()    # opt-in list; empty = every model

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 Embedder = Callable[[list, Any], Awaitable[list]]
 READERS = 2               # read connections (each its own thread)
 CHECKPOINT_ROWS = 500     # rows written between WAL checkpoints (on the writer thread)
-VECTOR_WEIGHT = 0.1       # ``[memory] vector_weight``'s default (``vectors.fuse``)
+VECTOR_WEIGHT = 0.4       # ``[memory] vector_weight``'s default (``vectors.fuse``)
 
 
 def _group_existing(conn: sqlite3.Connection) -> None:
