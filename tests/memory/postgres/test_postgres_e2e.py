@@ -121,7 +121,11 @@ async def test_kill_9_of_one_daemon_mid_burst_loses_no_acknowledged_exchange(pg_
                                         burst(b, user, facts_b), kill_mid_burst())
     assert a.proc.wait(5) == -signal.SIGKILL
     assert 0 < len(done_a) < len(facts_a), "the kill should land mid-burst"
-    found = await wait_stored(b, user, done_a + done_b)
+    try:
+        found = await wait_stored(b, user, done_a + done_b)
+    except AssertionError as exc:      # say whether a spilled them to its own file
+        spills = [line for line in a.log().splitlines() if "spill" in line or "postgres" in line]
+        raise AssertionError(f"{exc}\ndaemon a said: {spills[-10:]}") from None
     assert set(done_a + done_b) <= set(found)                 # every acknowledged one
     assert max(found.values()) == 1                           # none twice
 
