@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from memproxyd.config import PACKAGED_CONFIG, Config, ConfigError, load_config
+from memproxyd.memory import vectors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,6 +25,7 @@ def test_shipped_config_is_valid_and_equals_code_defaults():
     default = Config()
     assert config.server == default.server
     assert config.memory == default.memory
+    assert default.memory.vector_weight == vectors.WEIGHT     # the stores' own default
     assert config.supermemory == default.supermemory
     assert config.postgres == default.postgres
     assert config.identity == default.identity

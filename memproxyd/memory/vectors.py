@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 CANDIDATES = 200          # lexical hits a vector search fuses with
 SCAN = 200                # newest memories compared by vector, however they match by words
 NEAR_WEIGHT, FAR_WEIGHT = 0.4, 0.3     # neighbours' share of a memory's vector (``smooth``)
+WEIGHT = 0.4              # the vectors' share of a fused score: ``[memory] vector_weight``'s
+                          # default (chosen on LoCoMo dev, README "Recall on LoCoMo dev")
 
 
 async def embed(embedder, texts: list[str], session) -> list | None:

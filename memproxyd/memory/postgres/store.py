@@ -53,7 +53,6 @@ NEAR_WEIGHT = 0.4         # the memories just before and after
 FAR_WEIGHT = 0.3          # the ones after those
 FAR = 2                   # how far out the far context reaches
 VECTOR_CANDIDATES = pg_vectors.CANDIDATES   # lexical hits fused with the vector ranking
-VECTOR_WEIGHT = 0.4       # ``[memory] vector_weight``'s default (``pg_vectors.fuse``)
 # ts_rank's weights are listed {D, C, B, A}.
 # Normalisation 32 (rank / (rank + 1)): a term's weight saturates with repetition, like BM25's
 # k1; on the LoCoMo dev split it ranks as well as the SQLite store (recall@10 0.825 vs 0.828,
@@ -132,7 +131,7 @@ class PostgresStore(MemoryStore):
     name = "postgres"
 
     def __init__(self, db: PgDatabase, *, embedder: Embedder | None = None,
-                 vector_weight: float = VECTOR_WEIGHT):
+                 vector_weight: float = vectors.WEIGHT):
         self.db = db
         self.embedder = embedder
         self.vector_weight = vector_weight      # the vectors' share of a fused score

@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 Embedder = Callable[[list, Any], Awaitable[list]]
 READERS = 2               # read connections (each its own thread)
 CHECKPOINT_ROWS = 500     # rows written between WAL checkpoints (on the writer thread)
-VECTOR_WEIGHT = 0.4       # ``[memory] vector_weight``'s default (``vectors.fuse``)
 
 
 def _group_existing(conn: sqlite3.Connection) -> None:
@@ -89,7 +88,7 @@ class SqliteStore(MemoryStore):
 
     def __init__(self, db_path: Path, *, embedder: Embedder | None = None,
                  readers: int = READERS, search_process: bool = False,
-                 vector_weight: float = VECTOR_WEIGHT):
+                 vector_weight: float = vectors.WEIGHT):
         self.db_path = Path(db_path)
         self.embedder = embedder
         self.vector_weight = vector_weight      # the vectors' share of a fused score
