@@ -32,6 +32,17 @@ class Turn:
     side_call: bool = False             # a client's housekeeping call (title, summary, ...)
 
 
+INSTRUCTION_ROLES = ("system", "developer")
+
+
+def is_newest(index: int, messages: list) -> bool:
+    """Whether ``messages[index]`` is the call's newest input: only instructions
+    (system/developer-role messages) come after it. Claude Code 2.1.332's default model sends
+    its environment as a system-role message after the human's first message."""
+    return all(isinstance(m, dict) and m.get("role") in INSTRUCTION_ROLES
+               for m in messages[index + 1:])
+
+
 def anchor(humans: list[str], session: str = "") -> str:
     """The turn's identity: the conversation's human words so far (the latest last), and the
     client's own session id where it sends one."""

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.turn import Turn, anchor, recall_query, step_line
+from memproxyd.memory.turn import Turn, anchor, is_newest, recall_query, step_line
 from memproxyd.memory.wire.clients import human_words, is_side_call
 from memproxyd.memory.wire.sse import ReplyReader
 
@@ -83,7 +83,7 @@ def turn(body: dict, extra: tuple = (), humans: list | None = None) -> Turn:
                   for b in _blocks(m.get("content")) if b.get("type") in _TOOL_USE)
     metadata = body.get("metadata")
     session = metadata.get("user_id") if isinstance(metadata, dict) else None
-    return Turn(text, index == len(messages) - 1, steps,
+    return Turn(text, is_newest(index, messages), steps,
                 anchor([t for _, t in humans], session if isinstance(session, str) else ""),
                 side)
 

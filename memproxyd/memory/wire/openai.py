@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.turn import Turn, anchor, recall_query, step_line
+from memproxyd.memory.turn import Turn, anchor, is_newest, recall_query, step_line
 from memproxyd.memory.wire.clients import human_words, is_side_call
 from memproxyd.memory.wire.sse import ReplyReader
 
@@ -73,7 +73,7 @@ def turn(body: dict, extra: tuple = (), humans: list | None = None) -> Turn:
                   for m in messages[index + 1:] if isinstance(m, dict)
                   and m.get("role") == "assistant"
                   for c in _list(m.get("tool_calls")) if isinstance(c, dict))
-    return Turn(text, index == len(messages) - 1, steps, anchor([t for _, t in humans]), side)
+    return Turn(text, is_newest(index, messages), steps, anchor([t for _, t in humans]), side)
 
 
 def is_housekeeping(body: dict, max_tokens_limit: int, system_patterns: list) -> bool:

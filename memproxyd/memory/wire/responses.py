@@ -25,7 +25,7 @@ import re
 from typing import Any
 
 from memproxyd.memory.block import strip_block
-from memproxyd.memory.turn import Turn, anchor, recall_query, step_line
+from memproxyd.memory.turn import Turn, anchor, is_newest, recall_query, step_line
 from memproxyd.memory.wire.clients import human_words, is_side_call
 from memproxyd.memory.wire.openai import PROBE_MAX_TOKENS, content_text
 from memproxyd.memory.wire.sse import ReplyReader
@@ -99,7 +99,7 @@ def turn(body: dict, extra: tuple = (), humans: list | None = None) -> Turn:
     steps = tuple(step_line(*_tool_call(item)) for item in items[index + 1:]
                   if isinstance(item, dict) and item.get("type") in _TOOL_ITEMS)
     session = body.get("prompt_cache_key")
-    return Turn(text, index == len(items) - 1, steps,
+    return Turn(text, is_newest(index, items), steps,
                 anchor([t for _, t in humans], session if isinstance(session, str) else ""),
                 side)
 

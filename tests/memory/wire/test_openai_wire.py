@@ -46,6 +46,19 @@ def test_turn_text_strips_an_injected_block():
     assert openai_wire.turn(body).human == "real question"
 
 
+def test_a_turn_is_new_while_only_instructions_follow_the_human_message():
+    """A system or developer message after the human's words (as Claude Code 2.1.332 sends
+    on the Anthropic wire) leaves the call the turn's first; a tool loop does not."""
+    asked = [{"role": "user", "content": "why is the build red?"}]
+    assert openai_wire.turn({"messages": asked + [{"role": "system", "content": "env"},
+                                                  {"role": "developer", "content": "x"}]}).new
+    loop = asked + [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                     "function": {"name": "sh", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "c", "content": "ok"}]
+    assert not openai_wire.turn({"messages": loop}).new
+    assert not openai_wire.turn({"messages": loop + [{"role": "system", "content": "e"}]}).new
+
+
 def test_reply_collector_reads_split_sse_with_tool_calls():
     events = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]},
