@@ -30,9 +30,13 @@ STORY = ("Remember this: our deploy target codename is BLUEFIN.",
 IDS = re.compile(r'(device_id\\?":\\?"|installation_id\\?":\\?")[0-9a-f-]+')
 
 
-# fixture name → (client, Claude Code's --model; None: the CLI's default model)
-FIXTURES = {"claude-code": ("claude-code", "claude-sonnet-4-5"),
-            "claude-code-default-model": ("claude-code", None),
+# fixture name → (client, Claude Code's --model; None: the CLI's default model). Claude
+# Code's files are named by version: ``claude-code.jsonl`` and
+# ``claude-code-default-model.jsonl`` are 2.1.197's (the pin until 2026-12-04), kept as the
+# older CLI's traffic; recording writes the pinned version's.
+CLAUDE = agents.CLAUDE_CODE.rsplit("@", 1)[1]
+FIXTURES = {f"claude-code-{CLAUDE}": ("claude-code", "claude-sonnet-4-5"),
+            f"claude-code-{CLAUDE}-default-model": ("claude-code", None),
             "codex": ("codex", None),
             "gemini-cli": ("gemini-cli", None),
             "opencode": ("opencode", None),

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.197"
+CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.332"
 CODEX = "@openai/codex@0.171.0"
 GEMINI_CLI = "@google/gemini-cli@0.61.0"
 OPENCODE = "opencode-ai@1.18.33"
@@ -39,7 +39,8 @@ def install_clis(target: Path = CACHE, commands: tuple[str, ...] = ("claude", "c
     """``node_modules/.bin`` holding ``commands`` (of ``PACKAGES``); installed once per
     machine, at the pinned versions."""
     bin_dir = target / "node_modules" / ".bin"
-    missing = [PACKAGES[c] for c in commands if not (bin_dir / c).exists()]
+    missing = [PACKAGES[c] for c in commands
+               if not (bin_dir / c).exists() or not _installed(target, PACKAGES[c])]
     if not missing:
         return bin_dir
     if shutil.which("npm") is None or shutil.which("node") is None:
@@ -52,6 +53,17 @@ def install_clis(target: Path = CACHE, commands: tuple[str, ...] = ("claude", "c
         raise Unavailable(f"npm install {' '.join(missing)} failed: "
                           f"{result.stderr.strip()[-400:]}")
     return bin_dir
+
+
+def _installed(target: Path, spec: str) -> bool:
+    """Whether ``spec`` (``name@version``) is what ``target`` holds: a pin moved on is
+    installed again over the cached one."""
+    name, version = spec.rsplit("@", 1)
+    try:
+        manifest = json.loads((target / "node_modules" / name / "package.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("version") == version
 
 
 def _env(extra: dict[str, str], home: Path) -> dict[str, str]:
@@ -67,7 +79,8 @@ def run_claude(bin_dir: Path, base_url: str, workdir: Path, prompt: str, *,
                settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``claude -p PROMPT`` (``--continue`` with ``resume``) in ``workdir``; its own HOME, so
     sessions and settings never touch the real user's. ``model=None``: the CLI's default
-    model (``claude-opus-4-8`` in 2.1.197, which sends ``system``-role messages).
+    model (``claude-opus-5-5`` in 2.1.332, ``claude-opus-4-8`` in 2.1.197; both send
+    ``system``-role messages).
     ``settings``: the environment instead of ``base_url`` and a made-up key (what
     ``memproxyctl ide-config --client claude-code`` exported)."""
     home = home or workdir.parent / "claude-home"

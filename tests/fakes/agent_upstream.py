@@ -81,9 +81,9 @@ def _anthropic_reply(body: dict) -> list[dict]:
                                          for b in content):
         return [{"type": "text", "text": "The notes say to use tabs. Done."}]
     human = "\n".join(_texts(content))
-    system = body.get("system")
-    context = system if isinstance(system, str) else "\n".join(_texts(system))
-    cwd = WORKDIR.search(context)
+    # the environment: in `system` (Claude Code 2.1.197), in a system-role message or a
+    # <system-reminder> part of the human's message (2.1.332)
+    cwd = WORKDIR.search("\n".join(_strings([body.get("system"), body.get("messages")])))
     if "read the notes" in human.lower() and cwd:
         return [{"type": "text", "text": "Let me look."},
                 {"type": "tool_use", "id": f"toolu_{next(_ids):04d}", "name": "Read",

@@ -22,63 +22,89 @@ def recorded(client: str) -> list[dict]:
     return [json.loads(line)["json"] for line in (FIXTURES / f"{client}.jsonl").open()]
 
 
-# a pinned model, and the CLI's default model (system-role messages inside ``messages``)
-@pytest.fixture(scope="module", params=["claude-code", "claude-code-default-model"])
-def claude(request) -> list[dict]:
-    return recorded(request.param)
+# The story's calls in each recording: (fact, read, the read's tool loop, question), the
+# title side calls. 2.1.197 (the pin until 2026-12-04) also asked for session titles; 2.1.332
+# does not in ``-p`` mode, and puts its environment in <system-reminder> parts or, for its
+# default model, in a system-role message after the human's first message.
+STORIES = {"claude-code": ((1, 2, 3, 5), (0, 4)),
+           "claude-code-default-model": ((1, 2, 3, 5), (0, 4)),
+           "claude-code-2.1.332": ((0, 1, 2, 3), ()),
+           "claude-code-2.1.332-default-model": ((0, 1, 2, 3), ())}
+
+
+@pytest.fixture(scope="module", params=list(STORIES))
+def claude(request) -> tuple[list[dict], tuple[int, ...], tuple[int, ...]]:
+    """(the recorded bodies, the story's calls, the side calls): a pinned model and the CLI's
+    default model, in Claude Code 2.1.197 and 2.1.332."""
+    story, sides = STORIES[request.param]
+    return recorded(request.param), story, sides
 
 
 def test_claude_code_turns_are_the_human_words_alone(claude):
-    turns = [anthropic_wire.turn(body) for body in claude]
-    assert [t.human for t in turns[1:4]] == [FACT, READ.format("CLAUDE.md"),
-                                             READ.format("CLAUDE.md")]
-    assert turns[5].human == QUESTION
-    assert len(json.dumps(claude[1])) > 30_000          # what the client really sent
+    bodies, (fact, read, loop, question), _ = claude
+    turns = [anthropic_wire.turn(body) for body in bodies]
+    assert [turns[i].human for i in (fact, read, loop, question)] == [
+        FACT, READ.format("CLAUDE.md"), READ.format("CLAUDE.md"), QUESTION]
+    assert [turns[i].new for i in (fact, read, loop, question)] == [True, True, False, True]
+    assert len(json.dumps(bodies[fact])) > 30_000          # what the client really sent
 
 
 def test_claude_code_title_calls_are_side_calls(claude):
-    assert anthropic_wire.turn(claude[0]).side_call
-    assert anthropic_wire.turn(claude[4]).side_call
-    assert not any(anthropic_wire.turn(claude[i]).side_call for i in (1, 2, 3, 5))
+    bodies, story, sides = claude
+    assert all(anthropic_wire.turn(bodies[i]).side_call for i in sides)
+    assert not any(anthropic_wire.turn(bodies[i]).side_call for i in story)
+    assert len(bodies) == len(story) + len(sides)
 
 
 def test_claude_code_sub_agent_calls_are_not_human_turns(claude):
-    body = json.loads(json.dumps(claude[1]))
+    bodies, (fact, *_), _ = claude
+    body = json.loads(json.dumps(bodies[fact]))
     body["system"][1]["text"] = ("You are an agent for Claude Code, Anthropic's official CLI "
                                  "for Claude. Given the user's message, you should use the tools")
     assert anthropic_wire.turn(body).side_call
 
 
 def test_claude_code_tool_loop_call_continues_the_turn(claude):
-    start, loop = anthropic_wire.turn(claude[2]), anthropic_wire.turn(claude[3])
+    bodies, (fact, read, loop_at, _), _ = claude
+    start, loop = anthropic_wire.turn(bodies[read]), anthropic_wire.turn(bodies[loop_at])
     assert start.new and not loop.new
     assert start.anchor == loop.anchor                 # one turn: one block, one memory
-    assert anthropic_wire.turn(claude[1]).anchor != start.anchor
+    assert anthropic_wire.turn(bodies[fact]).anchor != start.anchor
     assert loop.steps == ('[Read: {"file_path": "/home/dev/project/CLAUDE.md"}]',)
 
 
 def test_claude_code_recall_query_has_no_scaffolding(claude):
-    for body in claude[1:4] + claude[5:]:
-        query = anthropic_wire.query(body, "last_user", 2000)
+    bodies, (fact, read, loop, question), _ = claude
+    for i in (fact, read, loop, question):
+        query = anthropic_wire.query(bodies[i], "last_user", 2000)
         assert "system-reminder" not in query and len(query) < 100
-    assert anthropic_wire.query(claude[3], "all_user", 2000) == \
+    assert anthropic_wire.query(bodies[loop], "all_user", 2000) == \
         f"{FACT}\n{READ.format('CLAUDE.md')}"
 
 
 def test_memory_of_a_tool_loop_turn_is_short_and_readable(claude):
-    turn = anthropic_wire.turn(claude[3])
+    bodies, (_, _, loop, _), _ = claude
+    turn = anthropic_wire.turn(bodies[loop])
     text = memory_text(turn.human, turn.steps, "The notes say to use tabs. Done.", 1500)
     assert text == (f"User: {READ.format('CLAUDE.md')}\nAssistant: "
                     '[Read: {"file_path": "/home/dev/project/CLAUDE.md"}]\n'
                     "The notes say to use tabs. Done.")
 
 
-def test_claude_code_default_model_sends_system_messages_that_are_not_human_words():
-    body = recorded("claude-code-default-model")[1]
+@pytest.mark.parametrize("fixture, fact, starts", [
+    ("claude-code-default-model", 1, "Available agent types for the Agent tool"),
+    ("claude-code-2.1.332-default-model", 0, "# Environment\nYou have been invoked")])
+def test_claude_code_default_model_sends_system_messages_that_are_not_human_words(
+        fixture, fact, starts):
+    body = recorded(fixture)[fact]
     [system] = [m for m in body["messages"] if m["role"] == "system"]
-    assert system["content"].startswith("Available agent types for the Agent tool")
-    assert anthropic_wire.turn(body).human == FACT
-    assert "Available agent types" not in anthropic_wire.query(body, "all_user", 20_000)
+    text = system["content"] if isinstance(system["content"], str) else \
+        system["content"][0]["text"]
+    assert text.startswith(starts)
+    turn = anthropic_wire.turn(body)
+    assert turn.human == FACT
+    assert turn.new           # 2.1.332: the system message comes after the human's words
+    assert starts not in anthropic_wire.query(body, "all_user", 20_000)
 
 
 def test_ide_attachments_become_mentions_and_tags_go():

@@ -112,8 +112,11 @@ def test_claude_code_sends_one_request_for_an_unset_key(gateway, tmp_path):
                             headers={"x-memory-user-id": "claude-key"})
     assert run.returncode != 0
     assert "MEMPROXY_TEST_UNSET_KEY is not set" in run.stdout + run.stderr
-    assert [row for row in rows(gateway, "claude-key") if row[0] == "needs-key"] == [
-        ("needs-key", 400)]
+    # Claude Code 2.1.332 sends a 400 again up to five times at once, each without one more
+    # of its beta headers (it guesses a gateway refused a beta); a 503 is retried with
+    # backoff, 8 times in the first 100 s and on (2.1.197 sent the 400 once)
+    refused = [row for row in rows(gateway, "claude-key") if row[0] == "needs-key"]
+    assert 1 <= len(refused) <= 6 and set(refused) == {("needs-key", 400)}
 
 
 def test_readiness_and_check_name_the_models_whose_key_is_unset(gateway):
