@@ -179,6 +179,34 @@ def test_codex_answers_with_the_offline_demo_model_of_the_default_config(clis, t
     assert "reasoning_tokens" not in done.stderr
 
 
+def test_claude_code_answers_with_the_offline_demo_model_of_the_default_config(
+        clis, tmp_path, start_daemon):
+    """With no claude-* model, ide-config points Claude Code at ``demo``: its Messages call
+    (2.1.332: ``thinking.display``, ``context_management``, deferred tools) goes through
+    litellm's translation to the OpenAI-shaped mock and back."""
+    config = tmp_path / "memproxyd.toml"
+    config.write_text(textwrap.dedent(f"""\
+        [server]
+        port = {free_port()}
+        state_dir = "{tmp_path / 'state'}"
+        [memory]
+        backend = "sqlite"
+        [[model_list]]
+        model_name = "demo"
+        [model_list.litellm_params]
+        model = "openai/demo"
+        mock_response = "Hello from memproxyd's offline demo model."
+        """))
+    daemon = start_daemon(config)
+    add_alpha(daemon)
+    settings = exported(ide_config(daemon, "claude-code"))
+    assert settings["ANTHROPIC_MODEL"] == "demo"
+    (tmp_path / "work").mkdir()
+    done = agents.run_claude(clis, "", tmp_path / "work", FACT, model=None, settings=settings)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert "Hello from memproxyd's offline demo model." in done.stdout
+
+
 def test_claude_code_gateway_model_discovery_lists_what_claude_star_serves(clis, project,
                                                                           agent_fake):
     """With discovery on, Claude Code asks the port's /v1/models (Anthropic's shape); the
