@@ -148,10 +148,8 @@ def test_continue_cli_as_ide_config_prints_it(clis, project, agent_fake, tmp_pat
     check_fact_recalled(daemon, agent_fake, second.stdout)
 
 
-def test_codex_answers_with_the_offline_demo_model_of_the_default_config(clis, tmp_path,
-                                                                         start_daemon):
-    """The default config's first model is ``demo``: ide-config prints it for Codex, and
-    Codex accepts its replies (it rejected them: missing ``reasoning_tokens``)."""
+def demo_daemon(tmp_path, start_daemon):
+    """A daemon whose only model is the default config's offline ``demo``, with alpha."""
     config = tmp_path / "memproxyd.toml"
     config.write_text(textwrap.dedent(f"""\
         [server]
@@ -167,6 +165,14 @@ def test_codex_answers_with_the_offline_demo_model_of_the_default_config(clis, t
         """))
     daemon = start_daemon(config)
     add_alpha(daemon)
+    return daemon
+
+
+def test_codex_answers_with_the_offline_demo_model_of_the_default_config(clis, tmp_path,
+                                                                         start_daemon):
+    """The default config's first model is ``demo``: ide-config prints it for Codex, and
+    Codex accepts its replies (it rejected them: missing ``reasoning_tokens``)."""
+    daemon = demo_daemon(tmp_path, start_daemon)
     printed = ide_config(daemon, "codex")
     assert 'model = "demo"' in printed
     home = tmp_path / "codex-home"
@@ -184,21 +190,7 @@ def test_claude_code_answers_with_the_offline_demo_model_of_the_default_config(
     """With no claude-* model, ide-config points Claude Code at ``demo``: its Messages call
     (2.1.332: ``thinking.display``, ``context_management``, deferred tools) goes through
     litellm's translation to the OpenAI-shaped mock and back."""
-    config = tmp_path / "memproxyd.toml"
-    config.write_text(textwrap.dedent(f"""\
-        [server]
-        port = {free_port()}
-        state_dir = "{tmp_path / 'state'}"
-        [memory]
-        backend = "sqlite"
-        [[model_list]]
-        model_name = "demo"
-        [model_list.litellm_params]
-        model = "openai/demo"
-        mock_response = "Hello from memproxyd's offline demo model."
-        """))
-    daemon = start_daemon(config)
-    add_alpha(daemon)
+    daemon = demo_daemon(tmp_path, start_daemon)
     settings = exported(ide_config(daemon, "claude-code"))
     assert settings["ANTHROPIC_MODEL"] == "demo"
     (tmp_path / "work").mkdir()
