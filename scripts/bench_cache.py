@@ -196,7 +196,8 @@ def markdown(report: dict) -> str:
               "price). Prices per token from litellm's map: " + "; ".join(
                   f"{s['model']} in {s['rates']['input']:.3g}, write "
                   f"{s['rates']['cache_write']:.3g}, read {s['rates']['cache_read']:.3g}, "
-                  f"out {s['rates']['output']:.3g}" for s in report["sessions"].values()) + "."]
+                  f"out {s['rates']['output']:.3g}" for s in {
+                      s["model"]: s for s in report["sessions"].values()}.values()) + "."]
     return "\n".join(lines) + "\n"
 
 

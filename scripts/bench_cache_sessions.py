@@ -6,6 +6,9 @@ its next request, sent to a base URL (the fake directly, or a memproxyd project 
   the previous request's messages, the assistant reply the client received and a new user
   message; the message breakpoint moves to the new last block and leaves the earlier ones,
   as Claude Code does (line 2 of the recording shows it).
+* Claude Code 2.1.332 with its default model: the same from
+  ``claude-code-2.1.332-default-model.jsonl`` line 0 (reminder parts before the human's
+  words, then a system-role message with the breakpoint).
 * Codex: the recorded first turn (``codex.jsonl`` line 0: Responses API, ``store: false``,
   the whole input every call, ``prompt_cache_key``), extended the same way with the reply as
   an assistant ``message`` item.
@@ -89,9 +92,11 @@ def unmarked(message: dict) -> dict:
     return {**message, "content": content}
 
 
-def claude_code(base: str, turns: int) -> list[str]:
-    """One Claude Code session of ``turns`` human turns; the memory statuses memproxyd gave."""
-    body = recorded("claude-code", 1)
+def claude_code(base: str, turns: int, fixture: str = "claude-code", line: int = 1) -> list[str]:
+    """One Claude Code session of ``turns`` human turns; the memory statuses memproxyd gave.
+    From another recording's first turn, the model is still claude-sonnet-4-5 (routed and
+    priced alike): the request's shape is what differs."""
+    body = {**recorded(fixture, line), "model": "claude-sonnet-4-5"}
     headers = {"anthropic-version": "2023-06-01", "x-api-key": "sk-client"}
     statuses = []
     for turn in range(turns):
@@ -135,6 +140,14 @@ def sdk_chat(base: str, turns: int) -> list[str]:
     return statuses
 
 
+def claude_code_2_1_332_default_model(base: str, turns: int) -> list[str]:
+    """Claude Code 2.1.332 with its default model: the environment a system-role message
+    after the first human message, carrying the first call's message breakpoint."""
+    return claude_code(base, turns, "claude-code-2.1.332-default-model", 0)
+
+
 SESSIONS = {"claude-code": (claude_code, "claude-sonnet-4-5"),
+            "claude-code-2.1.332-default-model": (claude_code_2_1_332_default_model,
+                                                  "claude-sonnet-4-5"),
             "codex": (codex, "gpt-5-codex"),
             "sdk-chat": (sdk_chat, "gpt-4.1")}
