@@ -51,6 +51,13 @@ class Unreachable(MemoryError_):
     """The database cannot be reached (down, refused, no DSN); the operation may be retried."""
 
 
+class Busy(Unreachable):
+    """Every connection of this daemon's pool stayed in use for ``connect_timeout``: the
+    server answers, this daemon is saturated. Handled like ``Unreachable`` by each use (an
+    acknowledgement goes to the spill, recall reports ``error``), but the database is not
+    marked down: no pause in which every use fails at once, and the status stays reachable."""
+
+
 def describe_dsn(dsn: str) -> str:
     """host:port/database of a DSN, without user or password (nor anything else)."""
     parts = urlsplit(dsn)
@@ -75,6 +82,7 @@ class PgDatabase:
         self.last_error = "" if self.dsn else "postgres.dsn is empty or names an unset variable"
         self.last_ok = 0.0
         self._down_until = 0.0
+        self._busy_logged = -60.0
 
     async def open(self) -> None:
         """Create the pool (no connection is made yet; see ``connection``)."""
@@ -131,6 +139,14 @@ class PgDatabase:
             raise Unreachable(f"database unreachable: {self.last_error}")
         try:
             conn = await self._pool.acquire(timeout=self.config.connect_timeout)
+        except asyncio.TimeoutError as exc:
+            if self._saturated():
+                self._busy()
+                raise Busy("database pool busy: every connection stayed in use for "
+                           f"{self.config.connect_timeout:g} s") from exc
+            self._down_until = time.monotonic() + PAUSE_AFTER_FAILED_CONNECT
+            self._failed(exc)
+            raise Unreachable(f"database unreachable: {type(exc).__name__}") from exc
         except CONNECTION_ERRORS as exc:
             self._down_until = time.monotonic() + PAUSE_AFTER_FAILED_CONNECT
             self._failed(exc)
@@ -146,6 +162,21 @@ class PgDatabase:
         if self.last_error:
             log.info("postgres reachable database=%s", describe_dsn(self.dsn))
         self.last_ok, self.last_error = time.time(), ""
+
+    def _saturated(self) -> bool:
+        """Every connection the pool may open is open and in use (a dead server leaves none
+        open: its connections are dropped at their first failed use)."""
+        pool = self._pool
+        return (pool is not None and pool.get_size() >= pool.get_max_size()
+                and pool.get_idle_size() == 0)
+
+    def _busy(self) -> None:
+        now = time.monotonic()
+        if now - self._busy_logged >= 60:
+            self._busy_logged = now
+            log.warning("postgres pool busy database=%s pool_size=%d connect_timeout=%g "
+                        "(raise [postgres] pool_size?)", describe_dsn(self.dsn),
+                        self.config.pool_size, self.config.connect_timeout)
 
     def _failed(self, exc: BaseException) -> None:
         if not self.last_error:

@@ -167,6 +167,28 @@ async def test_after_a_failed_connect_uses_fail_at_once_then_probe_again():
         silent.close()
 
 
+async def test_a_busy_pool_is_not_a_dead_database(pg_dsn):
+    """Every connection in use past ``connect_timeout``: that use fails (``Busy``, handled
+    as unreachable), but the database is not marked down: the status stays reachable and
+    the next use, once a connection is free, goes through at once."""
+    db = PgDatabase(PostgresConfig(dsn=pg_dsn, pool_size=1, connect_timeout=0.3))
+    await db.open()
+    try:
+        async with db.connection() as held:
+            await held.fetchval("SELECT 1")
+            with pytest.raises(postgres_db.Busy):
+                async with db.connection():
+                    pass
+            assert db.status()["reachable"] is True
+        started = time.monotonic()
+        async with db.connection() as conn:
+            assert await conn.fetchval("SELECT 2") == 2
+        assert time.monotonic() - started < 0.2          # no fail-fast pause after it
+        assert db.status()["reachable"] is True
+    finally:
+        await db.close()
+
+
 def topic_embedder(calls: list):
     async def embed(texts, session):
         calls.append(texts)
