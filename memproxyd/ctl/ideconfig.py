@@ -79,12 +79,18 @@ def mcp_command(config_path: Path | None, url: str | None, project: str) -> tupl
     return tuple(argv + ["mcp", project])
 
 
+# What Claude Code asks for when not told (2.1.332, pinned in tests/agents.py); a config that
+# does not serve it gets ANTHROPIC_MODEL pointed at a model it does serve.
+CLAUDE_CODE_DEFAULT_MODEL = "claude-opus-5-5"
+
+
 def claude_code(s: Settings) -> str:
     lines = [f"export ANTHROPIC_BASE_URL={s.anthropic}",
              f"export ANTHROPIC_API_KEY={s.shell_key()}", *s.key_note()]
-    if not s.serves("claude-sonnet-4-5") and s.models:
+    if not s.serves(CLAUDE_CODE_DEFAULT_MODEL) and s.models:
         # Claude Code asks for claude-* models by name (its default, and haiku for side calls)
-        lines += [f"# no claude-* model in model_list: Claude Code uses {s.model}",
+        lines += [f"# {CLAUDE_CODE_DEFAULT_MODEL} (Claude Code's default) is not in "
+                  f"model_list: Claude Code uses {s.model}",
                   f"export ANTHROPIC_MODEL={s.model}",
                   f"export ANTHROPIC_DEFAULT_HAIKU_MODEL={s.model}"]
     return "\n".join(lines + ["# the project's memory as MCP tools in Claude Code:",

@@ -305,6 +305,20 @@ def test_ide_config_without_claude_models_points_claude_code_at_one_that_exists(
     assert "export ANTHROPIC_DEFAULT_HAIKU_MODEL=demo" in out.splitlines()
 
 
+@pytest.mark.parametrize("names, exported", [
+    (["claude-sonnet-4-5"], "claude-sonnet-4-5"),         # one exact name: not the default
+    (["claude-*"], None), (["claude-opus-5-5"], None)])
+def test_ide_config_points_claude_code_at_a_served_model_unless_its_default_is(
+        make_config, run, names, exported):
+    config = make_config(extra="".join(
+        f'[[model_list]]\nmodel_name = "{n}"\n[model_list.litellm_params]\n'
+        'model = "anthropic/claude-opus-5-5"\n' for n in names))
+    run("add-project", "alpha", "--port", str(free_port()), config_path=config)
+    _, out, _ = run("ide-config", "alpha", "--client", "claude-code", config_path=config)
+    models = [line for line in out.splitlines() if line.startswith("export ANTHROPIC_MODEL=")]
+    assert models == ([f"export ANTHROPIC_MODEL={exported}"] if exported else [])
+
+
 def test_ide_config_with_gateway_key_exports_the_variable_never_the_secret(make_config, run):
     config = make_config(extra=f'[auth]\nkeys = ["{GATEWAY_KEY}"]')
     port = free_port()
