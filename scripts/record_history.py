@@ -19,6 +19,10 @@ characters, to ``tests/fixtures/history/claude-code/<cwd-slug>/<session>.jsonl``
 ``.project_root`` file that names the working directory).
 
     PYTHONPATH=. .venv/bin/python scripts/record_history.py [--out tests/fixtures/history]
+
+``tests/fixtures/history/claude-code/`` is Claude Code 2.1.197's; ``claude-code-2.1.332/`` is
+2.1.332's (recorded with ``--out`` elsewhere, its ``claude-code/`` moved there), both kept:
+an import reads whatever version wrote the transcripts.
 """
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ FACT = ("User: Remember this: the staging deploy key is [REDACTED], never commit
         "commit it.")
 
 
-def alpha(client: str) -> Path:
-    return next(p for p in find_sessions(client, FIXTURES / client)
+def alpha(client: str, folder: str | None = None) -> Path:
+    return next(p for p in find_sessions(client, FIXTURES / (folder or client))
                 if "alpha-repo" in read_session(client, p, Rules()).cwd)
 
 
@@ -48,9 +48,12 @@ def reasons(session) -> list[str]:
 
 # -- as recorded ----------------------------------------------------------------------------
 
-def test_claude_code_sessions_become_the_memories_live_traffic_makes():
+# 2.1.197's transcripts, and 2.1.332's (which add api-request, api-request-blob with a
+# user-role message, cost-state and a dozen attachment kinds: none of them a turn)
+@pytest.mark.parametrize("folder", ["claude-code", "claude-code-2.1.332"])
+def test_claude_code_sessions_become_the_memories_live_traffic_makes(folder):
     sessions = [read_session("claude-code", p, Rules())
-                for p in find_sessions("claude-code", FIXTURES / "claude-code")]
+                for p in find_sessions("claude-code", FIXTURES / folder)]
     assert [s.cwd for s in sessions] == ["/home/dev/alpha-repo", "/home/dev/beta-repo"]
     assert kept(sessions[0]) == [
         FACT, "User: Please read the notes in CLAUDE.md and tell me the indentation rule.\n"
@@ -59,7 +62,7 @@ def test_claude_code_sessions_become_the_memories_live_traffic_makes():
     assert kept(sessions[1]) == [
         "User: Remember this: our deploy target codename is BLUEFIN.\n"
         "Assistant: Understood: Remember this: our deploy target codename is BLUEFIN."]
-    first = lines(alpha("claude-code"))
+    first = lines(alpha("claude-code", folder))
     said = next(r for r in first if r.get("type") == "user")
     assert sessions[0].turns[0].created_at == parse_time(said["timestamp"])
     assert sessions[0].session_id == said["sessionId"]
