@@ -139,15 +139,11 @@ class PgDatabase:
             raise Unreachable(f"database unreachable: {self.last_error}")
         try:
             conn = await self._pool.acquire(timeout=self.config.connect_timeout)
-        except asyncio.TimeoutError as exc:
-            if self._saturated():
+        except CONNECTION_ERRORS as exc:
+            if isinstance(exc, asyncio.TimeoutError) and self._saturated():
                 self._busy()
                 raise Busy("database pool busy: every connection stayed in use for "
                            f"{self.config.connect_timeout:g} s") from exc
-            self._down_until = time.monotonic() + PAUSE_AFTER_FAILED_CONNECT
-            self._failed(exc)
-            raise Unreachable(f"database unreachable: {type(exc).__name__}") from exc
-        except CONNECTION_ERRORS as exc:
             self._down_until = time.monotonic() + PAUSE_AFTER_FAILED_CONNECT
             self._failed(exc)
             raise Unreachable(f"database unreachable: {type(exc).__name__}") from exc
