@@ -8,7 +8,7 @@ CONFIG ?= etc/memproxyd.toml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install browser agents run test test-e2e check bench soak install-service clean
+.PHONY: install browser agents run test test-e2e test-e2e-newest check bench soak install-service clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ test-e2e: install browser agents
 
 agents: install
 	$(BIN)/python -m tests.agents
+
+# The same tests with every agent CLI at the newest version on npm (in
+# ~/.cache/memproxyd-test-agents-newest): what a new user installs today. Not run by CI.
+test-e2e-newest: install browser
+	MEMPROXYD_AGENTS_NEWEST=1 $(BIN)/python -m tests.agents
+	MEMPROXYD_AGENTS_NEWEST=1 $(BIN)/python -m pytest -q -m e2e $(PYTEST_ARGS)
 
 # The /ui test drives Debian's chromium (playwright's own browser download is not used).
 # Installed here when missing and possible (root with apt-get); otherwise that test skips.

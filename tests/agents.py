@@ -26,9 +26,15 @@ OPENCODE = "opencode-ai@1.18.33"
 CONTINUE_CLI = "@continuedev/cli@1.5.47"
 PACKAGES = {"claude": CLAUDE_CODE, "codex": CODEX, "gemini": GEMINI_CLI, "opencode": OPENCODE,
             "cn": CONTINUE_CLI}
+# ``make test-e2e-newest``: every CLI at the newest version npm has, in a folder of its own
+# (to see what a new user's clients do before the pins move; not what CI runs)
+NEWEST = os.environ.get("MEMPROXYD_AGENTS_NEWEST") == "1"
+if NEWEST:
+    PACKAGES = {c: spec.rsplit("@", 1)[0] + "@latest" for c, spec in PACKAGES.items()}
 CACHE = Path(os.environ.get("MEMPROXYD_AGENTS_DIR",
                             Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                            / "memproxyd-test-agents"))
+                            / ("memproxyd-test-agents" + ("-newest" if NEWEST else ""))))
+_updated: set[str] = set()       # ``@latest`` specs installed by this process
 
 
 class Unavailable(Exception):
@@ -52,18 +58,27 @@ def install_clis(target: Path = CACHE, commands: tuple[str, ...] = ("claude", "c
     if result.returncode != 0 or not all((bin_dir / c).exists() for c in commands):
         raise Unavailable(f"npm install {' '.join(missing)} failed: "
                           f"{result.stderr.strip()[-400:]}")
+    _updated.update(missing)
     return bin_dir
+
+
+def installed_version(target: Path, spec: str) -> str:
+    """The version of ``spec``'s package that ``target`` holds ("" when none)."""
+    try:
+        manifest = json.loads((target / "node_modules" / spec.rsplit("@", 1)[0]
+                               / "package.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(manifest.get("version", ""))
 
 
 def _installed(target: Path, spec: str) -> bool:
     """Whether ``spec`` (``name@version``) is what ``target`` holds: a pin moved on is
     installed again over the cached one."""
-    name, version = spec.rsplit("@", 1)
-    try:
-        manifest = json.loads((target / "node_modules" / name / "package.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest.get("version") == version
+    version = spec.rsplit("@", 1)[1]
+    if version == "latest":           # asked npm once per run: a newer release is installed
+        return spec in _updated
+    return installed_version(target, spec) == version
 
 
 def _env(extra: dict[str, str], home: Path) -> dict[str, str]:
@@ -203,6 +218,8 @@ if __name__ == "__main__":    # make test-e2e: install (once) and say what and w
     print(f"agent CLIs for the e2e tests, from npm into {CACHE}: {' '.join(PACKAGES.values())}")
     try:
         print(f"ready: {install_clis(commands=tuple(PACKAGES))}")
+        print("installed: " + ", ".join(f"{c} {installed_version(CACHE, s)}"
+                                        for c, s in PACKAGES.items()))
     except Unavailable as exc:
         print(f"not installed ({exc}): the tests that drive them will skip, saying why")
     sys.exit(0)
