@@ -64,6 +64,42 @@ def test_claude_code_sub_agent_calls_are_not_human_turns(claude):
     assert anthropic_wire.turn(body).side_call
 
 
+# Claude Code 2.1.332's own prompts (from its binary): its built-in sub-agents' openings, and
+# the prompts it appends to a fork of the whole conversation (with its tools)
+SUB_AGENTS = ("You are an agent for Claude Code, Anthropic's official CLI for Claude.",
+              "You are a file search specialist for Claude Code, Anthropic's official CLI",
+              "You are a software architect and planning specialist for Claude Code.",
+              "You are a web-reading specialist for Claude Code, Anthropic's official CLI",
+              "You are a status line setup agent for Claude Code.",
+              "You are an artifact comment-thread analyst for Claude Code.")
+FORK_PROMPTS = ("The user stepped away and is coming back. Recap in under 40 words, 1-2 plain "
+                "sentences, no markdown.",
+                "You are now acting as the memory extraction subagent. Analyze the most recent "
+                "~12 messages above and use them to update your persistent memory systems.",
+                "[SUGGESTION MODE: Suggest what the user might naturally type next into Claude "
+                "Code.]")
+
+
+@pytest.mark.parametrize("opening", SUB_AGENTS)
+def test_claude_codes_built_in_sub_agents_are_side_calls(opening):
+    body = json.loads(json.dumps(recorded("claude-code-2.1.332")[0]))
+    assert not anthropic_wire.turn(body).side_call
+    body["system"][2]["text"] = f"{opening}\n\nGiven the user's message, ..."
+    assert anthropic_wire.turn(body).side_call
+
+
+@pytest.mark.parametrize("prompt", FORK_PROMPTS)
+def test_claude_codes_forks_of_the_conversation_are_side_calls(prompt):
+    """Away recaps, memory extraction and prompt suggestions: the conversation so far with
+    its tools, then the CLI's prompt as a user message; never a human turn."""
+    for at in (1, 2):                    # after a human message, after a tool loop
+        body = json.loads(json.dumps(recorded("claude-code-2.1.332")[at]))
+        body["messages"].append({"role": "assistant", "content": [{"type": "text",
+                                                                     "text": "Done."}]})
+        body["messages"].append({"role": "user", "content": [{"type": "text", "text": prompt}]})
+        assert anthropic_wire.turn(body).side_call
+
+
 def test_claude_code_tool_loop_call_continues_the_turn(claude):
     bodies, (fact, read, loop_at, _), _ = claude
     start, loop = anthropic_wire.turn(bodies[read]), anthropic_wire.turn(bodies[loop_at])

@@ -41,9 +41,16 @@ CLIENTS: tuple[ClientRules, ...] = (
             r"Your task is to create a detailed summary of the conversation so far",  # /compact
             r"(?i)analyze if this message indicates a new conversation topic",
             # Sub-agents (the Agent tool): their "user" message is the main agent's words,
-            # not the person's (the CLI's built-in agent prompts, 2.1.197)
-            r"^You are (an agent|a file search specialist|a software architect and planning "
-            r"specialist) for Claude Code",
+            # not the person's. The CLI's built-in agent prompts all open so ("an agent", "a
+            # file search specialist", 2.1.332's "a web-reading specialist", "a status line
+            # setup agent", ...); its own prompt opens "You are Claude Code" or "You are a
+            # Claude agent, built on ..."
+            r"^You are an? [^\n.]{1,80}? for Claude Code\b",
+            # Forks of the conversation (2.1.332, interactive): the whole conversation and
+            # its tools, then one of these prompts as a user message
+            r"^The user stepped away and is coming back\. Recap in under",   # away recap
+            r"^You are now acting as the memory extraction subagent\.",     # auto memory
+            r"^\[SUGGESTION MODE: Suggest what the user might naturally type next",
         ),
         # Claude Code's turns always offer tools; its side queries (titles, summaries,
         # suggestions) never do. Its requests open with this billing block.
