@@ -180,6 +180,9 @@ class MemoryService:
         turn = adapter.turn(call.body, extra, humans)
         if not turn.human and not turn.side_call:
             turn = self._continued(call, turn)
+        if turn.side_call and humans and mode in ("on", "read") \
+                and not self._skipped_by_policy(call, adapter):
+            return await self._forked(call, adapter, humans), None
         if turn.side_call or not turn.human or self._skipped_by_policy(call, adapter):
             return call.body, None
         if humans:
@@ -247,6 +250,17 @@ class MemoryService:
         call.memory_status = "injected" if current.block else "none"
         call.memories, call.recalled_ids = len(current.ids), current.ids
         return self._placed(call, adapter, humans, wanted, known)
+
+    async def _forked(self, call: Call, adapter, humans: list[tuple[int, str]]) -> dict[str, Any]:
+        """A side call that forks a conversation (Claude Code's /compact, away recap and
+        memory extraction; Codex's compaction) carries its earlier turns: their journaled
+        blocks go back byte for byte, so its prompt shares the conversation's cached prefix.
+        Nothing is recalled for it, journaled or remembered; other side calls (titles,
+        sub-agents) match no journaled turn and go as they came."""
+        call.conversation = self.conversation(call, adapter, humans)
+        wanted = [(ordinal, turn_key(text)) for ordinal, (_, text) in enumerate(humans)]
+        known = await self.journal.turns(call.user_id, call.conversation, wanted)
+        return self._placed(call, adapter, humans, wanted, known) if known else call.body
 
     @staticmethod
     def _placed(call: Call, adapter, humans, wanted, known) -> dict[str, Any]:

@@ -120,3 +120,40 @@ async def test_housekeeping_calls_are_neither_recalled_for_nor_remembered(projec
     assert topic.headers["x-memproxy-memory"] == "skipped"
     await asyncio.sleep(0.3)
     assert await memories(daemon, "alpha") == []
+
+
+async def test_a_fork_of_the_conversation_carries_its_blocks_and_adds_nothing(
+        projects, anthropic_fake):
+    """Claude Code's away recap (a side call) forks the conversation: the earlier turn's
+    block goes back at its place, byte for byte, so the fork shares the conversation's cached
+    prefix; nothing is recalled for the fork's own prompt or remembered from it."""
+    daemon, ports = projects
+    fact = f"orchid{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(urllib.request.urlopen, urllib.request.Request(
+        f"{daemon.url}/v1/memories", method="POST", headers={"content-type": "application/json"},
+        data=json.dumps({"user_id": "alpha",
+                         "content": f"The release branch is named {fact}."}).encode()))
+    session = json.dumps({"device_id": "d", "session_id": str(uuid.uuid4())})
+    asked, recap = uuid.uuid4().hex, uuid.uuid4().hex
+    question = {"role": "user", "content": f"What is the release branch named? {asked}"}
+    kwargs = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "system": "You are Claude Code.",
+              "metadata": {"user_id": session}}
+    first = await claude(ports["alpha"]).messages.with_raw_response.create(
+        messages=[question], **kwargs)
+    assert first.headers["x-memproxy-memory"] == "injected"
+    stored = await wait_memories(daemon, "alpha", 2)          # the fact, then this exchange
+    away = {"role": "user", "content": "The user stepped away and is coming back. Recap in "
+                                       f"under 40 words, 1-2 plain sentences. {recap}"}
+    fork = await claude(ports["alpha"]).messages.with_raw_response.create(
+        messages=[question, {"role": "assistant", "content": "It is named so."}, away],
+        **kwargs)
+    assert fork.headers["x-memproxy-memory"] == "skipped"
+    fork_sent = upstream_request(anthropic_fake, recap)
+    [main_sent] = [r["json"] for r in anthropic_fake.call(lambda: list(
+        anthropic_fake.app[anthropic_upstream.RECORDS])) if asked in json.dumps(r["json"])
+        and recap not in json.dumps(r["json"])]
+    assert fact in json.dumps(main_sent["messages"][0])
+    assert fork_sent["messages"][0] == main_sent["messages"][0]     # the block, byte for byte
+    assert fork_sent["messages"][2] == away                         # no block for the recap
+    await asyncio.sleep(0.3)
+    assert len(await memories(daemon, "alpha")) == len(stored)
