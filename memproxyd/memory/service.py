@@ -253,7 +253,7 @@ class MemoryService:
 
     async def _forked(self, call: Call, adapter, humans: list[tuple[int, str]]) -> dict[str, Any]:
         """A side call that forks a conversation (Claude Code's /compact, away recap and
-        memory extraction; Codex's compaction) carries its earlier turns: their journaled
+        memory extraction) carries its earlier turns: their journaled
         blocks go back byte for byte, so its prompt shares the conversation's cached prefix.
         Nothing is recalled for it, journaled or remembered; other side calls (titles,
         sub-agents) match no journaled turn and go as they came."""
