@@ -180,10 +180,11 @@ class MemoryService:
         turn = adapter.turn(call.body, extra, humans)
         if not turn.human and not turn.side_call:
             turn = self._continued(call, turn)
-        if turn.side_call and humans and mode in ("on", "read") \
-                and not self._skipped_by_policy(call, adapter):
-            return await self._forked(call, adapter, humans), None
-        if turn.side_call or not turn.human or self._skipped_by_policy(call, adapter):
+        if turn.side_call:           # never recalled for nor remembered; a fork keeps its blocks
+            if humans and mode in ("on", "read") and not self._skipped_by_policy(call, adapter):
+                return await self._forked(call, adapter, humans), None
+            return call.body, None
+        if not turn.human or self._skipped_by_policy(call, adapter):
             return call.body, None
         if humans:
             call.conversation = self.conversation(call, adapter, humans)
@@ -238,8 +239,7 @@ class MemoryService:
         if not humans:        # a turn continued by response id: its input has no human words
             return call.body
         conversation = call.conversation
-        wanted = [(ordinal, turn_key(text)) for ordinal, (_, text) in enumerate(humans)]
-        known = await self.journal.turns(call.user_id, conversation, wanted)
+        wanted, known = await self._journaled(call, humans)
         current = known.get(wanted[-1])
         if current is None:
             current = await self._recall(call, session, humans)
@@ -258,9 +258,14 @@ class MemoryService:
         Nothing is recalled for it, journaled or remembered; other side calls (titles,
         sub-agents) match no journaled turn and go as they came."""
         call.conversation = self.conversation(call, adapter, humans)
+        wanted, known = await self._journaled(call, humans)
+        return self._placed(call, adapter, humans, wanted, known)
+
+    async def _journaled(self, call: Call, humans: list[tuple[int, str]]) -> tuple[list, dict]:
+        """The (ordinal, turn key) of each human turn, and what the conversation's journal
+        knows of them."""
         wanted = [(ordinal, turn_key(text)) for ordinal, (_, text) in enumerate(humans)]
-        known = await self.journal.turns(call.user_id, call.conversation, wanted)
-        return self._placed(call, adapter, humans, wanted, known) if known else call.body
+        return wanted, await self.journal.turns(call.user_id, call.conversation, wanted)
 
     @staticmethod
     def _placed(call: Call, adapter, humans, wanted, known) -> dict[str, Any]:
